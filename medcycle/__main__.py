@@ -1,0 +1,3 @@
+from medcycle.cli.main import main
+
+main()

@@ -1,0 +1,41 @@
+"""``create_app(platform)``: the REST API and the web UI in one ASGI app."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from medcycle import __version__
+from medcycle.api.errors import install_error_handlers
+from medcycle.api.metrics import ApiMetrics, install_metrics
+from medcycle.api.routers import objects, queues, system, users
+from medcycle.platform import Platform
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (system.router, users.router, objects.router, queues.router)
+
+
+def create_app(platform: Platform, *, migrate: bool = True, web: bool = True) -> FastAPI:
+    """Build the app for ``platform``. Migrations are applied here unless ``migrate`` is False."""
+    if migrate:
+        platform.migrate()
+    app = FastAPI(
+        title="medcycle",
+        version=__version__,
+        description="The medcycle REST API. Authenticate with `Authorization: Bearer <token>`.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.platform = platform
+    app.state.metrics = ApiMetrics()
+    install_error_handlers(app)
+    install_metrics(app, app.state.metrics)
+    for router in ROUTERS:
+        app.include_router(router)
+    if web:
+        from medcycle.web import mount_web
+
+        mount_web(app, platform)
+    return app

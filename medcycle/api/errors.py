@@ -1,0 +1,65 @@
+"""One JSON error shape for every failure the API returns: ``{"error": {code, message, hint, details}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from medcycle.errors import MedcycleError, QueueFull
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              409: "conflict", 413: "too_large", 422: "validation_failed", 429: "queue_full"}
+
+
+def error_body(code: str, message: str, hint: str | None = None, **details: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "hint": hint, "details": details}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MedcycleError)
+    async def _medcycle(request: Request, exc: MedcycleError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+        if exc.http_status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="medcycle"'}
+        if exc.http_status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg", "")} for err in exc.errors()
+        ]
+        first = problems[0] if problems else {"where": "request", "problem": "invalid"}
+        return JSONResponse(
+            error_body(
+                "validation_failed",
+                f"invalid request: {first['where']}: {first['problem']}",
+                "See the endpoint's schema at /docs.",
+                problems=problems,
+            ),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        hint = "See the API reference at /docs." if exc.status_code in {404, 405} else None
+        message = str(exc.detail) if exc.detail else code
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        return JSONResponse(error_body(code, message, hint), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", "an unexpected error occurred", "The server log has the details; please report it."),
+            status_code=500,
+        )

@@ -1,0 +1,65 @@
+"""Objects by digest: upload (streamed), download (verified), stat. Every read is audited."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from medcycle.api.deps import PlatformDep, SessionDep, requires
+from medcycle.api.schemas import ObjectOut
+from medcycle.auth import audit
+from medcycle.auth.roles import Permission, Principal
+from medcycle.objects.base import CHUNK, check_digest
+
+router = APIRouter(prefix="/v1/objects", tags=["objects"])
+Reader = Annotated[Principal, requires(Permission.READ_DATA)]
+Writer = Annotated[Principal, requires(Permission.WRITE_DATA)]
+
+
+@router.post("", response_model=ObjectOut, status_code=status.HTTP_201_CREATED)
+async def upload(
+    request: Request, platform: PlatformDep, session: SessionDep, principal: Writer, expected: str | None = None
+) -> ObjectOut:
+    """Store the raw request body (streamed to disk, never held in memory); returns its digest."""
+    if expected is not None:
+        check_digest(expected)
+    with tempfile.TemporaryDirectory(prefix="medcycle-upload-") as tmp:
+        path = Path(tmp) / "body"
+        with path.open("wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+        info = await run_in_threadpool(platform.objects.put, path, expected_digest=expected)
+    audit.record(session, principal, "object.write", target_kind="object", target_id=info.digest, via="api", size=info.size)
+    return ObjectOut(digest=info.digest, size=info.size)
+
+
+@router.head("/{digest}")
+def head(digest: str, platform: PlatformDep, _: Reader) -> Response:
+    info = platform.objects.stat(check_digest(digest))
+    return Response(headers={"Content-Length": str(info.size), "ETag": f'"{digest}"', "X-Medcycle-Digest": digest})
+
+
+@router.get("/{digest}", response_class=StreamingResponse)
+def download(digest: str, platform: PlatformDep, session: SessionDep, principal: Reader) -> StreamingResponse:
+    """The object's bytes; verified while streaming (a corrupt object aborts the response)."""
+    info = platform.objects.stat(check_digest(digest))
+    stream = platform.objects.open(digest)
+    audit.record(session, principal, "object.read", target_kind="object", target_id=digest, via="api", size=info.size)
+    session.commit()
+
+    def body() -> Iterator[bytes]:
+        with stream:
+            while chunk := stream.read(CHUNK):
+                yield chunk
+
+    return StreamingResponse(
+        body(),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(info.size), "ETag": f'"{digest}"', "X-Medcycle-Digest": digest},
+    )

@@ -1,0 +1,82 @@
+"""The audit log: one row per data read and per privileged change. Never holds patient data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from medcycle.auth.roles import Principal
+from medcycle.auth.tables import AuditEventRow
+from medcycle.store.base import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target_kind: str | None
+    target_id: str | None
+    outcome: str
+    via: str
+    details: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "at": self.at.isoformat(), "actor": self.actor, "action": self.action,
+            "target_kind": self.target_kind, "target_id": self.target_id, "outcome": self.outcome,
+            "via": self.via, "details": self.details,
+        }
+
+
+def record(
+    session: Session,
+    actor: Principal | str,
+    action: str,
+    *,
+    target_kind: str | None = None,
+    target_id: str | None = None,
+    outcome: str = "ok",
+    via: str = "library",
+    **details: Any,
+) -> None:
+    """Append an audit event in the caller's transaction (so it commits or rolls back with the change)."""
+    session.add(
+        AuditEventRow(
+            at=utcnow(),
+            actor=actor if isinstance(actor, str) else actor.name,
+            action=action,
+            target_kind=target_kind,
+            target_id=target_id,
+            outcome=outcome,
+            via=via,
+            details=details,
+        )
+    )
+
+
+def query(
+    session: Session,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Newest first. ``action`` matches a prefix (``object.`` matches ``object.read``)."""
+    stmt = select(AuditEventRow).order_by(AuditEventRow.seq.desc()).limit(max(1, min(limit, 10_000)))
+    if actor:
+        stmt = stmt.where(AuditEventRow.actor == actor)
+    if action:
+        stmt = stmt.where(AuditEventRow.action.startswith(action, autoescape=True))
+    if since:
+        stmt = stmt.where(AuditEventRow.at >= since)
+    return [
+        AuditEvent(r.seq, r.at, r.actor, r.action, r.target_kind, r.target_id, r.outcome, r.via, r.details or {})
+        for r in session.scalars(stmt)
+    ]

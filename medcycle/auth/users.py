@@ -1,0 +1,154 @@
+"""Users and API tokens. Tokens are shown once and stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from medcycle.auth.roles import Principal, Role, parse_role
+from medcycle.auth.tables import TokenRow, UserRow
+from medcycle.errors import AuthError, Conflict, NotFound, UsageError
+from medcycle.store.base import new_id, utcnow
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+TOKEN_PREFIX = "mct"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly created token; ``secret`` is the only copy of the plaintext."""
+
+    id: str
+    user: str
+    name: str
+    secret: str
+    expires_at: datetime | None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise UsageError(
+            f"{name!r} is not a valid user name",
+            hint="Use 2-64 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter.",
+        )
+    return name
+
+
+def create_user(session: Session, name: str, role: Role | str, *, email: str | None = None) -> UserRow:
+    check_name(name)
+    role = parse_role(role) if isinstance(role, str) else role
+    if session.scalar(select(UserRow).where(UserRow.name == name)) is not None:
+        raise Conflict(f"user {name!r} already exists", hint=f"Pick another name, or `medcycle user show {name}`.")
+    user = UserRow(id=new_id(), name=name, role=role.value, email=email, disabled=False, created_at=utcnow())
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, name: str) -> UserRow:
+    user = session.scalar(select(UserRow).where(UserRow.name == name))
+    if user is None:
+        raise NotFound(f"user {name!r} does not exist", hint="List users with `medcycle user list`.")
+    return user
+
+
+def list_users(session: Session) -> list[UserRow]:
+    return list(session.scalars(select(UserRow).order_by(UserRow.name)))
+
+
+def set_user_state(session: Session, name: str, *, role: Role | str | None = None, disabled: bool | None = None) -> UserRow:
+    user = get_user(session, name)
+    if role is not None:
+        user.role = (parse_role(role) if isinstance(role, str) else role).value
+    if disabled is not None:
+        user.disabled = disabled
+    session.flush()
+    return user
+
+
+def create_token(
+    session: Session, user_name: str, *, name: str = "default", expires_in_days: float | None = None
+) -> IssuedToken:
+    user = get_user(session, user_name)
+    if user.disabled:
+        raise UsageError(f"user {user_name!r} is disabled", hint=f"`medcycle user enable {user_name}` first.")
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise UsageError("a token's lifetime must be positive", hint="Pass --expires-days with a positive number.")
+    token_id = new_id()[:16]
+    secret = secrets.token_urlsafe(32)
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    session.add(
+        TokenRow(id=token_id, user_id=user.id, name=name, secret_hash=_hash(secret), created_at=utcnow(), expires_at=expires)
+    )
+    session.flush()
+    return IssuedToken(id=token_id, user=user.name, name=name, secret=f"{TOKEN_PREFIX}_{token_id}_{secret}", expires_at=expires)
+
+
+def list_tokens(session: Session, user_name: str | None = None) -> list[tuple[TokenRow, str]]:
+    query = select(TokenRow, UserRow.name).join(UserRow, UserRow.id == TokenRow.user_id).order_by(TokenRow.created_at)
+    if user_name:
+        query = query.where(UserRow.name == user_name)
+    return [(row[0], row[1]) for row in session.execute(query).all()]
+
+
+def revoke_token(session: Session, token_id: str) -> TokenRow:
+    token = session.get(TokenRow, token_id)
+    if token is None:
+        raise NotFound(f"token {token_id} does not exist", hint="List tokens with `medcycle token list`.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    session.flush()
+    return token
+
+
+def _unauthorised(why: str) -> AuthError:
+    return AuthError(
+        f"the API token {why}",
+        hint="Send `Authorization: Bearer <token>`; create a token with `medcycle token create --user NAME`.",
+    )
+
+
+def principal_for_token_id(session: Session, token_id: str, *, touch: bool = True) -> Principal:
+    """The principal behind a token id, checking revocation, expiry and the user's state."""
+    row = session.execute(
+        select(TokenRow, UserRow).join(UserRow, UserRow.id == TokenRow.user_id).where(TokenRow.id == token_id)
+    ).first()
+    if row is None:
+        raise _unauthorised("is not known")
+    token, user = row[0], row[1]
+    now = utcnow()
+    if token.revoked_at is not None:
+        raise _unauthorised("was revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise _unauthorised("has expired")
+    if user.disabled:
+        raise _unauthorised(f"belongs to the disabled user {user.name!r}")
+    if touch and (token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1)):
+        token.last_used_at = now
+        session.flush()
+    return Principal(name=user.name, role=Role(user.role), user_id=user.id, token_id=token.id)
+
+
+def authenticate(session: Session, token: str) -> Principal:
+    """Check a plaintext token (``mct_<id>_<secret>``) in constant time and return its principal."""
+    parts = (token or "").strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        raise _unauthorised("is malformed")
+    token_id, secret = parts[1], parts[2]
+    stored = session.get(TokenRow, token_id)
+    # Compare against a dummy hash when the id is unknown, so timing does not reveal valid ids.
+    expected = stored.secret_hash if stored is not None else _hash("not-a-token")
+    if not hmac.compare_digest(expected, _hash(secret)) or stored is None:
+        raise _unauthorised("is not valid")
+    return principal_for_token_id(session, token_id)

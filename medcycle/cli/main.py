@@ -1,0 +1,58 @@
+"""The ``medcycle`` command: a root with global options and one sub-app per domain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medcycle.cli import audit as audit_cli
+from medcycle.cli import jobs as jobs_cli
+from medcycle.cli import stages, store, system, users
+from medcycle.cli.context import CliState
+from medcycle.cli.errors import run
+
+app = typer.Typer(
+    name="medcycle",
+    help="medcycle: the whole life cycle of medical-imaging ML in one tool.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(help="Home folder (MEDCYCLE_HOME).", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file (MEDCYCLE_CONFIG).", show_default=False)] = None,
+    database_url: Annotated[str | None, typer.Option(help="Metadata store URL.", show_default=False)] = None,
+    object_store_url: Annotated[str | None, typer.Option(help="Object store URL.", show_default=False)] = None,
+    queue_url: Annotated[str | None, typer.Option(help="Job queue URL.", show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    overrides = {
+        "home": home,
+        "database_url": database_url,
+        "object_store_url": object_store_url,
+        "queue_url": queue_url,
+    }
+    if verbose:
+        overrides["log_level"] = "DEBUG"
+    ctx.obj = CliState(config_file=config, overrides={k: v for k, v in overrides.items() if v is not None}, verbose=verbose)
+    ctx.call_on_close(ctx.obj.close)
+
+
+system.register(app)
+app.add_typer(store.app, name="store", help="Object store: put, get, stat, list, fsck, gc.")
+app.add_typer(users.user_app, name="user", help="Users and roles.")
+app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")
+app.add_typer(audit_cli.app, name="audit", help="The audit log of data reads and privileged changes.")
+app.add_typer(jobs_cli.app, name="jobs", help="Durable job queues: list, show, cancel, requeue.")
+stages.register(app)
+
+
+def main() -> None:
+    raise SystemExit(run(app))

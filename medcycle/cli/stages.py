@@ -1,0 +1,42 @@
+"""Command groups of the life-cycle stages that later releases fill in.
+
+Each group exists now so that ``medcycle --help`` shows the whole cycle; invoking one says plainly
+what it will do and exits with status 2 (nothing is pretended).
+"""
+
+from __future__ import annotations
+
+import typer
+
+STAGES: dict[str, str] = {
+    "hypothesis": "Register hypotheses with business and technical questions, ICE/RICE scores, votes and verdicts.",
+    "data": "Ingest DICOM/NIfTI/PNG with de-identification; query the catalog: what we have, how much, from where.",
+    "dataset": "Versioned datasets: immutable manifests of items, label sets and patient-level splits; push/pull.",
+    "labels": "Labeling tasks for several readers, agreement, consensus, adjudication and labeling-tool formats.",
+    "run": "Experiment tracking: params, metrics, artifacts, code and environment capture, comparison.",
+    "agent": "Agents that take queued training runs on GPU machines.",
+    "evaluate": "Metric, reproducibility, stress, regression and OOD suites with release gates.",
+    "model": "Model registry: versions, aliases, model cards, promotion and rollback.",
+    "deploy": "Deploy a model version as the batched inference service; canary, shadow, rollback.",
+    "monitor": "Prediction log, scheduled reports, drift detection and alerts.",
+}
+
+
+def _placeholder(name: str, summary: str) -> typer.Typer:
+    sub = typer.Typer(help=f"{summary} (not available yet)", invoke_without_command=True)
+
+    @sub.callback()
+    def _explain(ctx: typer.Context) -> None:
+        typer.echo(
+            f"`medcycle {name}` is not available in this release. It will: {summary}\n"
+            "See docs/architecture.md for the plan; `medcycle --help` lists what works today.",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    return sub
+
+
+def register(app: typer.Typer) -> None:
+    for name, summary in STAGES.items():
+        app.add_typer(_placeholder(name, summary), name=name, help=f"{summary} (not available yet)")

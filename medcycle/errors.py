@@ -1,0 +1,112 @@
+"""The one error tree of medcycle.
+
+Every error a user can meet is a :class:`MedcycleError`: it carries a message (what went wrong),
+a hint (what to do next), an HTTP status and a process exit code. The CLI maps it to an exit code
+and the API to one JSON shape, each in one place (``cli/errors.py`` and ``api/errors.py``)::
+
+    MedcycleError                       exit 1   HTTP 500
+    ├── ConfigError                     exit 78  HTTP 500   bad settings, refused defaults
+    ├── UsageError                      exit 2   HTTP 400   bad input from the caller
+    │   └── ValidationFailed            exit 2   HTTP 422
+    ├── NotFound                        exit 4   HTTP 404
+    ├── Conflict                        exit 5   HTTP 409   already exists / wrong state
+    ├── AuthError                       exit 6   HTTP 401   missing or unknown token
+    │   └── PermissionDenied            exit 6   HTTP 403   role does not allow it
+    ├── IntegrityError                  exit 7   HTTP 500   stored bytes do not match their digest
+    ├── QueueFull                       exit 8   HTTP 429   backpressure, retry after N seconds
+    └── BackendUnavailable              exit 9   HTTP 503   database / object store / queue unreachable
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MedcycleError(Exception):
+    """Base of every error medcycle raises on purpose.
+
+    Args:
+        message: what went wrong, in one sentence, naming the thing concerned.
+        hint: what the user can do next (often a command to run).
+        details: machine-readable extras put in the JSON error body.
+    """
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON error shape used by the API and by ``--json`` output."""
+        return {"error": {"code": self.code, "message": self.message, "hint": self.hint, "details": self.details}}
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nHint: {self.hint}"
+
+
+class ConfigError(MedcycleError):
+    code = "config_error"
+    exit_code = 78
+
+
+class UsageError(MedcycleError):
+    code = "bad_request"
+    http_status = 400
+    exit_code = 2
+
+
+class ValidationFailed(UsageError):
+    code = "validation_failed"
+    http_status = 422
+
+
+class NotFound(MedcycleError):
+    code = "not_found"
+    http_status = 404
+    exit_code = 4
+
+
+class Conflict(MedcycleError):
+    code = "conflict"
+    http_status = 409
+    exit_code = 5
+
+
+class AuthError(MedcycleError):
+    code = "unauthorized"
+    http_status = 401
+    exit_code = 6
+
+
+class PermissionDenied(AuthError):
+    code = "forbidden"
+    http_status = 403
+
+
+class IntegrityError(MedcycleError):
+    code = "integrity_error"
+    http_status = 500
+    exit_code = 7
+
+
+class QueueFull(MedcycleError):
+    """The queue is at its bound; ``retry_after`` says how many seconds to wait."""
+
+    code = "queue_full"
+    http_status = 429
+    exit_code = 8
+
+    def __init__(self, message: str, *, retry_after: int = 1, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message, hint=hint or f"Retry after {retry_after} s.", retry_after=retry_after, **details)
+        self.retry_after = retry_after
+
+
+class BackendUnavailable(MedcycleError):
+    code = "backend_unavailable"
+    http_status = 503
+    exit_code = 9

@@ -1,0 +1,386 @@
+"""Embedded job queue: a table in the metadata store.
+
+SQLite: every state change runs in a ``BEGIN IMMEDIATE`` transaction (one writer at a time, WAL lets
+readers go on). PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` lets any number of workers take jobs
+concurrently without ever holding the same one; enqueue takes a per-queue advisory lock so the bound
+is exact. Idle workers poll with a cheap read before asking for the write lock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, and_, func, or_, select, text, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import OperationalError
+
+from medcycle.errors import BackendUnavailable, QueueFull, UsageError
+from medcycle.jobs.base import (
+    ACTIVE_STATES,
+    Job,
+    JobCancelled,
+    JobQueue,
+    JobState,
+    LeaseLost,
+    QueueStats,
+    job_not_found,
+)
+from medcycle.jobs.tables import JobRow
+from medcycle.store.base import new_id, utcnow
+from medcycle.store.engine import IMMEDIATE, is_sqlite
+
+T: Table = JobRow.__table__  # type: ignore[assignment]
+POLL_MIN_S = 0.02
+POLL_MAX_S = 0.25
+
+
+def _row_to_job(row: Mapping[str, Any] | RowMapping, *, with_token: bool = False) -> Job:
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        state=JobState(row["state"]),
+        payload=row["payload"] or {},
+        priority=row["priority"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        idempotency_key=row["idempotency_key"],
+        result=row["result"],
+        error=row["error"],
+        token=row["token"] if with_token else None,
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        deadline=row["deadline"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def check_queue_name(queue: str) -> str:
+    if not queue or len(queue) > 128 or not all(c.isalnum() or c in "-_.:" for c in queue):
+        raise UsageError(
+            f"queue name {queue!r} is not valid",
+            hint="Use 1-128 characters: letters, digits, '-', '_', '.', ':'.",
+        )
+    return queue
+
+
+class SqlJobQueue(JobQueue):
+    def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_attempts: int = 5, limit: int = 10_000):
+        self.engine = engine
+        self.url = "embedded"
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.limit = limit
+        self._sqlite = is_sqlite(engine)
+
+    # -- transactions ------------------------------------------------------------------------------
+    @contextmanager
+    def _write(self, queue: str | None = None) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                if self._sqlite:
+                    conn = conn.execution_options(**{IMMEDIATE: True})
+                with conn.begin():
+                    if queue is not None and not self._sqlite:
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(queue.encode())})
+                    yield conn
+        except OperationalError as exc:
+            raise BackendUnavailable(
+                f"the job table could not be reached: {exc.orig}", hint="Run `medcycle doctor` to check the database."
+            ) from exc
+
+    def _read(self) -> Connection:
+        return self.engine.connect()
+
+    # -- producer side -----------------------------------------------------------------------------
+    def enqueue(
+        self,
+        queue: str,
+        payload: dict[str, Any],
+        *,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        deadline: datetime | None = None,
+    ) -> Job:
+        check_queue_name(queue)
+        if not isinstance(payload, dict):
+            raise UsageError("a job payload must be a JSON object", hint="Pass a dict of ids and parameters.")
+        now = utcnow()
+        with self._write(queue) as conn:
+            if idempotency_key is not None:
+                existing = conn.execute(
+                    select(T).where(T.c.queue == queue, T.c.idempotency_key == idempotency_key)
+                ).mappings().first()
+                if existing is not None:
+                    return _row_to_job(existing)
+            active = conn.execute(
+                select(func.count()).select_from(T).where(
+                    T.c.queue == queue, T.c.state.in_([s.value for s in ACTIVE_STATES])
+                )
+            ).scalar_one()
+            if active >= self.limit:
+                raise QueueFull(
+                    f"queue {queue!r} is full ({active} of {self.limit} jobs waiting or running)",
+                    retry_after=max(1, round(self.lease_seconds / 10)),
+                    queue=queue,
+                )
+            values = {
+                "id": new_id(),
+                "queue": queue,
+                "state": JobState.QUEUED.value,
+                "priority": int(priority),
+                "payload": payload,
+                "idempotency_key": idempotency_key,
+                "attempts": 0,
+                "max_attempts": max_attempts or self.max_attempts,
+                "available_at": now,
+                "deadline": deadline,
+                "cancel_requested": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            conn.execute(T.insert().values(**values))
+            row = conn.execute(select(T).where(T.c.id == values["id"])).mappings().one()
+            return _row_to_job(row)
+
+    # -- consumer side -----------------------------------------------------------------------------
+    def _runnable(self, queue: str, now: datetime) -> Any:
+        return and_(
+            T.c.queue == queue,
+            or_(
+                and_(T.c.state == JobState.QUEUED.value, T.c.available_at <= now),
+                and_(T.c.state == JobState.RUNNING.value, T.c.lease_expires_at < now),
+            ),
+        )
+
+    def _any_runnable(self, queue: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(select(T.c.seq).where(self._runnable(queue, utcnow())).limit(1)).first() is not None
+
+    def _take_once(self, queue: str, worker: str, n: int, lease: float) -> builtins.list[Job]:
+        taken: builtins.list[Job] = []
+        with self._write() as conn:
+            while len(taken) < n:
+                now = utcnow()
+                query = (
+                    select(T)
+                    .where(self._runnable(queue, now))
+                    .order_by(T.c.priority.desc(), T.c.seq)
+                    .limit(n - len(taken))
+                )
+                if not self._sqlite:
+                    query = query.with_for_update(skip_locked=True)
+                rows = conn.execute(query).mappings().all()
+                if not rows:
+                    break
+                for row in rows:
+                    job = self._deliver(conn, row, worker, now, lease)
+                    if job is not None:
+                        taken.append(job)
+        return taken
+
+    def _deliver(self, conn: Connection, row: RowMapping, worker: str, now: datetime, lease: float) -> Job | None:
+        """Hand ``row`` to ``worker``, or end it (cancelled, past deadline, out of attempts)."""
+        end: tuple[JobState, str | None] | None = None
+        deadline = row["deadline"]
+        if row["cancel_requested"]:
+            end = (JobState.CANCELLED, "cancelled")
+        elif deadline is not None and deadline < now:
+            end = (JobState.FAILED, "deadline exceeded")
+        elif row["attempts"] >= row["max_attempts"]:
+            end = (JobState.DEAD, f"lease expired after {row['attempts']} deliveries (last worker: {row['lease_owner']})")
+        if end is not None:
+            conn.execute(
+                update(T)
+                .where(T.c.seq == row["seq"])
+                .values(state=end[0].value, error=end[1], token=None, updated_at=now, finished_at=now)
+            )
+            return None
+        token = uuid.uuid4().hex
+        values = {
+            "state": JobState.RUNNING.value,
+            "attempts": row["attempts"] + 1,
+            "token": token,
+            "lease_owner": worker,
+            "lease_expires_at": now + timedelta(seconds=lease),
+            "updated_at": now,
+        }
+        conn.execute(update(T).where(T.c.seq == row["seq"]).values(**values))
+        return _row_to_job({**row, **values}, with_token=True)
+
+    def take(
+        self,
+        queue: str,
+        worker: str,
+        *,
+        max_jobs: int = 1,
+        wait_ms: int = 0,
+        lease_seconds: float | None = None,
+    ) -> builtins.list[Job]:
+        check_queue_name(queue)
+        if max_jobs < 1:
+            raise UsageError("max_jobs must be at least 1")
+        lease = lease_seconds or self.lease_seconds
+        deadline = time.monotonic() + max(wait_ms, 0) / 1000
+        taken: builtins.list[Job] = []
+        pause = POLL_MIN_S
+        while True:
+            if self._any_runnable(queue):
+                taken += self._take_once(queue, worker, max_jobs - len(taken), lease)
+                pause = POLL_MIN_S
+            remaining = deadline - time.monotonic()
+            if len(taken) >= max_jobs or remaining <= 0:
+                return taken
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, POLL_MAX_S)
+
+    def _owned(self, job: Job) -> Any:
+        if not job.token:
+            raise UsageError(f"job {job.id} is not a leased job", hint="Only a job returned by take() can be updated.")
+        return and_(T.c.id == job.id, T.c.token == job.token, T.c.state == JobState.RUNNING.value)
+
+    def _lost(self, conn: Connection, job: Job) -> LeaseLost | JobCancelled:
+        row = conn.execute(select(T).where(T.c.id == job.id)).mappings().first()
+        if row is None:
+            raise job_not_found(job.id)
+        if row["state"] == JobState.CANCELLED.value:
+            return JobCancelled(f"job {job.id} was cancelled", hint="Stop working on it; do not retry.", job_id=job.id)
+        return LeaseLost(
+            f"the lease on job {job.id} was lost (now {row['state']}, held by {row['lease_owner']})",
+            hint="Another worker took the job after the lease expired; heartbeat more often than the lease.",
+            job_id=job.id,
+        )
+
+    def heartbeat(self, job: Job, *, lease_seconds: float | None = None) -> Job:
+        now = utcnow()
+        expires = now + timedelta(seconds=lease_seconds or self.lease_seconds)
+        with self._write() as conn:
+            row = conn.execute(select(T).where(self._owned(job))).mappings().first()
+            if row is None:
+                raise self._lost(conn, job)
+            if row["cancel_requested"]:
+                conn.execute(
+                    update(T).where(T.c.seq == row["seq"]).values(
+                        state=JobState.CANCELLED.value, error="cancelled", token=None, updated_at=now, finished_at=now
+                    )
+                )
+                raise JobCancelled(f"job {job.id} was cancelled", hint="Stop working on it.", job_id=job.id)
+            conn.execute(update(T).where(T.c.seq == row["seq"]).values(lease_expires_at=expires, updated_at=now))
+        job.lease_expires_at = expires
+        return job
+
+    def _finish(self, job: Job, **values: Any) -> Job:
+        now = utcnow()
+        with self._write() as conn:
+            done = conn.execute(update(T).where(self._owned(job)).values(updated_at=now, **values))
+            if done.rowcount != 1:
+                raise self._lost(conn, job)
+            row = conn.execute(select(T).where(T.c.id == job.id)).mappings().one()
+            return _row_to_job(row)
+
+    def complete(self, job: Job, result: dict[str, Any] | None = None) -> Job:
+        return self._finish(
+            job, state=JobState.SUCCEEDED.value, result=result, error=None, token=None, finished_at=utcnow()
+        )
+
+    def fail(self, job: Job, error: str, *, retry: bool = True, delay_seconds: float = 0.0) -> Job:
+        now = utcnow()
+        if retry and job.attempts < job.max_attempts:
+            return self._finish(
+                job,
+                state=JobState.QUEUED.value,
+                error=error,
+                token=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                available_at=now + timedelta(seconds=max(delay_seconds, 0.0)),
+            )
+        state = JobState.DEAD if retry else JobState.FAILED
+        return self._finish(job, state=state.value, error=error, token=None, finished_at=now)
+
+    # -- management --------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(select(T).where(T.c.id == job_id)).mappings().first()
+            if row is None:
+                raise job_not_found(job_id)
+            state = JobState(row["state"])
+            if state == JobState.QUEUED:
+                conn.execute(
+                    update(T).where(T.c.id == job_id).values(
+                        state=JobState.CANCELLED.value, cancel_requested=True, error="cancelled",
+                        updated_at=now, finished_at=now,
+                    )
+                )
+            elif state == JobState.RUNNING:
+                conn.execute(update(T).where(T.c.id == job_id).values(cancel_requested=True, updated_at=now))
+            row = conn.execute(select(T).where(T.c.id == job_id)).mappings().one()
+            return _row_to_job(row)
+
+    def requeue(self, job_id: str) -> Job:
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(select(T).where(T.c.id == job_id)).mappings().first()
+            if row is None:
+                raise job_not_found(job_id)
+            if row["state"] not in {JobState.DEAD.value, JobState.FAILED.value, JobState.CANCELLED.value}:
+                raise UsageError(
+                    f"job {job_id} is {row['state']}; only dead, failed or cancelled jobs can be requeued",
+                    hint="Wait for it to finish, or cancel it first.",
+                )
+            conn.execute(
+                update(T).where(T.c.id == job_id).values(
+                    state=JobState.QUEUED.value, attempts=0, token=None, lease_owner=None, lease_expires_at=None,
+                    cancel_requested=False, error=None, result=None, available_at=now, updated_at=now,
+                    finished_at=None,
+                )
+            )
+            return _row_to_job(conn.execute(select(T).where(T.c.id == job_id)).mappings().one())
+
+    def get(self, job_id: str) -> Job:
+        with self._read() as conn:
+            row = conn.execute(select(T).where(T.c.id == job_id)).mappings().first()
+        if row is None:
+            raise job_not_found(job_id)
+        return _row_to_job(row)
+
+    def list(self, queue: str | None = None, state: JobState | None = None, limit: int = 100) -> builtins.list[Job]:
+        query = select(T).order_by(T.c.seq.desc()).limit(max(1, min(limit, 10_000)))
+        if queue:
+            query = query.where(T.c.queue == queue)
+        if state:
+            query = query.where(T.c.state == JobState(state).value)
+        with self._read() as conn:
+            return [_row_to_job(r) for r in conn.execute(query).mappings()]
+
+    def stats(self, queue: str) -> QueueStats:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(T.c.state, func.count()).where(T.c.queue == queue).group_by(T.c.state)
+            ).all()
+        return QueueStats(queue=queue, counts={s: int(n) for s, n in rows}, limit=self.limit)
+
+    def queues(self) -> builtins.list[str]:
+        with self._read() as conn:
+            return sorted(r[0] for r in conn.execute(select(T.c.queue).distinct()))
+
+    def ping(self) -> None:
+        try:
+            with self._read() as conn:
+                conn.execute(select(func.count()).select_from(T).limit(1))
+        except OperationalError as exc:
+            raise BackendUnavailable(
+                f"the embedded job queue is unavailable: {exc.orig}",
+                hint="Run `medcycle init` to create the tables, or check database_url.",
+            ) from exc

@@ -1,0 +1,16 @@
+"""Every module that declares tables. Alembic's env and the tests import them all through here."""
+
+from __future__ import annotations
+
+import importlib
+
+TABLE_MODULES = (
+    "medcycle.auth.tables",
+    "medcycle.jobs.tables",
+    "medcycle.objects.tables",
+)
+
+
+def import_all_tables() -> None:
+    for name in TABLE_MODULES:
+        importlib.import_module(name)

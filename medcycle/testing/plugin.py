@@ -1,0 +1,11 @@
+"""The pytest plugin medcycle's own tests use (``pytest_plugins = ["medcycle.testing.plugin"]``).
+
+Other projects can use it too to test code built on medcycle.
+"""
+
+from __future__ import annotations
+
+from medcycle.testing.platform import db_url, platform, sqlite_platform
+from medcycle.testing.postgres import postgres_server, postgres_url
+
+__all__ = ["db_url", "platform", "postgres_server", "postgres_url", "sqlite_platform"]
