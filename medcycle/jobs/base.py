@@ -27,7 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from medcycle.errors import Conflict, NotFound
+from medcycle.errors import Conflict, NotFound, UsageError
 
 
 class JobState(StrEnum):
@@ -100,6 +100,15 @@ class QueueStats:
     @property
     def active(self) -> int:
         return sum(self.counts.get(s.value, 0) for s in ACTIVE_STATES)
+
+
+def check_queue_name(queue: str) -> str:
+    if not queue or len(queue) > 128 or not all(c.isalnum() or c in "-_.:" for c in queue):
+        raise UsageError(
+            f"queue name {queue!r} is not valid",
+            hint="Use 1-128 characters: letters, digits, '-', '_', '.', ':'.",
+        )
+    return queue
 
 
 def job_not_found(job_id: str) -> NotFound:

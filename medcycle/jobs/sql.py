@@ -9,11 +9,12 @@ is exact. Idle workers poll with a cheap read before asking for the write lock.
 from __future__ import annotations
 
 import builtins
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from medcycle.jobs.base import (
     JobState,
     LeaseLost,
     QueueStats,
+    check_queue_name,
     job_not_found,
 )
 from medcycle.jobs.tables import JobRow
@@ -64,15 +66,6 @@ def _row_to_job(row: Mapping[str, Any] | RowMapping, *, with_token: bool = False
     )
 
 
-def check_queue_name(queue: str) -> str:
-    if not queue or len(queue) > 128 or not all(c.isalnum() or c in "-_.:" for c in queue):
-        raise UsageError(
-            f"queue name {queue!r} is not valid",
-            hint="Use 1-128 characters: letters, digits, '-', '_', '.', ':'.",
-        )
-    return queue
-
-
 class SqlJobQueue(JobQueue):
     def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_attempts: int = 5, limit: int = 10_000):
         self.engine = engine
@@ -81,10 +74,18 @@ class SqlJobQueue(JobQueue):
         self.max_attempts = max_attempts
         self.limit = limit
         self._sqlite = is_sqlite(engine)
+        # SQLite has one writer. Threads of this process queue on a lock (fair, no busy polling);
+        # other processes wait in SQLite's busy handler (busy_timeout).
+        self._writer = threading.Lock() if self._sqlite else None
 
     # -- transactions ------------------------------------------------------------------------------
     @contextmanager
     def _write(self, queue: str | None = None) -> Iterator[Connection]:
+        with self._writer or nullcontext(), self._write_unlocked(queue) as conn:
+            yield conn
+
+    @contextmanager
+    def _write_unlocked(self, queue: str | None) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
                 if self._sqlite:
@@ -264,18 +265,23 @@ class SqlJobQueue(JobQueue):
     def heartbeat(self, job: Job, *, lease_seconds: float | None = None) -> Job:
         now = utcnow()
         expires = now + timedelta(seconds=lease_seconds or self.lease_seconds)
+        cancelled = False
         with self._write() as conn:
             row = conn.execute(select(T).where(self._owned(job))).mappings().first()
             if row is None:
                 raise self._lost(conn, job)
             if row["cancel_requested"]:
+                # Settle the job as cancelled and commit before telling the worker.
                 conn.execute(
                     update(T).where(T.c.seq == row["seq"]).values(
                         state=JobState.CANCELLED.value, error="cancelled", token=None, updated_at=now, finished_at=now
                     )
                 )
-                raise JobCancelled(f"job {job.id} was cancelled", hint="Stop working on it.", job_id=job.id)
-            conn.execute(update(T).where(T.c.seq == row["seq"]).values(lease_expires_at=expires, updated_at=now))
+                cancelled = True
+            else:
+                conn.execute(update(T).where(T.c.seq == row["seq"]).values(lease_expires_at=expires, updated_at=now))
+        if cancelled:
+            raise JobCancelled(f"job {job.id} was cancelled", hint="Stop working on it.", job_id=job.id)
         job.lease_expires_at = expires
         return job
 
