@@ -94,6 +94,20 @@ class Settings(BaseSettings):
         default=86_400.0, ge=0, description="Unreferenced objects younger than this are kept by `medcycle store gc`."
     )
     io_workers: int = Field(default=8, ge=1, le=256, description="Threads for parallel object transfers.")
+    deid_key_file: Path | None = Field(
+        default=None,
+        description="The de-identification key (pseudonyms and date shifts). Default: `keys/deid.key` in the home, "
+        "created on first use with mode 0600. Keep it apart from the data and back it up: without it later "
+        "studies of a patient no longer re-link.",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Local object cache for `medcycle dataset pull` (hard-linked into pull folders on the same "
+        "file system). Default: `cache` in the home.",
+    )
+    ingest_max_file_bytes: int = Field(
+        default=4 * 1024**3, ge=1, description="Files larger than this are rejected by `medcycle data ingest`."
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -125,6 +139,14 @@ class Settings(BaseSettings):
     @property
     def resolved_object_store_url(self) -> str:
         return self.object_store_url or (self.home / "objects").as_uri()
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.home / "cache").expanduser()
+
+    @property
+    def resolved_deid_key_file(self) -> Path:
+        return (self.deid_key_file or self.home / "keys" / "deid.key").expanduser()
 
     @property
     def resolved_public_url(self) -> str:

@@ -6,6 +6,7 @@ import importlib
 
 TABLE_MODULES = (
     "medcycle.auth.tables",
+    "medcycle.catalog.tables",
     "medcycle.jobs.tables",
     "medcycle.objects.tables",
 )
