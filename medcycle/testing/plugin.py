@@ -8,5 +8,6 @@ from __future__ import annotations
 from medcycle.testing.platform import db_url, platform, sqlite_platform
 from medcycle.testing.postgres import postgres_server, postgres_url
 from medcycle.testing.redis import redis_url
+from medcycle.testing.s3 import s3_bucket, s3_service
 
-__all__ = ["db_url", "platform", "postgres_server", "postgres_url", "redis_url", "sqlite_platform"]
+__all__ = ["db_url", "platform", "postgres_server", "postgres_url", "redis_url", "s3_bucket", "s3_service", "sqlite_platform"]
