@@ -15,12 +15,14 @@ from medcycle.cli.main import app
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+    """A fresh home whose metadata store is SQLite or PostgreSQL (each test runs on both)."""
     for key in list(os.environ):
         if key.startswith("MEDCYCLE_"):
             monkeypatch.delenv(key)
     h = tmp_path / "home"
     monkeypatch.setenv("MEDCYCLE_HOME", str(h))
+    monkeypatch.setenv("MEDCYCLE_DATABASE_URL", db_url)
     return h
 
 
@@ -66,7 +68,7 @@ def test_errors_map_to_exit_codes_with_hints(home: Path, capsys: pytest.CaptureF
     assert code == 4 and "medcycle jobs list" in err
     code, _, err = cli(capsys, "audit", "list", "--since", "yesterday")
     assert code == 2 and "ISO" in err
-    code, _, err = cli(capsys, "data")
+    code, _, err = cli(capsys, "model")
     assert code == 2 and "not available" in err
     code, _, err = cli(capsys, "--queue-url", "amqp://x", "jobs", "queues")
     assert code == 78 and "redis://" in err

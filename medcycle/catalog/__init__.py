@@ -1,0 +1,1 @@
+"""The catalog: ingest with de-identification, sources, patients → studies → series → instances, queries."""

@@ -1,0 +1,295 @@
+"""The per-file half of ingest, run in worker processes: read, check, de-identify, measure, store.
+
+A worker never writes catalog rows (the parent does, in batches, as the single writer); it stores
+the de-identified object (idempotent, atomic) and returns an :class:`Outcome` holding only
+pseudonymous values. Nothing it logs or returns names patient data: error reasons are built from
+our own words and exception class names, never from exception text or attribute values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from medcycle.catalog.deid import DeidOptions, Pseudonymizer, deidentify, quiet_pydicom
+from medcycle.catalog.inputs import InputFile
+from medcycle.catalog.pixels import pixel_stats
+from medcycle.catalog.readers import DICOM, JPEG, NIFTI, PNG, Parsed, Rejected, Skipped, read_nifti, read_raster, sniff
+from medcycle.catalog.tables import IngestFileRow
+from medcycle.catalog.vocab import normalise_body_part, normalise_laterality, normalise_view
+from medcycle.errors import ValidationFailed
+from medcycle.objects.base import CHUNK, ObjectStore
+
+INGESTED, QUARANTINED, DUPLICATE, REJECTED, SKIPPED = "ingested", "quarantined", "duplicate", "rejected", "skipped"
+DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass
+class Outcome:
+    status: str
+    display: str
+    key: str | None = None
+    reason: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerContext:
+    store: ObjectStore
+    engine: Engine | None
+    pseudo: Pseudonymizer
+    options: DeidOptions
+    source: str
+    max_bytes: int
+    modality: str | None = None
+    body_part: str | None = None
+
+
+def quiet_third_parties() -> None:
+    """pydicom/nibabel messages can quote attribute values (patient data): keep them out of our logs."""
+    for name in ("pydicom", "nibabel", "PIL"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def materialise(item: InputFile) -> Iterator[Path]:
+    """A path on disk for the input (zip members are extracted to a private temp file)."""
+    if item.member is None:
+        yield Path(item.path)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="medcycle-ingest-"))
+    try:
+        target = tmp / Path(item.member).name
+        with zipfile.ZipFile(item.path) as zf, zf.open(item.member) as src, target.open("wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+        yield target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _known(engine: Engine | None, key: str) -> bool:
+    if engine is None:
+        return False
+    with engine.connect() as conn:
+        return conn.execute(select(IngestFileRow.key).where(IngestFileRow.key == key)).first() is not None
+
+
+def process(ctx: WorkerContext, item: InputFile) -> Outcome:
+    """Everything that happens to one input file before its catalog rows are written."""
+    if item.size > ctx.max_bytes:
+        return Outcome(
+            REJECTED,
+            item.display,
+            reason=f"file is larger than the limit of {ctx.max_bytes} bytes (setting ingest_max_file_bytes)",
+        )
+    try:
+        with materialise(item) as path, warnings.catch_warnings(), quiet_pydicom():
+            warnings.simplefilter("ignore")  # third-party warnings may quote patient data
+            key = ctx.pseudo.content_key(_sha256(path))
+            if _known(ctx.engine, key):
+                return Outcome(DUPLICATE, item.display, key=key, reason="already ingested")
+            fmt = sniff(path)
+            if fmt == DICOM:
+                return _dicom(ctx, path, item, key)
+            if fmt == NIFTI:
+                return _image(ctx, read_nifti(path, item.rel), item, key)
+            if fmt in (PNG, JPEG):
+                return _image(ctx, read_raster(path, item.rel, fmt), item, key)
+            return Outcome(REJECTED, item.display, key=key, reason="not a DICOM, NIfTI, PNG or JPEG file")
+    except Skipped as exc:
+        return Outcome(SKIPPED, item.display, reason=exc.reason)
+    except Rejected as exc:
+        return Outcome(REJECTED, item.display, reason=exc.reason)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return Outcome(REJECTED, item.display, reason=f"cannot read the file ({type(exc).__name__})")
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops an ingest; the text may quote PHI
+        return Outcome(
+            REJECTED,
+            item.display,
+            reason=f"unexpected failure while reading ({type(exc).__name__}); "
+            "please report it with `medcycle doctor` output",
+        )
+
+
+def _read_dicom(path: Path) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception:  # noqa: BLE001 - anything unreadable is simply not DICOM
+            raise Rejected("not a DICOM, NIfTI, PNG or JPEG file") from None
+        if "SOPClassUID" not in ds or "PixelData" not in ds:
+            raise Rejected("not a DICOM, NIfTI, PNG or JPEG file") from None
+        return ds
+    except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many kinds
+        raise Rejected(f"corrupt or truncated DICOM ({type(exc).__name__})") from None
+
+
+def _ts_name(ds: Any) -> str:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
+
+
+def _decode(ds: Any) -> Any:
+    from pydicom.pixels.processing import apply_modality_lut
+
+    try:
+        arr = ds.pixel_array
+    except NotImplementedError:
+        raise Rejected(f"unsupported compression: no installed decoder for {_ts_name(ds)}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated or damaged pixel data
+        raise Rejected(f"pixel data cannot be decoded ({type(exc).__name__}; {_ts_name(ds)})") from None
+    try:
+        if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+            arr = apply_modality_lut(arr, ds)
+    except Exception:  # noqa: BLE001, S110 - a broken LUT leaves stored values, still useful for stats
+        pass
+    return arr
+
+
+def _num(ds: Any, keyword: str, index: int | None = None) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value[index] if index is not None else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _text(ds: Any, keyword: str, limit: int = 128) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    if not isinstance(value, str | bytes):
+        value = "\\".join(str(v) for v in value) if hasattr(value, "__iter__") else str(value)
+    value = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    value = value.strip()
+    return value[:limit] or None
+
+
+def _dicom(ctx: WorkerContext, path: Path, item: InputFile, key: str) -> Outcome:
+    ds = _read_dicom(path)
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))
+    if sop_class == DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise Skipped("DICOMDIR index (the files it references are ingested)")
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise Rejected(f"no image pixel data (SOP class {sop_class or 'unknown'})")
+    arr = _decode(ds)
+    try:
+        result = deidentify(ds, ctx.pseudo, ctx.options, issuer=ctx.source, fallback_key=key)
+    except ValidationFailed as exc:  # its message names an attribute, never a value
+        raise Rejected(exc.message) from None
+    clean = result.dataset
+    if not (result.sop_uid and result.series_uid and result.study_uid):
+        raise Rejected("missing Study, Series or SOP Instance UID")
+    buf = io.BytesIO()
+    try:
+        clean.save_as(buf, enforce_file_format=True)
+    except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot write back is rejected, not stored
+        raise Rejected(f"cannot write the de-identified DICOM ({type(exc).__name__})") from None
+    info = ctx.store.put(buf.getvalue())
+    modality = _text(clean, "Modality", 16)
+    photometric = _text(clean, "PhotometricInterpretation", 16)
+    bits = int(clean.BitsStored) if "BitsStored" in clean else None
+    stats = pixel_stats(arr, bits_stored=bits, monochrome1=photometric == "MONOCHROME1", hounsfield=modality == "CT")
+    spacing_kw = "PixelSpacing" if "PixelSpacing" in clean else "ImagerPixelSpacing"
+    raw_part = _text(clean, "BodyPartExamined")
+    record = {
+        "format": DICOM,
+        "patient_id": result.patient,
+        "study_uid": result.study_uid,
+        "series_uid": result.series_uid,
+        "uid": result.sop_uid,
+        "digest": info.digest,
+        "bytes": info.size,
+        "sex": result.sex,
+        "age_band": result.age_band,
+        "study_date": result.study_date,
+        "modality": modality or ctx.modality,
+        "body_part": normalise_body_part(raw_part) or ctx.body_part,
+        "body_part_raw": raw_part,
+        "laterality": normalise_laterality(_text(clean, "ImageLaterality") or _text(clean, "Laterality")),
+        "view_position": normalise_view(_text(clean, "ViewPosition")),
+        "manufacturer": _text(clean, "Manufacturer"),
+        "model": _text(clean, "ManufacturerModelName"),
+        "slice_thickness": _num(clean, "SliceThickness"),
+        "pixel_spacing_row": _num(clean, spacing_kw, 0),
+        "pixel_spacing_col": _num(clean, spacing_kw, 1),
+        "kvp": _num(clean, "KVP"),
+        "convolution_kernel": _text(clean, "ConvolutionKernel", 64),
+        "field_strength": _num(clean, "MagneticFieldStrength"),
+        "image_type": _text(clean, "ImageType"),
+        "sop_class": sop_class[:64] or None,
+        "transfer_syntax": str(clean.file_meta.TransferSyntaxUID)[:64],
+        "photometric": photometric,
+        "bits_stored": bits,
+        "rows": int(clean.Rows) if "Rows" in clean else None,
+        "columns": int(clean.Columns) if "Columns" in clean else None,
+        "frames": int(_num(clean, "NumberOfFrames") or 1),
+        "instance_number": int(n) if (n := _num(clean, "InstanceNumber")) is not None else None,
+        "stats": stats.to_dict() if stats else {},
+        "deid_counts": result.counts.to_dict(),
+    }
+    if result.quarantine_reason:
+        return Outcome(QUARANTINED, item.display, key=key, reason=result.quarantine_reason, record=record)
+    return Outcome(INGESTED, item.display, key=key, record=record)
+
+
+def _image(ctx: WorkerContext, parsed: Parsed, item: InputFile, key: str) -> Outcome:
+    """NIfTI/PNG/JPEG: no header identifiers; hierarchy from BIDS-style names, else one patient per file."""
+    src = ctx.source
+    patient_label = parsed.patient_label or f"file:{key}"
+    session_label = parsed.session_label or (patient_label if parsed.patient_label else f"file:{key}")
+    patient = ctx.pseudo.patient(f"{parsed.format}:{src}", patient_label)
+    study = ctx.pseudo.uid(f"{parsed.format}:{src}:{patient_label}:{session_label}")
+    series = ctx.pseudo.uid(f"{parsed.format}:{src}:{patient_label}:{session_label}:{parsed.series_label}")
+    info = ctx.store.put(parsed.data)
+    stats = pixel_stats(
+        parsed.values, bits_stored=parsed.bits if parsed.format == PNG else None, hounsfield=ctx.modality == "CT"
+    )
+    record = {
+        "format": parsed.format,
+        "patient_id": patient,
+        "study_uid": study,
+        "series_uid": series,
+        "uid": ctx.pseudo.uid(f"{parsed.format}:{src}:{key}"),
+        "digest": info.digest,
+        "bytes": info.size,
+        "modality": ctx.modality,
+        "body_part": ctx.body_part,
+        "pixel_spacing_row": parsed.spacing[0] if parsed.spacing else None,
+        "pixel_spacing_col": parsed.spacing[1] if parsed.spacing else None,
+        "slice_thickness": parsed.thickness,
+        "photometric": parsed.photometric,
+        "bits_stored": parsed.bits,
+        "rows": parsed.rows,
+        "columns": parsed.columns,
+        "frames": parsed.frames,
+        "stats": stats.to_dict() if stats else {},
+    }
+    return Outcome(INGESTED, item.display, key=key, record=record)

@@ -1,0 +1,102 @@
+"""Walk what the user gave to ``medcycle data ingest``: files, folders, zip archives and DICOMDIR trees.
+
+Each candidate becomes an :class:`InputFile` — a picklable reference (a path, or a zip archive and a
+member) that a worker process can open. Paths are shown to the user who gave them, but never stored
+in the catalog or written to logs: folder names often carry patient names.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from medcycle.errors import NotFound
+
+SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One file to ingest: ``path`` on disk, or ``member`` inside the zip archive at ``path``."""
+
+    path: str
+    member: str | None
+    size: int
+    display: str  # what the user sees in the summary (their own path)
+    rel: str  # path relative to the argument it came from, with '/' separators (for BIDS-style names)
+
+
+def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if info.is_dir() or Path(info.filename).name in SKIP_NAMES or info.filename.startswith("__MACOSX/"):
+                continue
+            yield InputFile(
+                str(archive), info.filename, info.file_size, f"{display_root}!{info.filename}", info.filename
+            )
+
+
+def _dicomdir_files(dicomdir: Path) -> list[Path] | None:
+    """Files a DICOMDIR references (ReferencedFileID of its records), or None when it cannot be read."""
+    import warnings
+
+    import pydicom
+
+    from medcycle.catalog.deid import quiet_pydicom
+
+    try:
+        with quiet_pydicom(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(dicomdir, stop_before_pixels=True)
+            records = ds.get("DirectoryRecordSequence", [])
+            files = []
+            for record in records:
+                ref = record.get("ReferencedFileID")
+                if ref:
+                    parts = [str(p) for p in (ref if isinstance(ref, list | pydicom.multival.MultiValue) else [ref])]
+                    files.append(dicomdir.parent.joinpath(*parts))
+    except Exception:  # noqa: BLE001 - an unreadable DICOMDIR is reported by the worker as skipped/rejected
+        return None
+    return [f for f in files if f.is_file()]
+
+
+def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
+    """Expand the given paths (sorted, deterministic) into input files; missing paths raise NotFound."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise NotFound(f"no such file or folder: {', '.join(missing)}", hint="Check the paths given to ingest.")
+    seen: set[str] = set()
+    for root in paths:
+        if root.is_file():
+            yield from _expand_file(root, root.parent, seen)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name in SKIP_NAMES or name.startswith("._"):
+                    continue
+                yield from _expand_file(Path(dirpath) / name, root, seen)
+
+
+def _expand_file(path: Path, root: Path, seen: set[str]) -> Iterator[InputFile]:
+    real = str(path.resolve())
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        rel = path.name
+    if zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
+        yield from _zip_members(path, str(path))
+        return
+    if path.name.upper() == "DICOMDIR":
+        referenced = _dicomdir_files(path)
+        if referenced:
+            for ref in referenced:
+                yield from _expand_file(ref, path.parent, seen)
+        # the index file itself is reported as skipped by the worker
+    yield InputFile(str(path), None, path.stat().st_size, str(path), rel)

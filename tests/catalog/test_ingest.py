@@ -1,0 +1,318 @@
+"""Ingest end to end: real DICOM test files, synthetic studies, broken inputs, idempotence, kill -9."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from sqlalchemy import func, inspect, select, text
+
+from medcycle.catalog.deid import DeidOptions, Pseudonymizer
+from medcycle.catalog.ingest import ingest
+from medcycle.catalog.keys import load_or_create_key
+from medcycle.catalog.tables import InstanceRow, PatientRow, SeriesRow, StudyRow
+from medcycle.objects.tables import ObjectRefRow
+from medcycle.platform import Platform
+from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+DATA_STORE = Path(pydicom.data.get_testdata_file("RG1_UNCR.dcm") or "").parent  # pydicom-data files
+
+
+def _decodable(path: Path) -> pydicom.Dataset | None:
+    """The oracle: pydicom alone can read the file and decode its pixels, and it has its UIDs.
+
+    pydicom warns about odd values in some of its own test files; those warnings are not ours to test.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+            if "PixelData" not in ds or "DirectoryRecordSequence" in ds:
+                return None
+            if not all(str(ds.get(k, "")) for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")):
+                return None
+            ds.pixel_array  # noqa: B018 - decoding is the check
+            # touch every element now, so later reads of this dataset raise no validation warnings
+            for elem in ds.iterall():
+                _ = elem.value
+            return ds
+        except Exception:
+            return None
+
+
+def _catalog_counts(platform: Platform) -> dict[str, int]:
+    with platform.session() as s:
+        return {
+            "patients": s.scalar(select(func.count()).select_from(PatientRow)) or 0,
+            "studies": s.scalar(select(func.count()).select_from(StudyRow)) or 0,
+            "series": s.scalar(select(func.count()).select_from(SeriesRow)) or 0,
+            "instances": s.scalar(select(func.count()).select_from(InstanceRow)) or 0,
+            "series_sum": s.scalar(select(func.coalesce(func.sum(SeriesRow.n_instances), 0))) or 0,
+            "refs": s.scalar(select(func.count()).select_from(ObjectRefRow)) or 0,
+        }
+
+
+def _everything_stored(platform: Platform) -> bytes:
+    """Every byte medcycle keeps: files under the home (SQLite, objects, keys) and every DB row as text."""
+    chunks = []
+    for path in sorted(platform.settings.home.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            chunks.append(data)
+            if path.suffix == ".gz" or data[:2] == b"\x1f\x8b":
+                chunks.append(gzip.decompress(data))
+    with platform.engine.connect() as conn:
+        for table in inspect(platform.engine).get_table_names():
+            for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                chunks.append(repr(tuple(row)).encode())
+    return b"\n".join(chunks)
+
+
+def _identifying_values(files: list[Path]) -> set[str]:
+    """Original values of attributes PS3.15 Table E.1-1 does not let through (dates checked apart)."""
+    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+
+    table = dicom_anonymization_database_selector("dicomfields_2026c")
+    listed = {
+        tuple(t) if isinstance(t, list | tuple) else t for cat, tags in table.items() if cat != "ALL_TAGS" for t in tags
+    }
+    listed_ints = {
+        (t[0] << 16) | t[1]
+        for t in listed
+        if isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, int) for x in t)
+    }
+    retained = DeidOptions().retained_tags()
+    values: set[str] = set()
+    kept: set[str] = set()  # values of attributes the profile keeps: the same text there is no leak
+
+    def walk(ds: pydicom.Dataset) -> None:
+        for elem in ds:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+                continue
+            if elem.VR in {"DA", "DT", "TM", "US", "SS", "UL", "SL", "FL", "FD", "OB", "OW", "UN"}:
+                continue
+            tag = int(elem.tag)
+            listed_here = tag in listed_ints and tag not in retained and not elem.tag.is_private
+            for v in elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]:
+                s = str(v).strip()
+                if listed_here and len(s) >= 6 and not s.startswith("1.2.840.10008"):
+                    values.add(s)
+                elif not listed_here and not elem.tag.is_private:
+                    kept.add(s)
+
+    for f in files:
+        ds = _decodable(f)
+        if ds is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's own test files hold odd values on purpose
+                walk(ds)
+    return {v for v in values if not any(v in k for k in kept)}
+
+
+def test_real_dicom_files_ingest_without_leaking_identifiers(platform: Platform, tmp_path: Path) -> None:
+    inputs = [PYDICOM_FILES, DATA_STORE]
+    files = sorted(p for root in inputs for p in root.rglob("*") if p.is_file())
+    summary = ingest(platform, inputs, source="pydicom", jobs=2, actor="test")
+    assert summary.ingested > 40
+    assert summary.ingested + summary.duplicates + len(summary.rejected) + len(summary.quarantined) + len(
+        summary.skipped
+    ) == len(files)
+    assert all(r["reason"] for r in summary.rejected + summary.quarantined + summary.skipped)
+
+    pseudo = Pseudonymizer(load_or_create_key(platform.settings.resolved_deid_key_file))
+    rejected = {r["path"] for r in summary.rejected}
+    with platform.session() as s:
+        stored = set(s.scalars(select(InstanceRow.uid)))
+    for f in files:
+        ds = _decodable(f)
+        if ds is None:
+            continue
+        assert str(f) not in rejected, f"{f.name} is decodable but was rejected"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sop = str(ds.SOPInstanceUID)
+        assert pseudo.uid(sop) in stored, f"{f.name} is decodable but not in the catalog"
+
+    blob = _everything_stored(platform)
+    leaks = sorted(v for v in _identifying_values(files) if v.encode() in blob)
+    assert not leaks, f"original identifying values found in the home or database: {leaks[:10]}"
+    for name in ("CompressedSamples^CT1", "CT_small", "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"):
+        assert name.encode() not in blob
+
+
+def test_synthetic_study_fields_relink_and_dates(platform: Platform, tmp_path: Path) -> None:
+    patient = FakePatient()
+    write_ct_series(tmp_path / "a" / "ct", patient, slices=4, study_date="20240315")
+    dx_study = pydicom.uid.generate_uid()
+    write_radiograph(tmp_path / "b" / "dx.dcm", patient, study_date="20240901", study_uid=dx_study)
+    write_radiograph(tmp_path / "b" / "dx_m1.dcm", patient, study_date="20240901", monochrome1=True, study_uid=dx_study)
+    first = ingest(platform, [tmp_path / "a"], source="clinic-a")
+    second = ingest(platform, [tmp_path / "b"], source="clinic-a")
+    assert (first.ingested, second.ingested) == (4, 2)
+    with platform.session() as s:
+        patients = s.scalars(select(PatientRow)).all()
+        assert len(patients) == 1, "the second study of the same patient must re-link"
+        assert patients[0].sex == "F"
+        studies = s.scalars(select(StudyRow).order_by(StudyRow.study_date)).all()
+        assert len(studies) == 2
+        assert studies[0].study_date is not None and studies[0].study_date.isoformat() != "2024-03-15"
+        gap = (studies[1].study_date - studies[0].study_date).days  # type: ignore[operator]
+        assert gap == 170, "date shifts must keep intervals within a patient"
+        assert studies[0].age_band == "60-69"
+        ct = s.scalars(select(SeriesRow).where(SeriesRow.modality == "CT")).one()
+        assert (ct.body_part, ct.body_part_raw, ct.n_instances) == ("chest", "CHEST", 4)
+        assert (ct.slice_thickness, ct.kvp, ct.convolution_kernel) == (1.25, 120.0, "B30f")
+        assert (ct.manufacturer, ct.model, ct.pixel_spacing_row) == ("Medcycle Phantoms", "Phantom-9000", 0.7)
+        inst = s.scalars(select(InstanceRow).join(SeriesRow).where(SeriesRow.modality == "CT")).first()
+        assert inst is not None and inst.air_fraction is not None and inst.p01 is not None
+        assert inst.air_fraction > 0.2 and inst.p01 < -900  # Hounsfield units after rescale
+        dx = {
+            i.photometric: i
+            for i in s.scalars(
+                select(InstanceRow)
+                .where(InstanceRow.format == "dicom")
+                .join(SeriesRow)
+                .where(SeriesRow.modality == "DX")
+            )
+        }
+        assert set(dx) == {"MONOCHROME1", "MONOCHROME2"}
+        # MONOCHROME1 is inverted for statistics: both renderings of the same image agree.
+        assert dx["MONOCHROME1"].mean == pytest.approx(dx["MONOCHROME2"].mean, rel=0.02)
+    blob = _everything_stored(platform)
+    for value in patient.all_identifiers():
+        assert value.encode() not in blob
+
+
+def test_reingest_adds_nothing(platform: Platform, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "in" / "ct", slices=5)
+    first = ingest(platform, [tmp_path / "in"], source="s1")
+    before = _catalog_counts(platform)
+    again = ingest(platform, [tmp_path / "in"], source="s1")
+    assert (first.ingested, again.ingested, again.duplicates) == (5, 0, 5)
+    assert _catalog_counts(platform) == before
+    assert before["series_sum"] == before["instances"] == before["refs"] == 5
+
+
+def test_formats_archives_and_bad_input(platform: Platform, tmp_path: Path) -> None:
+    import nibabel as nib
+    from PIL import Image
+
+    src = tmp_path / "in"
+    series = write_ct_series(src / "ct", slices=3)
+    with zipfile.ZipFile(src / "bundle.zip", "w") as zf:
+        for p in write_ct_series(tmp_path / "forzip", slices=2):
+            zf.write(p, f"zipped/{p.name}")
+    anat = src / "bids" / "sub-007" / "ses-01" / "anat"
+    anat.mkdir(parents=True)
+    img = nib.Nifti1Image(np.random.default_rng(0).normal(size=(16, 16, 8)).astype(np.float32), np.eye(4))
+    img.header["descrip"] = b"Sokolova Anna scan"
+    nib.save(img, anat / "sub-007_ses-01_T1w.nii.gz")
+    png = Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8))
+    info = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    info.add_text("Author", "Sokolova Anna")
+    png.save(src / "xray.png", pnginfo=info)
+    png.convert("RGB").save(src / "photo.jpg", quality=90)
+    (src / "notes.txt").write_text("not an image")
+    truncated = src / "truncated.dcm"
+    truncated.write_bytes(series[0].read_bytes()[:2000])
+    summary = ingest(platform, [src], source="mixed", modality="MR", body_part="head")
+    assert summary.ingested == 3 + 2 + 1 + 2
+    reasons = {Path(r["path"]).name: r["reason"] for r in summary.rejected}
+    assert set(reasons) == {"notes.txt", "truncated.dcm"}
+    assert "not a DICOM" in reasons["notes.txt"]
+    assert "truncated" in reasons["truncated.dcm"] or "decoded" in reasons["truncated.dcm"]
+    with platform.session() as s:
+        formats = sorted(s.scalars(select(InstanceRow.format)))
+        assert formats.count("nifti") == 1 and formats.count("png") == 2
+        nifti = s.scalars(select(InstanceRow).where(InstanceRow.format == "nifti")).one()
+        assert (nifti.rows, nifti.columns, nifti.frames) == (16, 16, 8)
+    data = platform.objects.get(nifti.digest)
+    assert b"Sokolova" not in gzip.decompress(data)
+    for d in (i.digest for i in _instances(platform, "png")):
+        assert b"Sokolova" not in platform.objects.get(d)
+        Image.open(io.BytesIO(platform.objects.get(d))).load()
+
+    small = Platform(platform.settings.model_copy(update={"ingest_max_file_bytes": 1000}))
+    try:
+        big = ingest(small, [series[1]], source="mixed")
+    finally:
+        small.close()
+    assert "larger than the limit" in big.rejected[0]["reason"]
+
+
+def _instances(platform: Platform, fmt: str) -> list[InstanceRow]:
+    with platform.session() as s:
+        return list(s.scalars(select(InstanceRow).where(InstanceRow.format == fmt)))
+
+
+def test_dicomdir_tree(platform: Platform) -> None:
+    tree = PYDICOM_FILES / "dicomdirtests"
+    summary = ingest(platform, [tree / "DICOMDIR"], source="dicomdir")
+    assert [Path(r["path"]).name for r in summary.skipped] == ["DICOMDIR"]
+    assert summary.ingested > 0, "the files the DICOMDIR references are ingested"
+    with platform.session() as s:
+        assert s.scalar(select(func.count()).select_from(InstanceRow)) == summary.ingested + len(summary.quarantined)
+    # Some of the tree's images were stripped of pixel data by pydicom's authors: rejected with that reason.
+    assert all(r["reason"].startswith("no image pixel data") for r in summary.rejected)
+
+
+def test_source_keeps_its_deid_options(platform: Platform, tmp_path: Path) -> None:
+    from medcycle.errors import Conflict
+
+    write_ct_series(tmp_path / "in", slices=1)
+    ingest(platform, [tmp_path / "in"], source="s")
+    with pytest.raises(Conflict) as err:
+        ingest(platform, [tmp_path / "in"], source="s", options=DeidOptions(retain_device_identity=False))
+    assert "new source name" in (err.value.hint or "")
+
+
+def test_kill_during_ingest_then_rerun_completes_exactly(platform: Platform, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    total = 0
+    for i in range(6):
+        total += len(write_ct_series(src / f"s{i}", FakePatient(patient_id=f"MRN-{i:05d}"), slices=30, seed=i))
+    env = {
+        **os.environ,
+        "MEDCYCLE_HOME": str(platform.settings.home),
+        "MEDCYCLE_DATABASE_URL": platform.settings.resolved_database_url,
+        "MEDCYCLE_ENVIRONMENT": "test",
+        "MEDCYCLE_SECRET_KEY": platform.settings.secret_key.get_secret_value(),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medcycle", "data", "ingest", str(src), "--source", "k", "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _catalog_counts(platform)["instances"] < 40:
+            assert proc.poll() is None, "ingest finished before it could be killed; make the input larger"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    partial = _catalog_counts(platform)["instances"]
+    assert 0 < partial < total
+    again = ingest(platform, [src], source="k")
+    counts = _catalog_counts(platform)
+    assert counts["instances"] == counts["series_sum"] == counts["refs"] == total
+    assert again.ingested == total - partial
+    assert counts["series"] == 6 and counts["patients"] == 6
+    shutil.rmtree(src)
