@@ -79,7 +79,11 @@ class SeriesRow(Base):
 
 class InstanceRow(Base):
     __tablename__ = "instances"
-    __table_args__ = (Index("ix_instances_series_state", "series_uid", "state"), Index("ix_instances_digest", "digest"))
+    __table_args__ = (
+        Index("ix_instances_series_state", "series_uid", "state"),
+        Index("ix_instances_digest", "digest"),
+        Index("ix_instances_state", "state"),  # the quarantine count without scanning every instance
+    )
 
     uid: Mapped[str] = mapped_column(String(64), primary_key=True)  # pseudonymous SOPInstanceUID
     series_uid: Mapped[str] = mapped_column(ForeignKey("series.uid"))

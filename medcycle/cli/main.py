@@ -9,6 +9,7 @@ import typer
 
 from medcycle.cli import audit as audit_cli
 from medcycle.cli import data as data_cli
+from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import jobs as jobs_cli
 from medcycle.cli import stages, store, system, users
 from medcycle.cli.context import CliState
@@ -48,6 +49,8 @@ def root(
 
 system.register(app)
 app.add_typer(data_cli.app, name="data", help="Ingest with de-identification; the catalog: sources, summary, query.")
+app.add_typer(datasets_cli.app, name="dataset",
+              help="Versioned datasets: items, labels, splits, versions, cards, pull/push.")
 app.add_typer(store.app, name="store", help="Object store: put, get, stat, list, fsck, gc.")
 app.add_typer(users.user_app, name="user", help="Users and roles.")
 app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")

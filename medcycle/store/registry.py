@@ -7,6 +7,7 @@ import importlib
 TABLE_MODULES = (
     "medcycle.auth.tables",
     "medcycle.catalog.tables",
+    "medcycle.datasets.tables",
     "medcycle.jobs.tables",
     "medcycle.objects.tables",
 )

@@ -45,3 +45,17 @@ def test_bad_database_urls_get_hints(tmp_path: Path) -> None:
 
 def test_platform_health_all_green(platform: Platform) -> None:
     assert all(h.ok for h in platform.health()), platform.health()
+
+
+def test_migrations_match_the_declared_tables(platform: Platform) -> None:
+    """Every table a module declares is created by the migrations, column for column and index for index."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from medcycle.store.base import Base
+    from medcycle.store.registry import import_all_tables
+
+    import_all_tables()
+    with platform.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == [], f"models and migrations disagree: {diff}"

@@ -1,0 +1,219 @@
+"""The folder a pull writes: where each item goes, how it gets there (hard link or copy), and the manifests.
+
+Layout, readable by any training code (and by MONAI's ``load_decathlon_datalist``-style loaders via the CSV)::
+
+    DIR/manifest.json                       the pulled version: ids, subset, every item with its path
+    DIR/manifest.csv                        the same items, one row each (labels joined with "|")
+    DIR/DATASET_CARD.md                     the version's dataset card
+    DIR/.medcycle-pull.json                 the paths this pull wrote (so the next pull knows what it owns)
+    DIR/<split>/<patient>/<study>/<series>/<instance>.<ext>
+
+Files are hard links to read-only, content-addressed objects (so a pull costs no space and no copying when
+the cache or store is on the same file system), or copies across file systems. A file already in place is
+left alone; a file that differs is replaced atomically; files an earlier pull wrote and the new one does
+not list are removed. Files medcycle did not write are never touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from medcycle.datasets.manifest import ManifestItem
+from medcycle.datasets.splits import UNSPLIT
+from medcycle.errors import IntegrityError, UsageError
+from medcycle.objects.base import CHUNK
+
+PULL_FORMAT = "medcycle.pull/1"
+MANIFEST_JSON = "manifest.json"
+MANIFEST_CSV = "manifest.csv"
+CARD_FILE = "DATASET_CARD.md"
+STATE_FILE = ".medcycle-pull.json"  # the paths the last pull wrote (what the next one may remove)
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_LINK_ERRORS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
+
+
+class Placed(StrEnum):
+    LINKED = "linked"
+    COPIED = "copied"
+    UNCHANGED = "unchanged"
+
+
+def _component(value: str) -> str:
+    safe = _SAFE.sub("_", value)
+    return "_" if safe in {"", ".", ".."} else safe
+
+
+def relative_path(item: ManifestItem) -> str:
+    parts = [item.split or UNSPLIT, item.patient, item.study, item.series]
+    return "/".join(_component(p) for p in parts) + f"/{_component(item.uid)}.{item.extension}"
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def corrupt(digest: str, where: str) -> IntegrityError:
+    return IntegrityError(
+        f"object {digest} is corrupt in {where}: its bytes do not hash to its digest",
+        hint="Restore the object from a replica or backup (`medcycle store fsck` lists every damaged object), "
+        "or delete the cached copy and pull again.",
+        digest=digest,
+    )
+
+
+def in_place(src: Path, target: Path) -> bool:
+    """Whether ``target`` already is a hard link to ``src`` (two ``stat`` calls: the cheap common case)."""
+    try:
+        st, sst = target.lstat(), src.stat()
+    except FileNotFoundError:
+        return False
+    return (st.st_ino, st.st_dev) == (sst.st_ino, sst.st_dev)
+
+
+def place(src: Path, target: Path, item: ManifestItem, *, verify_source: bool, recheck: bool = False) -> Placed:
+    """Make ``target`` hold the object at ``src`` (hard link, else copy); nothing is done when it already does.
+
+    ``verify_source`` re-hashes ``src`` before a new link or copy (used when linking straight from a store
+    whose objects were not just fetched and verified); ``recheck`` re-hashes files already in place too.
+    """
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        try:
+            sst = src.stat()
+        except FileNotFoundError:
+            sst = None
+        if sst is not None and (st.st_ino, st.st_dev) == (sst.st_ino, sst.st_dev):
+            if recheck and hash_file(target) != item.digest:
+                raise corrupt(item.digest, f"the object store and {target} (hard-linked)")
+            return Placed.UNCHANGED
+        if st.st_size == item.bytes and target.is_file() and hash_file(target) == item.digest:
+            return Placed.UNCHANGED
+    if verify_source and hash_file(src) != item.digest:
+        raise corrupt(item.digest, f"the object store ({src})")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        try:
+            os.link(src, tmp)
+            how = Placed.LINKED
+        except OSError as exc:
+            if exc.errno not in _LINK_ERRORS:
+                raise
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o444)
+            how = Placed.COPIED
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return how
+
+
+def previous_paths(dest: Path) -> set[str]:
+    """Paths the last pull into ``dest`` wrote (from its state file), if it was ours."""
+    try:
+        data = json.loads((dest / STATE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, OSError):
+        return set()
+    if not isinstance(data, dict) or data.get("format") != PULL_FORMAT:
+        return set()
+    return {p for p in data.get("paths", []) if isinstance(p, str)}
+
+
+def remove_stale(dest: Path, stale: Iterable[str]) -> int:
+    """Delete files an earlier pull wrote that are no longer wanted, then their empty folders."""
+    removed = 0
+    parents: set[Path] = set()
+    root = dest.resolve()
+    for rel in stale:
+        path = (dest / rel).resolve()
+        if root not in path.parents:
+            continue  # never outside dest
+        try:
+            path.unlink()
+            removed += 1
+            parents.add(path.parent)
+        except FileNotFoundError:
+            continue
+    for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
+    return removed
+
+
+def make_folders(dest: Path, paths: Iterable[str]) -> None:
+    """Create every folder the items go in, once each (instead of a ``mkdir`` per file)."""
+    for folder in sorted({rel.rpartition("/")[0] for rel in paths}):
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+
+
+def check_dest(dest: Path) -> Path:
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a folder", hint="Pull into a new or existing folder.")
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+ITEM_COLUMNS = ("path", "split", "labels", "uid", "digest", "bytes", "format", "patient", "study", "series", "source")
+
+
+def write_outputs(
+    dest: Path, header: Mapping[str, Any], rows: Sequence[tuple[str, ManifestItem]],
+    catalog: Mapping[str, Mapping[str, Any]], catalog_fields: Sequence[str], card_md: str,
+) -> None:
+    """Write manifest.json, manifest.csv and DATASET_CARD.md (each atomically)."""
+    items = []
+    extra_fields = [f for f in catalog_fields if f not in ITEM_COLUMNS and f != "modality"]
+    for path, item in rows:
+        entry: dict[str, Any] = {"path": path, **item.to_dict()}
+        extra = catalog.get(item.uid, {})
+        for f in extra_fields:
+            entry[f] = extra.get(f)
+        items.append(entry)
+    # One item per line: readable, diffable, and written by the C encoder (``indent`` would disable it).
+    encode = json.JSONEncoder(default=str).encode
+    head = encode({"format": PULL_FORMAT, **header})[:-1]
+    lines = ",\n".join(encode(e) for e in items)
+    _write_atomic(dest / MANIFEST_JSON, f'{head}, "items": [\n{lines}\n]}}\n'.encode())
+    buf = io.StringIO()
+    columns = [*ITEM_COLUMNS, "modality", *extra_fields]
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for entry in items:
+        entry["labels"] = "|".join(entry["labels"])
+        writer.writerow([entry[c] for c in columns])  # None is written as an empty field
+    _write_atomic(dest / MANIFEST_CSV, buf.getvalue().encode())
+    _write_atomic(dest / CARD_FILE, card_md.encode())
+    _write_atomic(dest / STATE_FILE, encode({"format": PULL_FORMAT, "paths": [p for p, _ in rows]}).encode())

@@ -1,0 +1,117 @@
+"""``medcycle dataset …``: a round trip through the commands with --json, exit codes and error hints."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import typer
+from sqlalchemy import select
+
+from medcycle.catalog.tables import StudyRow
+from medcycle.cli import datasets as datasets_cli
+from medcycle.cli import system
+from medcycle.cli.errors import run
+from medcycle.cli.main import root
+from medcycle.platform import Platform
+from medcycle.settings import load_settings
+from medcycle.testing.catalog import make_catalog
+from tests.datasets.conftest import add_sources, labels_csv
+
+
+def make_app() -> typer.Typer:
+    """The root command with the dataset group, as ``medcycle.cli.main`` wires it."""
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(root)
+    system.register(app)
+    app.add_typer(datasets_cli.app, name="dataset")
+    return app
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+    for key in list(os.environ):
+        if key.startswith("MEDCYCLE_"):
+            monkeypatch.delenv(key)
+    h = tmp_path / "home"
+    monkeypatch.setenv("MEDCYCLE_HOME", str(h))
+    monkeypatch.setenv("MEDCYCLE_DATABASE_URL", db_url)
+    return h
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run(make_app(), list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_dataset_round_trip(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "init")[0] == 0
+    with Platform(load_settings()) as p, p.session() as s:
+        add_sources(s, 1)
+        make_catalog(s, sources=1, patients=6, studies_per_patient=1, series_per_study=1, instances_per_series=2,
+                     objects=p.objects, seed=3)
+        s.flush()
+        studies = sorted(s.scalars(select(StudyRow.uid)))
+    code, out, err = cli(capsys, "dataset", "create", "cxr", "--query", "", "-d", "all of it", "--json")
+    assert code == 0, err
+    assert json.loads(out)["items"] == 12
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text(labels_csv(studies))
+    code, out, _ = cli(capsys, "dataset", "labels", "import", "cxr", str(csv_file), "--json")
+    assert code == 0 and json.loads(out)["classes"] == ["normal", "pneumonia"]
+    code, out, err = cli(capsys, "dataset", "freeze", "cxr", "--tag", "v1.0", "--split", "train=0.5,test=0.5",
+                         "--stratify", "label", "--seed", "1", "--json")
+    assert code == 0, err
+    frozen = json.loads(out)
+    assert frozen["created"] is True and frozen["leakage"]["ok"] is True
+    version_id = frozen["version"]["id"]
+    code, out, _ = cli(capsys, "dataset", "freeze", "cxr")  # human output, nothing changed
+    assert code == 0 and "unchanged" in out
+    code, out, _ = cli(capsys, "dataset", "remove", "cxr", "--uid", studies[0], "--json")
+    assert json.loads(out)["changed"] == 2
+    assert cli(capsys, "dataset", "freeze", "cxr", "-m", "drop one study")[0] == 0
+    code, out, _ = cli(capsys, "dataset", "log", "cxr", "--json")
+    assert [(v["seq"], v["items"]) for v in json.loads(out)] == [(2, 10), (1, 12)]
+    code, out, _ = cli(capsys, "dataset", "show", "cxr@v1.0", "--json")
+    assert json.loads(out)["id"] == version_id and json.loads(out)["tags"] == ["v1.0"]
+    code, out, _ = cli(capsys, "dataset", "diff", "cxr@v1.0", "cxr@v2", "--json")
+    assert json.loads(out)["summary"]["removed"] == 2
+    code, out, _ = cli(capsys, "dataset", "diff", "cxr@v1.0", "cxr@v2")
+    assert code == 0 and "-2 images" in out
+    code, out, _ = cli(capsys, "dataset", "list", "--json")
+    assert [(d["name"], d["versions"]) for d in json.loads(out)] == [("cxr", 2)]
+
+    assert cli(capsys, "dataset", "card", "edit", "cxr", "--field", "licence=CC-BY-4.0")[0] == 0
+    code, out, _ = cli(capsys, "dataset", "card", "cxr@v1.0")
+    assert code == 0 and "# Dataset card: cxr v1" in out and "CC-BY-4.0" in out
+    code, out, _ = cli(capsys, "dataset", "card", "cxr@v1.0", "--format", "json")
+    assert json.loads(out)["version"]["id"] == version_id
+    code, _, _ = cli(capsys, "dataset", "card", "cxr@v1.0", "--format", "html", "-o", str(tmp_path / "card.html"))
+    assert code == 0 and (tmp_path / "card.html").read_text().startswith("<!doctype html>")
+
+    code, out, err = cli(capsys, "dataset", "pull", "cxr@v1.0", "--to", str(tmp_path / "data"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["items"] == 12 and (tmp_path / "data" / "manifest.csv").is_file()
+    code, out, err = cli(capsys, "dataset", "pull", "cxr@v1.0", "--to", str(tmp_path / "test"), "--split", "test")
+    assert code == 0 and "pulled" in out
+    code, out, _ = cli(capsys, "dataset", "status", "cxr@v1.0", "--to", str(tmp_path / "data"), "--json")
+    assert code == 0 and json.loads(out)["complete"] is True
+    code, out, _ = cli(capsys, "dataset", "push", "cxr@v1.0", "--json")
+    assert code == 0 and json.loads(out)["uploaded_objects"] == 0
+
+    code, out, _ = cli(capsys, "dataset", "show", "cxr@v9", "--json")
+    assert code == 4 and json.loads(out)["error"]["code"] == "not_found"
+    code, _, err = cli(capsys, "dataset", "delete", "cxr")
+    assert code == 5 and "Hint:" in err
+    code, _, err = cli(capsys, "dataset", "freeze", "cxr", "--split", "train=0.9")
+    assert code == 2 and "two distinct names" in err
+    code, _, err = cli(capsys, "dataset", "freeze", "cxr", "--tag", "v1.0")
+    assert code == 5 and "never move" in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("study,label\nnot-a-study,x\n")
+    code, _, err = cli(capsys, "dataset", "labels", "import", "cxr", str(bad))
+    assert code == 2 and "line 2" in err
+    assert "Traceback" not in err
