@@ -47,8 +47,10 @@ def run_demo(platform: Platform, console: Console) -> str:
         for info in infos:
             add_ref(session, info.digest, "demo", "quickstart", size=info.size)
         audit.record(session, "system", "object.write", target_kind="demo", target_id="quickstart", count=len(infos))
-    console.print(f"   stored {len(infos)} objects; storing the first again gave the same digest: "
-                  f"{again.digest == infos[0].digest} ({again.digest[:12]}…)")
+    console.print(
+        f"   stored {len(infos)} objects; storing the first again gave the same digest: "
+        f"{again.digest == infos[0].digest} ({again.digest[:12]}…)"
+    )
 
     _step(console, 3, "Run jobs through the durable queue (leases, batches, exactly-once completion)")
     jobs = [platform.jobs.enqueue(DEMO_QUEUE, {"object": i.digest}, idempotency_key=f"demo-{i.digest}") for i in infos]
@@ -70,19 +72,25 @@ def run_demo(platform: Platform, console: Console) -> str:
     for t in threads:
         t.join()
     states = {platform.jobs.get(j.id).state for j in jobs}
-    console.print(f"   {len(jobs)} jobs enqueued, {len(set(done))} completed by 2 workers; "
-                  f"all succeeded: {states <= {JobState.SUCCEEDED}}")
+    console.print(
+        f"   {len(jobs)} jobs enqueued, {len(set(done))} completed by 2 workers; "
+        f"all succeeded: {states <= {JobState.SUCCEEDED}}"
+    )
 
     _step(console, 4, "Check the object store (fsck re-hashes every object)")
     with platform.session() as session:
         report = fsck(platform.objects, session)
-    console.print(f"   checked {report.checked} objects: "
-                  f"{'all intact' if report.ok else f'{len(report.corrupt)} corrupt, {len(report.missing)} missing'}")
+    console.print(
+        f"   checked {report.checked} objects: "
+        f"{'all intact' if report.ok else f'{len(report.corrupt)} corrupt, {len(report.missing)} missing'}"
+    )
 
     _step(console, 5, "Where to look")
-    console.print(f"   UI           {url}/  (log in with the admin token)\n"
-                  f"   API docs     {url}/docs\n"
-                  f"   Queues       {url}/ui/admin/queues\n"
-                  f"   Audit log    {url}/ui/admin/audit\n"
-                  "   CLI          medcycle --help · medcycle doctor · medcycle store fsck · medcycle jobs list")
+    console.print(
+        f"   UI           {url}/  (log in with the admin token)\n"
+        f"   API docs     {url}/docs\n"
+        f"   Queues       {url}/ui/admin/queues\n"
+        f"   Audit log    {url}/ui/admin/audit\n"
+        "   CLI          medcycle --help · medcycle doctor · medcycle store fsck · medcycle jobs list"
+    )
     return token

@@ -157,7 +157,14 @@ class Platform:
 
             rev, head = current_revision(self.engine), head_revision()
             ok = rev == head
-            out.append(BackendHealth("database", db_url, ok, f"schema {rev or 'empty'}" + ("" if ok else f", head is {head}: run `medcycle init`")))
+            out.append(
+                BackendHealth(
+                    "database",
+                    db_url,
+                    ok,
+                    f"schema {rev or 'empty'}" + ("" if ok else f", head is {head}: run `medcycle init`"),
+                )
+            )
         except (OperationalError, MedcycleError) as exc:
             out.append(BackendHealth("database", db_url, False, str(getattr(exc, "orig", exc))))
         try:

@@ -72,9 +72,7 @@ class Settings(BaseSettings):
         default=SecretStr(DEFAULT_SECRET),
         description="Key that signs web sessions. Must be changed outside development.",
     )
-    auth_enabled: bool = Field(
-        default=True, description="Require an API token on the API and a login on the web UI."
-    )
+    auth_enabled: bool = Field(default=True, description="Require an API token on the API and a login on the web UI.")
     host: str = Field(default="127.0.0.1", description="Address `medcycle serve` listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port `medcycle serve` listens on.")
     public_url: str | None = Field(

@@ -35,7 +35,9 @@ def resolve_principal(request: Request, platform: Platform, session: Session) ->
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("the Authorization header is not a bearer token", hint="Send `Authorization: Bearer <token>`.")
+            raise AuthError(
+                "the Authorization header is not a bearer token", hint="Send `Authorization: Bearer <token>`."
+            )
         return authenticate(session, token.strip())
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie:

@@ -13,8 +13,17 @@ from medcycle.errors import MedcycleError, QueueFull
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-              409: "conflict", 413: "too_large", 422: "validation_failed", 429: "queue_full"}
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "validation_failed",
+    429: "queue_full",
+}
 
 
 def error_body(code: str, message: str, hint: str | None = None, **details: object) -> dict[str, object]:
@@ -34,7 +43,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg", "")} for err in exc.errors()
+            {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg", "")}
+            for err in exc.errors()
         ]
         first = problems[0] if problems else {"where": "request", "problem": "invalid"}
         return JSONResponse(
@@ -60,6 +70,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(
-            error_body("internal_error", "an unexpected error occurred", "The server log has the details; please report it."),
+            error_body(
+                "internal_error", "an unexpected error occurred", "The server log has the details; please report it."
+            ),
             status_code=500,
         )

@@ -18,13 +18,18 @@ class ApiMetrics:
             "medcycle_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "medcycle_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
+            "medcycle_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.queue_jobs = Gauge(
             "medcycle_queue_jobs", "Jobs per queue and state", ["queue", "state"], registry=self.registry
         )
-        self.backend_up = Gauge("medcycle_backend_up", "Backend reachable (1) or not (0)", ["backend"], registry=self.registry)
+        self.backend_up = Gauge(
+            "medcycle_backend_up", "Backend reachable (1) or not (0)", ["backend"], registry=self.registry
+        )
 
     def render(self, platform: Platform) -> Response:
         try:

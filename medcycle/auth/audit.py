@@ -28,9 +28,15 @@ class AuditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "at": self.at.isoformat(), "actor": self.actor, "action": self.action,
-            "target_kind": self.target_kind, "target_id": self.target_id, "outcome": self.outcome,
-            "via": self.via, "details": self.details,
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "target_kind": self.target_kind,
+            "target_id": self.target_id,
+            "outcome": self.outcome,
+            "via": self.via,
+            "details": self.details,
         }
 
 

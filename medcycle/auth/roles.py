@@ -28,7 +28,14 @@ class Permission(StrEnum):
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.ML_ENGINEER: frozenset(
-        {Permission.VIEW, Permission.READ_DATA, Permission.WRITE_DATA, Permission.LABEL, Permission.TRAIN, Permission.DEPLOY}
+        {
+            Permission.VIEW,
+            Permission.READ_DATA,
+            Permission.WRITE_DATA,
+            Permission.LABEL,
+            Permission.TRAIN,
+            Permission.DEPLOY,
+        }
     ),
     Role.ANNOTATOR: frozenset({Permission.VIEW, Permission.LABEL}),
     Role.VIEWER: frozenset({Permission.VIEW}),

@@ -67,7 +67,9 @@ def list_users(session: Session) -> list[UserRow]:
     return list(session.scalars(select(UserRow).order_by(UserRow.name)))
 
 
-def set_user_state(session: Session, name: str, *, role: Role | str | None = None, disabled: bool | None = None) -> UserRow:
+def set_user_state(
+    session: Session, name: str, *, role: Role | str | None = None, disabled: bool | None = None
+) -> UserRow:
     user = get_user(session, name)
     if role is not None:
         user.role = (parse_role(role) if isinstance(role, str) else role).value
@@ -89,10 +91,14 @@ def create_token(
     secret = secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     session.add(
-        TokenRow(id=token_id, user_id=user.id, name=name, secret_hash=_hash(secret), created_at=utcnow(), expires_at=expires)
+        TokenRow(
+            id=token_id, user_id=user.id, name=name, secret_hash=_hash(secret), created_at=utcnow(), expires_at=expires
+        )
     )
     session.flush()
-    return IssuedToken(id=token_id, user=user.name, name=name, secret=f"{TOKEN_PREFIX}_{token_id}_{secret}", expires_at=expires)
+    return IssuedToken(
+        id=token_id, user=user.name, name=name, secret=f"{TOKEN_PREFIX}_{token_id}_{secret}", expires_at=expires
+    )
 
 
 def list_tokens(session: Session, user_name: str | None = None) -> list[tuple[TokenRow, str]]:

@@ -50,7 +50,9 @@ def parse_preset(value: str | None) -> Preset:
     try:
         return Preset(value or "auto")
     except ValueError:
-        raise UsageError(f"unknown window preset {value!r}", hint=f"Use one of: {', '.join(p.value for p in Preset)}.") from None
+        raise UsageError(
+            f"unknown window preset {value!r}", hint=f"Use one of: {', '.join(p.value for p in Preset)}."
+        ) from None
 
 
 def _middle(arr: NDArray[Any], color: bool) -> NDArray[Any]:
@@ -81,8 +83,12 @@ def _dicom_slice(data: bytes) -> Slice:
             window = (float(c), float(w))
         except (TypeError, ValueError):
             window = None
-    return Slice(_middle(np.asarray(arr, dtype=np.float64), color), ds.get("PhotometricInterpretation") == "MONOCHROME1",
-                 window, color)
+    return Slice(
+        _middle(np.asarray(arr, dtype=np.float64), color),
+        ds.get("PhotometricInterpretation") == "MONOCHROME1",
+        window,
+        color,
+    )
 
 
 def _nifti_slice(data: bytes) -> Slice:

@@ -30,7 +30,9 @@ def list_(
         try:
             when = datetime.fromisoformat(since)
         except ValueError:
-            raise UsageError(f"--since {since!r} is not an ISO time", hint="Use e.g. 2026-01-31T08:00:00+00:00.") from None
+            raise UsageError(
+                f"--since {since!r} is not an ISO time", hint="Use e.g. 2026-01-31T08:00:00+00:00."
+            ) from None
         if when.tzinfo is None:
             raise UsageError("--since needs a timezone", hint="Append +00:00 for UTC.")
     with state(ctx).platform().session() as session:
@@ -38,6 +40,11 @@ def list_(
     if json:
         emit_json([e.to_dict() for e in events])
     else:
-        table("Audit log", ["#", "at", "actor", "action", "target", "outcome", "via"],
-              [(e.seq, e.at, e.actor, e.action, f"{e.target_kind or ''} {e.target_id or ''}".strip(), e.outcome, e.via)
-               for e in events])
+        table(
+            "Audit log",
+            ["#", "at", "actor", "action", "target", "outcome", "via"],
+            [
+                (e.seq, e.at, e.actor, e.action, f"{e.target_kind or ''} {e.target_id or ''}".strip(), e.outcome, e.via)
+                for e in events
+            ],
+        )

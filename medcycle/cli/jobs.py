@@ -23,7 +23,11 @@ def queues(ctx: typer.Context, json: bool = JsonOpt) -> None:
         emit_json([{"queue": s.queue, "counts": s.counts, "limit": s.limit} for s in stats])
     else:
         states = [s.value for s in JobState]
-        table("Queues", ["queue", *states, "limit"], [(s.queue, *[s.counts.get(x, 0) for x in states], s.limit) for s in stats])
+        table(
+            "Queues",
+            ["queue", *states, "limit"],
+            [(s.queue, *[s.counts.get(x, 0) for x in states], s.limit) for s in stats],
+        )
 
 
 @app.command("list")
@@ -39,9 +43,23 @@ def list_(
     if json:
         emit_json([j.to_dict() for j in jobs])
     else:
-        table("Jobs", ["id", "queue", "state", "prio", "attempts", "worker", "created", "error"],
-              [(j.id, j.queue, j.state.value, j.priority, f"{j.attempts}/{j.max_attempts}", j.lease_owner,
-                j.created_at, (j.error or "")[:60]) for j in jobs])
+        table(
+            "Jobs",
+            ["id", "queue", "state", "prio", "attempts", "worker", "created", "error"],
+            [
+                (
+                    j.id,
+                    j.queue,
+                    j.state.value,
+                    j.priority,
+                    f"{j.attempts}/{j.max_attempts}",
+                    j.lease_owner,
+                    j.created_at,
+                    (j.error or "")[:60],
+                )
+                for j in jobs
+            ],
+        )
 
 
 @app.command("show")

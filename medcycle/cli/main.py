@@ -43,14 +43,17 @@ def root(
     }
     if verbose:
         overrides["log_level"] = "DEBUG"
-    ctx.obj = CliState(config_file=config, overrides={k: v for k, v in overrides.items() if v is not None}, verbose=verbose)
+    ctx.obj = CliState(
+        config_file=config, overrides={k: v for k, v in overrides.items() if v is not None}, verbose=verbose
+    )
     ctx.call_on_close(ctx.obj.close)
 
 
 system.register(app)
 app.add_typer(data_cli.app, name="data", help="Ingest with de-identification; the catalog: sources, summary, query.")
-app.add_typer(datasets_cli.app, name="dataset",
-              help="Versioned datasets: items, labels, splits, versions, cards, pull/push.")
+app.add_typer(
+    datasets_cli.app, name="dataset", help="Versioned datasets: items, labels, splits, versions, cards, pull/push."
+)
 app.add_typer(store.app, name="store", help="Object store: put, get, stat, list, fsck, gc.")
 app.add_typer(users.user_app, name="user", help="Users and roles.")
 app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")

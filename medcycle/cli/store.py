@@ -50,12 +50,16 @@ def get(
     platform = state(ctx).platform()
     info = platform.objects.get_to_path(digest, output)
     with platform.session() as session:
-        audit.record(session, state(ctx).actor, "object.read", target_kind="object", target_id=digest, via="cli", size=info.size)
+        audit.record(
+            session, state(ctx).actor, "object.read", target_kind="object", target_id=digest, via="cli", size=info.size
+        )
     console().print(f"wrote {human_bytes(info.size)} to {output}")
 
 
 @app.command("stat")
-def stat(ctx: typer.Context, digest: Annotated[str, typer.Argument(help="Object digest.")], json: bool = JsonOpt) -> None:
+def stat(
+    ctx: typer.Context, digest: Annotated[str, typer.Argument(help="Object digest.")], json: bool = JsonOpt
+) -> None:
     """Size and modification time of an object."""
     info = state(ctx).platform().objects.stat(digest)
     if json:
@@ -90,8 +94,14 @@ def fsck(ctx: typer.Context, json: bool = JsonOpt) -> None:
         if json:
             report = run_fsck(platform.objects, session)
         else:
-            with Progress(TextColumn("fsck"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=console(), transient=True) as bar:
+            with Progress(
+                TextColumn("fsck"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console(),
+                transient=True,
+            ) as bar:
                 task = bar.add_task("fsck", total=None)
                 report = run_fsck(platform.objects, session, progress=lambda n: bar.advance(task, n))
         audit.record(session, state(ctx).actor, "store.fsck", via="cli", ok=report.ok, checked=report.checked)
@@ -104,8 +114,11 @@ def fsck(ctx: typer.Context, json: bool = JsonOpt) -> None:
             c.print(f"[red]corrupt[/] {d}")
         for d in report.missing:
             c.print(f"[red]missing[/] {d} (referenced, not stored)")
-        c.print("[green]store is intact[/]" if report.ok else
-                "[red]store has problems[/]: restore the objects named above from a replica or backup")
+        c.print(
+            "[green]store is intact[/]"
+            if report.ok
+            else "[red]store has problems[/]: restore the objects named above from a replica or backup"
+        )
     if not report.ok:
         raise typer.Exit(7)
 
@@ -115,7 +128,8 @@ def gc(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
     grace_seconds: Annotated[
-        float | None, typer.Option(help="Keep unreferenced objects younger than this (setting gc_grace_seconds).", min=0)
+        float | None,
+        typer.Option(help="Keep unreferenced objects younger than this (setting gc_grace_seconds).", min=0),
     ] = None,
     json: bool = JsonOpt,
 ) -> None:
@@ -125,10 +139,14 @@ def gc(
     with platform.session() as session:
         report = run_gc(platform.objects, session, grace_seconds=grace, dry_run=dry_run)
         if not dry_run:
-            audit.record(session, state(ctx).actor, "store.gc", via="cli", deleted=len(report.deleted), bytes=report.bytes_freed)
+            audit.record(
+                session, state(ctx).actor, "store.gc", via="cli", deleted=len(report.deleted), bytes=report.bytes_freed
+            )
     if json:
         emit_json(report.to_dict())
     else:
         verb = "would delete" if dry_run else "deleted"
-        console().print(f"examined {report.examined} objects; {verb} {len(report.deleted)} "
-                        f"({human_bytes(report.bytes_freed)}); kept {report.kept_recent} younger than {grace:g} s")
+        console().print(
+            f"examined {report.examined} objects; {verb} {len(report.deleted)} "
+            f"({human_bytes(report.bytes_freed)}); kept {report.kept_recent} younger than {grace:g} s"
+        )

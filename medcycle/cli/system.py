@@ -23,10 +23,15 @@ def init(ctx: typer.Context, json: bool = JsonOpt) -> None:
     platform = st.platform(migrate=False)
     result = platform.init()
     if json:
-        emit_json({
-            "home": result.home, "database": result.database, "schema_revision": result.schema_revision,
-            "admin_created": result.admin_created, "admin_token": result.admin_token,
-        })
+        emit_json(
+            {
+                "home": result.home,
+                "database": result.database,
+                "schema_revision": result.schema_revision,
+                "admin_created": result.admin_created,
+                "admin_token": result.admin_token,
+            }
+        )
         return
     c = console()
     c.print(f"[bold green]medcycle is ready[/] in {result.home}")
@@ -80,12 +85,17 @@ def doctor(
         c = console()
         c.print(f"medcycle {report['medcycle']} · Python {report['python']} · {report['os']}")
         c.print(f"home {report['home']} ({report['environment']})")
-        table("Backends", ["backend", "url", "ok", "detail"],
-              [(b["name"], b["url"], b["ok"], b["detail"]) for b in report["backends"]])
+        table(
+            "Backends",
+            ["backend", "url", "ok", "detail"],
+            [(b["name"], b["url"], b["ok"], b["detail"]) for b in report["backends"]],
+        )
         table("Packages", ["package", "version"], [(k, v or "not installed") for k, v in report["packages"].items()])
         ml = report["ml"]
-        c.print(f"torch {ml['torch'] or 'not installed'} · MONAI {ml['monai'] or 'not installed'} · "
-                f"CUDA GPU: {ml.get('torch_cuda')} {', '.join(ml.get('devices', []))}")
+        c.print(
+            f"torch {ml['torch'] or 'not installed'} · MONAI {ml['monai'] or 'not installed'} · "
+            f"CUDA GPU: {ml.get('torch_cuda')} {', '.join(ml.get('devices', []))}"
+        )
     if not report["ok"]:
         raise typer.Exit(9)
 
@@ -106,6 +116,7 @@ def demo(
         from medcycle.api.app import create_app
 
         s = platform.settings
-        console().print(f"\nOpen [bold]{s.resolved_public_url}/login[/] and paste the token:\n  [bold]{token}[/]\n"
-                        "Stop with Ctrl-C.")
+        console().print(
+            f"\nOpen [bold]{s.resolved_public_url}/login[/] and paste the token:\n  [bold]{token}[/]\nStop with Ctrl-C."
+        )
         uvicorn.run(create_app(platform, migrate=False), host=s.host, port=s.port, log_level="warning")

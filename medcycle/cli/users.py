@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from medcycle.auth import audit, users
-from medcycle.auth.tables import UserRow
 from medcycle.auth.roles import Role
+from medcycle.auth.tables import UserRow
 from medcycle.cli.context import state
 from medcycle.cli.output import JsonOpt, console, emit_json, table
 
@@ -34,7 +34,9 @@ def add(
     platform = state(ctx).platform()
     with platform.session() as session:
         user = users.create_user(session, name, role, email=email)
-        audit.record(session, state(ctx).actor, "user.create", target_kind="user", target_id=name, via="cli", role=user.role)
+        audit.record(
+            session, state(ctx).actor, "user.create", target_kind="user", target_id=name, via="cli", role=user.role
+        )
         issued = users.create_token(session, name, name="cli") if token else None
     out = _user_dict(user) | ({"token": issued.secret} if issued else {})
     if json:
@@ -53,8 +55,11 @@ def list_(ctx: typer.Context, json: bool = JsonOpt) -> None:
     if json:
         emit_json(rows)
     else:
-        table("Users", ["name", "role", "email", "disabled", "created"],
-              [(r["name"], r["role"], r["email"], r["disabled"], r["created_at"]) for r in rows])
+        table(
+            "Users",
+            ["name", "role", "email", "disabled", "created"],
+            [(r["name"], r["role"], r["email"], r["disabled"], r["created_at"]) for r in rows],
+        )
 
 
 @user_app.command("show")
@@ -62,22 +67,47 @@ def show(ctx: typer.Context, name: str, json: bool = JsonOpt) -> None:
     """Show one user and their tokens."""
     with state(ctx).platform().session() as session:
         user = _user_dict(users.get_user(session, name))
-        tokens = [{"id": t.id, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at,
-                   "last_used_at": t.last_used_at, "revoked_at": t.revoked_at} for t, _ in users.list_tokens(session, name)]
+        tokens = [
+            {
+                "id": t.id,
+                "name": t.name,
+                "created_at": t.created_at,
+                "expires_at": t.expires_at,
+                "last_used_at": t.last_used_at,
+                "revoked_at": t.revoked_at,
+            }
+            for t, _ in users.list_tokens(session, name)
+        ]
     if json:
         emit_json(user | {"tokens": tokens})
     else:
-        table(f"User {name}", ["name", "role", "email", "disabled", "created"],
-              [(user["name"], user["role"], user["email"], user["disabled"], user["created_at"])])
-        table("Tokens", ["id", "name", "created", "expires", "last used", "revoked"],
-              [(t["id"], t["name"], t["created_at"], t["expires_at"], t["last_used_at"], t["revoked_at"]) for t in tokens])
+        table(
+            f"User {name}",
+            ["name", "role", "email", "disabled", "created"],
+            [(user["name"], user["role"], user["email"], user["disabled"], user["created_at"])],
+        )
+        table(
+            "Tokens",
+            ["id", "name", "created", "expires", "last used", "revoked"],
+            [
+                (t["id"], t["name"], t["created_at"], t["expires_at"], t["last_used_at"], t["revoked_at"])
+                for t in tokens
+            ],
+        )
 
 
 def _set(ctx: typer.Context, name: str, action: str, **change: object) -> None:
     with state(ctx).platform().session() as session:
         user = users.set_user_state(session, name, **change)  # type: ignore[arg-type]
-        audit.record(session, state(ctx).actor, action, target_kind="user", target_id=name, via="cli",
-                     **{k: str(v) for k, v in change.items()})
+        audit.record(
+            session,
+            state(ctx).actor,
+            action,
+            target_kind="user",
+            target_id=name,
+            via="cli",
+            **{k: str(v) for k, v in change.items()},
+        )
     console().print(f"{user.name}: role {user.role}, {'disabled' if user.disabled else 'enabled'}")
 
 
@@ -110,26 +140,49 @@ def create(
     """Create an API token; the secret is printed once and stored only as a hash."""
     with state(ctx).platform().session() as session:
         issued = users.create_token(session, user, name=name, expires_in_days=expires_days)
-        audit.record(session, state(ctx).actor, "token.create", target_kind="token", target_id=issued.id, via="cli", user=user)
+        audit.record(
+            session, state(ctx).actor, "token.create", target_kind="token", target_id=issued.id, via="cli", user=user
+        )
     if json:
-        emit_json({"id": issued.id, "user": issued.user, "name": issued.name, "expires_at": issued.expires_at,
-                   "token": issued.secret})
+        emit_json(
+            {
+                "id": issued.id,
+                "user": issued.user,
+                "name": issued.name,
+                "expires_at": issued.expires_at,
+                "token": issued.secret,
+            }
+        )
     else:
         console().print(f"token {issued.id} for {issued.user} (shown once):\n[bold]{issued.secret}[/]")
 
 
 @token_app.command("list")
-def tokens(ctx: typer.Context, user: Annotated[str | None, typer.Option(help="Only this user's.")] = None,
-           json: bool = JsonOpt) -> None:
+def tokens(
+    ctx: typer.Context, user: Annotated[str | None, typer.Option(help="Only this user's.")] = None, json: bool = JsonOpt
+) -> None:
     """List tokens (never their secrets)."""
     with state(ctx).platform().session() as session:
-        rows = [{"id": t.id, "user": u, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at,
-                 "last_used_at": t.last_used_at, "revoked_at": t.revoked_at} for t, u in users.list_tokens(session, user)]
+        rows = [
+            {
+                "id": t.id,
+                "user": u,
+                "name": t.name,
+                "created_at": t.created_at,
+                "expires_at": t.expires_at,
+                "last_used_at": t.last_used_at,
+                "revoked_at": t.revoked_at,
+            }
+            for t, u in users.list_tokens(session, user)
+        ]
     if json:
         emit_json(rows)
     else:
-        table("Tokens", ["id", "user", "name", "created", "expires", "last used", "revoked"],
-              [tuple(r.values()) for r in rows])
+        table(
+            "Tokens",
+            ["id", "user", "name", "created", "expires", "last used", "revoked"],
+            [tuple(r.values()) for r in rows],
+        )
 
 
 @token_app.command("revoke")

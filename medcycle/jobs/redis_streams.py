@@ -44,8 +44,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 from redis.commands.core import Script
 
-from medcycle.jobs import redis_lua as lua
 from medcycle.errors import BackendUnavailable, ConfigError, QueueFull, UsageError
+from medcycle.jobs import redis_lua as lua
 from medcycle.jobs.base import (
     Job,
     JobCancelled,

@@ -119,15 +119,17 @@ class SqlJobQueue(JobQueue):
         now = utcnow()
         with self._write(queue) as conn:
             if idempotency_key is not None:
-                existing = conn.execute(
-                    select(T).where(T.c.queue == queue, T.c.idempotency_key == idempotency_key)
-                ).mappings().first()
+                existing = (
+                    conn.execute(select(T).where(T.c.queue == queue, T.c.idempotency_key == idempotency_key))
+                    .mappings()
+                    .first()
+                )
                 if existing is not None:
                     return _row_to_job(existing)
             active = conn.execute(
-                select(func.count()).select_from(T).where(
-                    T.c.queue == queue, T.c.state.in_([s.value for s in ACTIVE_STATES])
-                )
+                select(func.count())
+                .select_from(T)
+                .where(T.c.queue == queue, T.c.state.in_([s.value for s in ACTIVE_STATES]))
             ).scalar_one()
             if active >= self.limit:
                 raise QueueFull(
@@ -199,7 +201,10 @@ class SqlJobQueue(JobQueue):
         elif deadline is not None and deadline < now:
             end = (JobState.FAILED, "deadline exceeded")
         elif row["attempts"] >= row["max_attempts"]:
-            end = (JobState.DEAD, f"lease expired after {row['attempts']} deliveries (last worker: {row['lease_owner']})")
+            end = (
+                JobState.DEAD,
+                f"lease expired after {row['attempts']} deliveries (last worker: {row['lease_owner']})",
+            )
         if end is not None:
             conn.execute(
                 update(T)
@@ -273,7 +278,9 @@ class SqlJobQueue(JobQueue):
             if row["cancel_requested"]:
                 # Settle the job as cancelled and commit before telling the worker.
                 conn.execute(
-                    update(T).where(T.c.seq == row["seq"]).values(
+                    update(T)
+                    .where(T.c.seq == row["seq"])
+                    .values(
                         state=JobState.CANCELLED.value, error="cancelled", token=None, updated_at=now, finished_at=now
                     )
                 )
@@ -324,9 +331,14 @@ class SqlJobQueue(JobQueue):
             state = JobState(row["state"])
             if state == JobState.QUEUED:
                 conn.execute(
-                    update(T).where(T.c.id == job_id).values(
-                        state=JobState.CANCELLED.value, cancel_requested=True, error="cancelled",
-                        updated_at=now, finished_at=now,
+                    update(T)
+                    .where(T.c.id == job_id)
+                    .values(
+                        state=JobState.CANCELLED.value,
+                        cancel_requested=True,
+                        error="cancelled",
+                        updated_at=now,
+                        finished_at=now,
                     )
                 )
             elif state == JobState.RUNNING:
@@ -346,9 +358,19 @@ class SqlJobQueue(JobQueue):
                     hint="Wait for it to finish, or cancel it first.",
                 )
             conn.execute(
-                update(T).where(T.c.id == job_id).values(
-                    state=JobState.QUEUED.value, attempts=0, token=None, lease_owner=None, lease_expires_at=None,
-                    cancel_requested=False, error=None, result=None, available_at=now, updated_at=now,
+                update(T)
+                .where(T.c.id == job_id)
+                .values(
+                    state=JobState.QUEUED.value,
+                    attempts=0,
+                    token=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    cancel_requested=False,
+                    error=None,
+                    result=None,
+                    available_at=now,
+                    updated_at=now,
                     finished_at=None,
                 )
             )
@@ -372,9 +394,7 @@ class SqlJobQueue(JobQueue):
 
     def stats(self, queue: str) -> QueueStats:
         with self._read() as conn:
-            rows = conn.execute(
-                select(T.c.state, func.count()).where(T.c.queue == queue).group_by(T.c.state)
-            ).all()
+            rows = conn.execute(select(T.c.state, func.count()).where(T.c.queue == queue).group_by(T.c.state)).all()
         return QueueStats(queue=queue, counts={s: int(n) for s, n in rows}, limit=self.limit)
 
     def queues(self) -> builtins.list[str]:

@@ -94,8 +94,9 @@ class Worker:
 
     def run_once(self) -> int:
         """Take and process at most one batch; returns how many jobs it took."""
-        batch = self.jq.take(self.queue, self.name, max_jobs=self.max_batch, wait_ms=self.wait_ms,
-                             lease_seconds=self.lease)
+        batch = self.jq.take(
+            self.queue, self.name, max_jobs=self.max_batch, wait_ms=self.wait_ms, lease_seconds=self.lease
+        )
         if not batch:
             return 0
         self.stats.batches += 1

@@ -83,7 +83,9 @@ class VerifyingReader(io.RawIOBase):
     ``get_to_path`` read to the end. The integrity error names the object.
     """
 
-    def __init__(self, raw: BinaryIO, digest: str, size: int | None = None, *, on_close: Callable[[], None] | None = None):
+    def __init__(
+        self, raw: BinaryIO, digest: str, size: int | None = None, *, on_close: Callable[[], None] | None = None
+    ):
         super().__init__()
         self._raw = raw
         self._digest = digest

@@ -21,7 +21,9 @@ def add_ref(session: Session, digest: str, owner_kind: str, owner_id: str, *, si
         )
     )
     if exists is None:
-        session.add(ObjectRefRow(digest=digest, owner_kind=owner_kind, owner_id=owner_id, size=size, created_at=utcnow()))
+        session.add(
+            ObjectRefRow(digest=digest, owner_kind=owner_kind, owner_id=owner_id, size=size, created_at=utcnow())
+        )
         session.flush()
 
 

@@ -11,7 +11,7 @@ import pytest
 from medcycle.platform import Platform
 from medcycle.settings import Settings, load_settings
 
-TEST_SECRET = "test-secret-" + "x" * 40  # noqa: S105 - tests only
+TEST_SECRET = "test-secret-" + "x" * 40
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:

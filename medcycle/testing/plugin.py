@@ -10,4 +10,13 @@ from medcycle.testing.postgres import postgres_server, postgres_url
 from medcycle.testing.redis import redis_url
 from medcycle.testing.s3 import s3_bucket, s3_service
 
-__all__ = ["db_url", "platform", "postgres_server", "postgres_url", "redis_url", "s3_bucket", "s3_service", "sqlite_platform"]
+__all__ = [
+    "db_url",
+    "platform",
+    "postgres_server",
+    "postgres_url",
+    "redis_url",
+    "s3_bucket",
+    "s3_service",
+    "sqlite_platform",
+]

@@ -95,11 +95,13 @@ def _start_cluster() -> tuple[str, subprocess.Popen[bytes] | None, Path] | None:
         shutil.chown(tmp, "postgres")
         prefix = [runuser, "-u", "postgres", "--"]
     data = tmp / "data"
-    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
-                   capture_output=True)
+    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
     port = free_port()
-    proc = subprocess.Popen([*prefix, postgres, "-D", str(data), "-p", str(port), "-k", str(tmp), "-h", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*prefix, postgres, "-D", str(data), "-p", str(port), "-k", str(tmp), "-h", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     if not wait_for_port("127.0.0.1", port, 30) or not _reachable(url):
         proc.terminate()

@@ -120,6 +120,7 @@ def test_jobs_commands(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(capsys, "jobs", "requeue", job.id)[0] == 0
     code, _, err = cli(capsys, "jobs", "list", "--state", "weird")
     assert code == 2
+    assert "weird" in err
 
 
 def test_doctor_reports_backends(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,16 +135,27 @@ def test_doctor_reports_backends(home: Path, capsys: pytest.CaptureFixture[str])
 
 def test_no_traceback_without_verbose(home: Path) -> None:
     env = {**os.environ, "MEDCYCLE_HOME": str(home)}
-    bad = subprocess.run([sys.executable, "-m", "medcycle", "store", "stat", "zz"], capture_output=True, text=True,
-                         env=env, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "medcycle", "store", "stat", "zz"], capture_output=True, text=True, env=env, check=False
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "Hint:" in bad.stderr
-    verbose = subprocess.run([sys.executable, "-m", "medcycle", "--verbose", "store", "stat", "zz"],
-                             capture_output=True, text=True, env=env, check=False)
+    verbose = subprocess.run(
+        [sys.executable, "-m", "medcycle", "--verbose", "store", "stat", "zz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
     cfg = home.parent / "bad.toml"
     cfg.write_text("port = 'high'\n")
-    res = subprocess.run([sys.executable, "-m", "medcycle", "--config", str(cfg), "doctor"], capture_output=True,
-                         text=True, env=env, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "medcycle", "--config", str(cfg), "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert res.returncode == 78 and "port" in res.stderr and "docs/configuration.md" in res.stderr
 
 

@@ -84,9 +84,13 @@ def test_audit_log_query(platform: Platform) -> None:
 
 
 def test_rolled_back_change_leaves_no_audit_event(platform: Platform) -> None:
-    with pytest.raises(Conflict), platform.session() as s:
-        audit.record(s, "eve", "user.create", target_id="admin")
-        users.create_user(s, "admin", "viewer")
+    def attempt() -> None:
+        with platform.session() as s:
+            audit.record(s, "eve", "user.create", target_id="admin")
+            users.create_user(s, "admin", "viewer")
+
+    with pytest.raises(Conflict):
+        attempt()
     with platform.session() as s:
         assert audit.query(s, actor="eve") == []
 

@@ -29,8 +29,15 @@ class TestSqlQueue(QueueContract):
 
     @pytest.fixture
     def worker_cmd(self, db_url: str, tmp_path: Path) -> WorkerCommand:
-        argv = [sys.executable, "-m", "medcycle.testing.job_worker", "--queue-url", "embedded",
-                "--database-url", db_url]
+        argv = [
+            sys.executable,
+            "-m",
+            "medcycle.testing.job_worker",
+            "--queue-url",
+            "embedded",
+            "--database-url",
+            db_url,
+        ]
         return argv, {"MEDCYCLE_HOME": str(tmp_path / "home")}
 
 

@@ -149,7 +149,7 @@ def test_local_put_memory_is_bounded(tmp_path: Path) -> None:
                 k = self.left if k < 0 else min(k, self.left)
                 self.left -= k
                 return bytes(k)
-        store = LocalObjectStore(Path({str(tmp_path / 'objects')!r}), fsync=False)
+        store = LocalObjectStore(Path({str(tmp_path / "objects")!r}), fsync=False)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         info = store.put(Zeros(200 * 1024 * 1024))
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,8 +18,9 @@ Reader = Annotated[Principal, requires(Permission.READ_DATA)]
 
 
 @router.get("/summary")
-def summary(session: SessionDep, _: Viewer, where: str | None = Query(default=None, description="Filter expression")
-            ) -> dict[str, Any]:
+def summary(
+    session: SessionDep, _: Viewer, where: str | None = Query(default=None, description="Filter expression")
+) -> dict[str, Any]:
     """Patients, studies, series, instances and bytes by source × modality × body part, manufacturer, year."""
     from medcycle.catalog.summary import summarize
 
@@ -53,8 +54,17 @@ def fields(_: Viewer) -> list[dict[str, str]]:
 def sources(session: SessionDep, _: Viewer) -> list[dict[str, Any]]:
     from medcycle.catalog.sources import list_sources
 
-    return [{"name": s.name, "description": s.description, "licence": s.licence, "consent_basis": s.consent_basis,
-             "deid_profile": s.deid_profile, "created_at": s.created_at.isoformat()} for s in list_sources(session)]
+    return [
+        {
+            "name": s.name,
+            "description": s.description,
+            "licence": s.licence,
+            "consent_basis": s.consent_basis,
+            "deid_profile": s.deid_profile,
+            "created_at": s.created_at.isoformat(),
+        }
+        for s in list_sources(session)
+    ]
 
 
 def _instance(session: SessionDep, uid: str) -> Any:
@@ -77,7 +87,10 @@ def instance(uid: str, session: SessionDep, _: Viewer) -> dict[str, Any]:
 
 @router.get("/instances/{uid}/thumbnail.png", response_class=Response)
 async def thumbnail(
-    uid: str, platform: PlatformDep, session: SessionDep, principal: Reader,
+    uid: str,
+    platform: PlatformDep,
+    session: SessionDep,
+    principal: Reader,
     preset: str = Query(default="auto", description="auto, lung, mediastinum, bone, brain, abdomen"),
     size: int = Query(default=256, ge=16, le=1024),
 ) -> Response:

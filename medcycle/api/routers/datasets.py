@@ -48,8 +48,15 @@ def list_datasets(session: SessionDep, _: Viewer) -> list[DatasetOut]:
 
 @router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED)
 def create_dataset(body: DatasetIn, session: SessionDep, principal: Writer) -> DatasetOut:
-    info = items.create_dataset(session, body.name, description=body.description, query=body.query, uids=body.uids,
-                                actor=principal.name, via="api")
+    info = items.create_dataset(
+        session,
+        body.name,
+        description=body.description,
+        query=body.query,
+        uids=body.uids,
+        actor=principal.name,
+        via="api",
+    )
     return DatasetOut.of(info)
 
 
@@ -78,7 +85,11 @@ def remove_items(name: str, body: ItemsIn, session: SessionDep, principal: Write
 
 @router.post("/{name}/labels", response_model=LabelSetOut, status_code=status.HTTP_201_CREATED)
 async def import_labels(
-    name: str, request: Request, platform: PlatformDep, session: SessionDep, principal: Writer,
+    name: str,
+    request: Request,
+    platform: PlatformDep,
+    session: SessionDep,
+    principal: Writer,
     origin: str | None = None,
 ) -> LabelSetOut:
     """Import a CSV body (``study,label`` …) as the dataset's new label set."""
@@ -93,8 +104,9 @@ async def import_labels(
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError("the CSV is not UTF-8", hint="Save the file as UTF-8 and send it again.") from None
-    info = await run_in_threadpool(labels.import_labels, session, platform.objects, name, text, origin=origin,
-                                   actor=principal.name, via="api")
+    info = await run_in_threadpool(
+        labels.import_labels, session, platform.objects, name, text, origin=origin, actor=principal.name, via="api"
+    )
     return LabelSetOut.of(info)
 
 
@@ -103,12 +115,31 @@ def freeze(name: str, body: FreezeIn, platform: PlatformDep, session: SessionDep
     strat = parse_stratify(body.stratify)
     if body.split is not None and body.folds is not None:
         raise UsageError("split and folds exclude each other", hint="Send one of them.")
-    policy = (ratios_policy(body.split, stratify=strat, seed=body.seed) if body.split is not None else
-              folds_policy(body.folds, stratify=strat, seed=body.seed) if body.folds is not None else None)
-    result = versions.freeze(session, platform.objects, name, tag=body.tag, policy=policy, resplit=body.resplit,
-                             message=body.message, actor=principal.name, via="api")
-    return FreezeOut(version=VersionOut.of(result.version), created=result.created,
-                     leakage=result.leakage.to_dict(), changes=result.changes, warnings=result.warnings)
+    policy = (
+        ratios_policy(body.split, stratify=strat, seed=body.seed)
+        if body.split is not None
+        else folds_policy(body.folds, stratify=strat, seed=body.seed)
+        if body.folds is not None
+        else None
+    )
+    result = versions.freeze(
+        session,
+        platform.objects,
+        name,
+        tag=body.tag,
+        policy=policy,
+        resplit=body.resplit,
+        message=body.message,
+        actor=principal.name,
+        via="api",
+    )
+    return FreezeOut(
+        version=VersionOut.of(result.version),
+        created=result.created,
+        leakage=result.leakage.to_dict(),
+        changes=result.changes,
+        warnings=result.warnings,
+    )
 
 
 @router.get("/{name}/versions", response_model=list[VersionOut])
@@ -126,22 +157,30 @@ def manifest(name: str, ref: str, platform: PlatformDep, session: SessionDep, pr
     """The canonical manifest bytes (their SHA-256 is the version id); reading it is audited."""
     row = versions.resolve(session, _ref(name, ref))
     data = platform.objects.get(row.id)
-    audit.record(session, principal, "dataset.manifest.read", target_kind="dataset_version", target_id=row.id,
-                 via="api")
+    audit.record(
+        session, principal, "dataset.manifest.read", target_kind="dataset_version", target_id=row.id, via="api"
+    )
     return Response(data, media_type="application/json", headers={"ETag": f'"{row.id}"', "X-Medcycle-Digest": row.id})
 
 
 @router.get("/{name}/diff")
 def diff(
-    name: str, session: SessionDep, _: Viewer, a: Annotated[str, Query(description="Version ref, e.g. v1")],
-    b: Annotated[str, Query(description="Version ref, e.g. v2")], limit: Annotated[int, Query(ge=0, le=100_000)] = 1000,
+    name: str,
+    session: SessionDep,
+    _: Viewer,
+    a: Annotated[str, Query(description="Version ref, e.g. v1")],
+    b: Annotated[str, Query(description="Version ref, e.g. v2")],
+    limit: Annotated[int, Query(ge=0, le=100_000)] = 1000,
 ) -> dict[str, Any]:
     return versions.diff(session, _ref(name, a), _ref(name, b)).to_dict(limit=limit)
 
 
 @router.get("/{name}/versions/{ref}/card")
 def card(
-    name: str, ref: str, session: SessionDep, _: Viewer,
+    name: str,
+    ref: str,
+    session: SessionDep,
+    _: Viewer,
     fmt: Annotated[str, Query(alias="format", pattern="^(md|html|json)$")] = "json",
     frozen: bool = False,
 ) -> Response:

@@ -35,7 +35,9 @@ async def upload(
             async for chunk in request.stream():
                 out.write(chunk)
         info = await run_in_threadpool(platform.objects.put, path, expected_digest=expected)
-    audit.record(session, principal, "object.write", target_kind="object", target_id=info.digest, via="api", size=info.size)
+    audit.record(
+        session, principal, "object.write", target_kind="object", target_id=info.digest, via="api", size=info.size
+    )
     return ObjectOut(digest=info.digest, size=info.size)
 
 
@@ -47,16 +49,21 @@ def head(digest: str, platform: PlatformDep, _: Reader) -> Response:
 
 @router.get("/{digest}", response_class=StreamingResponse)
 def download(digest: str, platform: PlatformDep, session: SessionDep, principal: Reader) -> StreamingResponse:
-    """The object's bytes; verified while streaming (a corrupt object aborts the response)."""
+    """The object's bytes, verified while streaming: a corrupt object's response is cut short (and logged)."""
     info = platform.objects.stat(check_digest(digest))
     stream = platform.objects.open(digest)
     audit.record(session, principal, "object.read", target_kind="object", target_id=digest, via="api", size=info.size)
     session.commit()
 
     def body() -> Iterator[bytes]:
+        # One chunk behind: the last chunk goes out only after the end-of-stream digest check, so a
+        # corrupt object ends the response short of its Content-Length and no client takes it as whole.
         with stream:
-            while chunk := stream.read(CHUNK):
-                yield chunk
+            held = stream.read(CHUNK)
+            while held:
+                ahead = stream.read(CHUNK)
+                yield held
+                held = ahead
 
     return StreamingResponse(
         body(),

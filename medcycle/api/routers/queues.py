@@ -20,9 +20,18 @@ Operator = Annotated[Principal, requires(Permission.TRAIN)]
 
 def job_out(job: Job) -> JobOut:
     return JobOut(
-        id=job.id, queue=job.queue, state=job.state.value, priority=job.priority, attempts=job.attempts,
-        max_attempts=job.max_attempts, payload=job.payload, result=job.result, error=job.error,
-        lease_owner=job.lease_owner, created_at=job.created_at, finished_at=job.finished_at,
+        id=job.id,
+        queue=job.queue,
+        state=job.state.value,
+        priority=job.priority,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        payload=job.payload,
+        result=job.result,
+        error=job.error,
+        lease_owner=job.lease_owner,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
     )
 
 
@@ -44,7 +53,10 @@ def list_queues(platform: PlatformDep, _: Viewer) -> list[QueueOut]:
 
 @router.get("/{queue}/jobs", response_model=list[JobOut])
 def list_jobs(
-    queue: str, platform: PlatformDep, _: Viewer, state: JobState | None = None,
+    queue: str,
+    platform: PlatformDep,
+    _: Viewer,
+    state: JobState | None = None,
     limit: int = Query(default=100, ge=1, le=10_000),
 ) -> list[JobOut]:
     return [job_out(j) for j in platform.jobs.list(queue, state, limit)]

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query, status
 from medcycle.api.deps import PrincipalDep, SessionDep, requires
 from medcycle.api.schemas import AuditOut, IssuedTokenOut, TokenIn, TokenOut, UserIn, UserOut
 from medcycle.auth import audit, users
-from medcycle.auth.tables import UserRow
 from medcycle.auth.roles import Permission, Principal
+from medcycle.auth.tables import UserRow
 from medcycle.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["users"])
@@ -56,8 +56,15 @@ def list_tokens(session: SessionDep, principal: PrincipalDep, user: str | None =
     if not principal.can(Permission.ADMIN):
         user = principal.name
     return [
-        TokenOut(id=t.id, user=name, name=t.name, created_at=t.created_at, expires_at=t.expires_at,
-                 last_used_at=t.last_used_at, revoked_at=t.revoked_at)
+        TokenOut(
+            id=t.id,
+            user=name,
+            name=t.name,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            last_used_at=t.last_used_at,
+            revoked_at=t.revoked_at,
+        )
         for t, name in users.list_tokens(session, user)
     ]
 
@@ -65,13 +72,18 @@ def list_tokens(session: SessionDep, principal: PrincipalDep, user: str | None =
 @router.delete("/tokens/{token_id}", response_model=TokenOut)
 def revoke_token(token_id: str, session: SessionDep, principal: PrincipalDep) -> TokenOut:
     owned = {t.id for t, _ in users.list_tokens(session, principal.name)}
-    if token_id not in owned:
-        if not principal.can(Permission.ADMIN):
-            raise NotFound(f"token {token_id} does not exist", hint="List your tokens with GET /v1/tokens.")
+    if token_id not in owned and not principal.can(Permission.ADMIN):
+        raise NotFound(f"token {token_id} does not exist", hint="List your tokens with GET /v1/tokens.")
     token = users.revoke_token(session, token_id)
     audit.record(session, principal, "token.revoke", target_kind="token", target_id=token_id, via="api")
-    return TokenOut(id=token.id, user=principal.name if token_id in owned else "", name=token.name,
-                    created_at=token.created_at, expires_at=token.expires_at, revoked_at=token.revoked_at)
+    return TokenOut(
+        id=token.id,
+        user=principal.name if token_id in owned else "",
+        name=token.name,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        revoked_at=token.revoked_at,
+    )
 
 
 @router.get("/audit", response_model=list[AuditOut])
