@@ -9,12 +9,20 @@ from fastapi import FastAPI
 from medcycle import __version__
 from medcycle.api.errors import install_error_handlers
 from medcycle.api.metrics import ApiMetrics, install_metrics
-from medcycle.api.routers import catalog, datasets, objects, queues, system, users
+from medcycle.api.routers import catalog, datasets, hypotheses, objects, queues, system, users
 from medcycle.platform import Platform
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (system.router, users.router, objects.router, queues.router, catalog.router, datasets.router)
+ROUTERS = (
+    system.router,
+    users.router,
+    objects.router,
+    queues.router,
+    catalog.router,
+    datasets.router,
+    hypotheses.router,
+)
 
 
 def create_app(platform: Platform, *, migrate: bool = True, web: bool = True) -> FastAPI:

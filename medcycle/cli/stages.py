@@ -9,7 +9,6 @@ from __future__ import annotations
 import typer
 
 STAGES: dict[str, str] = {
-    "hypothesis": "Register hypotheses with business and technical questions, ICE/RICE scores, votes and verdicts.",
     "labels": "Labeling tasks for several readers, agreement, consensus, adjudication and labeling-tool formats.",
     "run": "Experiment tracking: params, metrics, artifacts, code and environment capture, comparison.",
     "agent": "Agents that take queued training runs on GPU machines.",
