@@ -398,3 +398,62 @@ def test_open_object_store_from_settings(s3_service: S3Service, s3_bucket: str, 
         s.check()
     finally:
         s.close()
+
+
+def test_kill_during_large_put_leaves_nothing_visible(
+    s3_service: S3Service, s3_bucket: str, tmp_path: Path
+) -> None:
+    """kill -9 of a process in the middle of a multipart upload: no object appears; a retry succeeds."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    src = tmp_path / "big.bin"
+    with src.open("wb") as fh:
+        for i in range(48):
+            fh.write(bytes([i]) * MiB)
+    marker = tmp_path / "started"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from medcycle.testing.s3 import S3Service
+
+        service = S3Service({s3_service.endpoint_url!r}, {s3_service.access_key!r}, {s3_service.secret_key!r})
+        store = service.store({s3_bucket!r}, "killed", workers=1, part_size=8 * 1024 * 1024,
+                              single_put_limit=8 * 1024 * 1024)
+        real = store.client.upload_part
+
+        def slow_upload_part(**kw):
+            Path({str(marker)!r}).write_text("x")
+            time.sleep(0.5)
+            return real(**kw)
+
+        store.client.upload_part = slow_upload_part
+        store.put(Path({str(src)!r}))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "the uploader exited before it was killed"
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    store = s3_service.store(s3_bucket, "killed", workers=2, part_size=8 * MiB, single_put_limit=8 * MiB)
+    try:
+        assert list(store.list()) == []
+        digest, size = digest_file(src)
+        assert not store.exists(digest)
+        info = store.put(src)
+        assert (info.digest, info.size) == (digest, size)
+        assert store.verify(digest)
+    finally:
+        store.close()
