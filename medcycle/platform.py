@@ -71,6 +71,14 @@ class Platform:
         return create_engine_for(self.settings.resolved_database_url)
 
     @cached_property
+    def _write_engine(self) -> Engine:
+        """The same engine and pool, with transactions that begin with ``BEGIN IMMEDIATE`` on SQLite (lazily,
+        at the session's first statement)."""
+        from medcycle.store.engine import IMMEDIATE
+
+        return self.engine.execution_options(**{IMMEDIATE: True})
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         from medcycle.store.engine import session_factory
 
@@ -89,9 +97,16 @@ class Platform:
         return open_job_queue(self.settings, self.engine)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: committed on success, rolled back on any error."""
-        session = self.sessions()
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A unit of work: committed on success, rolled back on any error.
+
+        Args:
+            write: the unit may write. On SQLite it then starts with ``BEGIN IMMEDIATE`` (at its first
+                statement), taking the write lock up front and waiting for it (``busy_timeout``): a deferred
+                transaction that reads and then writes is refused at once ("database is locked") when
+                another writer committed in between. Pass ``write=False`` for pure reads, which never wait.
+        """
+        session = self.sessions(bind=self._write_engine) if write else self.sessions()
         try:
             yield session
             session.commit()

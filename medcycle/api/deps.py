@@ -22,8 +22,9 @@ def get_platform(request: Request) -> Platform:
     return platform
 
 
-def get_session(platform: Annotated[Platform, Depends(get_platform)]) -> Iterator[Session]:
-    with platform.session() as session:
+def get_session(request: Request, platform: Annotated[Platform, Depends(get_platform)]) -> Iterator[Session]:
+    """The request's unit of work; requests that change things take SQLite's write lock up front."""
+    with platform.session(write=request.method not in {"GET", "HEAD", "OPTIONS"}) as session:
         yield session
 
 

@@ -6,12 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medcycle.auth.roles import Principal
 from medcycle.auth.tables import AuditEventRow
 from medcycle.store.base import utcnow
+
+if TYPE_CHECKING:
+    from medcycle.platform import Platform
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,25 @@ def record(
             details=details,
         )
     )
+
+
+def record_read(
+    platform: Platform,
+    actor: Principal | str,
+    action: str,
+    *,
+    target_kind: str | None = None,
+    target_id: str | None = None,
+    via: str = "library",
+    **details: Any,
+) -> None:
+    """Record a data read in its own committed transaction, before the data is handed out.
+
+    Reads are audited fail-closed: if the event cannot be written, this raises and the caller must not
+    release the data.
+    """
+    with platform.session(write=True) as session:
+        record(session, actor, action, target_kind=target_kind, target_id=target_id, via=via, **details)
 
 
 def query(

@@ -5,6 +5,7 @@ Other projects can use it too to test code built on medcycle.
 
 from __future__ import annotations
 
+from medcycle.testing.browser import live_server
 from medcycle.testing.platform import db_url, platform, sqlite_platform
 from medcycle.testing.postgres import postgres_server, postgres_url
 from medcycle.testing.redis import redis_url

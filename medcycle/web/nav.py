@@ -33,32 +33,8 @@ class NavItem:
 
 STAGES: tuple[NavItem, ...] = (
     NavItem("overview", "Overview", "/", "Overview"),
-    NavItem(
-        "hypotheses", "Hypotheses", "/ui/hypotheses", "Hypotheses",
-        placeholder=Placeholder(
-            summary="The register of ideas: is each one feasible, and is it worth it?",
-            will_show=(
-                "Every hypothesis with its business and technical questions and their answers",
-                "ICE and RICE scores, team votes and the lead's call, side by side",
-                "Status (proposed, exploring, validated, killed) with the reason for each change",
-                "The experiments that test each hypothesis",
-            ),
-            cli=("medcycle hypothesis",),
-        ),
-    ),
-    NavItem(
-        "data", "Data", "/ui/data", "Data catalog",
-        placeholder=Placeholder(
-            summary="What data we have, how much of it, and where it came from.",
-            will_show=(
-                "Sources with their licence and consent basis",
-                "Patients (pseudonyms only), studies, series and instances, by modality and body part",
-                "Ingest runs with rejected and quarantined files and the reason for each",
-                "Interactive summaries of the catalog for exploratory analysis",
-            ),
-            cli=("medcycle data",),
-        ),
-    ),
+    NavItem("hypotheses", "Hypotheses", "/ui/hypotheses", "Hypotheses"),  # medcycle.web.hypotheses
+    NavItem("data", "Data", "/ui/data", "Data catalog"),  # medcycle.web.catalog
     NavItem(
         "labels", "Labels", "/ui/labels", "Labels",
         placeholder=Placeholder(
@@ -72,18 +48,7 @@ STAGES: tuple[NavItem, ...] = (
             cli=("medcycle labels",),
         ),
     ),
-    NavItem(
-        "datasets", "Datasets", "/ui/datasets", "Datasets",
-        placeholder=Placeholder(
-            summary="Immutable dataset versions: items, label set and patient-level splits, by digest.",
-            will_show=(
-                "Every dataset with its versions, tags and split sizes",
-                "The difference between two versions (items, labels, splits)",
-                "The dataset card, rendered live from the database",
-            ),
-            cli=("medcycle dataset",),
-        ),
-    ),
+    NavItem("datasets", "Datasets", "/ui/datasets", "Datasets"),  # medcycle.web.datasets
     NavItem(
         "experiments", "Experiments", "/ui/experiments", "Experiments",
         placeholder=Placeholder(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from medcycle.testing.browser import LiveServer, browser, console_errors, live_server, page  # noqa: F401
+from medcycle.testing.browser import LiveServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -28,7 +28,7 @@ def slug(href: str) -> str:
 
 
 def test_log_in_visit_every_page_and_log_out(
-    live_server: LiveServer, page: Page, console_errors: list[str]  # noqa: F811
+    live_server: LiveServer, page: Page, console_errors: list[str]
 ) -> None:
     # Something to chart on the overview.
     for i in range(3):

@@ -101,5 +101,7 @@ async def thumbnail(
     row = _instance(session, uid)
     data = await run_in_threadpool(platform.objects.get, row.digest)
     png = await run_in_threadpool(render_png, data, row.format, preset=chosen, max_size=size)
-    audit.record(session, principal, "image.view", target_kind="instance", target_id=uid, via="api")
+    await run_in_threadpool(
+        audit.record_read, platform, principal, "image.view", target_kind="instance", target_id=uid, via="api"
+    )
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

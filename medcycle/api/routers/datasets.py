@@ -157,8 +157,8 @@ def manifest(name: str, ref: str, platform: PlatformDep, session: SessionDep, pr
     """The canonical manifest bytes (their SHA-256 is the version id); reading it is audited."""
     row = versions.resolve(session, _ref(name, ref))
     data = platform.objects.get(row.id)
-    audit.record(
-        session, principal, "dataset.manifest.read", target_kind="dataset_version", target_id=row.id, via="api"
+    audit.record_read(
+        platform, principal, "dataset.manifest.read", target_kind="dataset_version", target_id=row.id, via="api"
     )
     return Response(data, media_type="application/json", headers={"ETag": f'"{row.id}"', "X-Medcycle-Digest": row.id})
 

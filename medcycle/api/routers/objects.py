@@ -48,12 +48,12 @@ def head(digest: str, platform: PlatformDep, _: Reader) -> Response:
 
 
 @router.get("/{digest}", response_class=StreamingResponse)
-def download(digest: str, platform: PlatformDep, session: SessionDep, principal: Reader) -> StreamingResponse:
+def download(digest: str, platform: PlatformDep, principal: Reader) -> StreamingResponse:
     """The object's bytes, verified while streaming: a corrupt object's response is cut short (and logged)."""
     info = platform.objects.stat(check_digest(digest))
+    audit.record_read(platform, principal, "object.read", target_kind="object", target_id=digest, via="api",
+                      size=info.size)
     stream = platform.objects.open(digest)
-    audit.record(session, principal, "object.read", target_kind="object", target_id=digest, via="api", size=info.size)
-    session.commit()
 
     def body() -> Iterator[bytes]:
         # One chunk behind: the last chunk goes out only after the end-of-stream digest check, so a
