@@ -11,6 +11,7 @@ from medcycle.cli import audit as audit_cli
 from medcycle.cli import data as data_cli
 from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import hypotheses as hypotheses_cli
+from medcycle.cli import runs as runs_cli
 from medcycle.cli import jobs as jobs_cli
 from medcycle.cli import stages, store, system, users
 from medcycle.cli.context import CliState
@@ -56,6 +57,7 @@ app.add_typer(
     name="hypothesis",
     help="Hypotheses: questions, ICE/RICE, votes, the HiPPO's call, status, links.",
 )
+app.add_typer(runs_cli.app, name="run", help="Experiment tracking: list, show, compare, metrics, log, diff, sync.")
 app.add_typer(data_cli.app, name="data", help="Ingest with de-identification; the catalog: sources, summary, query.")
 app.add_typer(
     datasets_cli.app, name="dataset", help="Versioned datasets: items, labels, splits, versions, cards, pull/push."

@@ -8,6 +8,7 @@ TABLE_MODULES = (
     "medcycle.auth.tables",
     "medcycle.catalog.tables",
     "medcycle.datasets.tables",
+    "medcycle.experiments.tables",
     "medcycle.hypotheses.tables",
     "medcycle.jobs.tables",
     "medcycle.objects.tables",

@@ -23,7 +23,9 @@ def test_import_does_not_pull_torch_or_heavy_backends() -> None:
 
 
 def test_public_api_is_deliberate() -> None:
-    assert sorted(medcycle.__all__) == sorted(["MedcycleError", "Platform", "Settings", "__version__", "load_settings"])
+    assert sorted(medcycle.__all__) == sorted(
+        ["MedcycleError", "Platform", "Run", "Settings", "__version__", "load_settings", "start_run"]
+    )
     for name in medcycle.__all__:
         assert hasattr(medcycle, name)
 
