@@ -11,8 +11,8 @@ from medcycle.cli import audit as audit_cli
 from medcycle.cli import data as data_cli
 from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import hypotheses as hypotheses_cli
-from medcycle.cli import runs as runs_cli
 from medcycle.cli import jobs as jobs_cli
+from medcycle.cli import runs as runs_cli
 from medcycle.cli import stages, store, system, users
 from medcycle.cli.context import CliState
 from medcycle.cli.errors import run

@@ -13,6 +13,7 @@ from medcycle.testing.s3 import s3_bucket, s3_service
 
 __all__ = [
     "db_url",
+    "live_server",
     "platform",
     "postgres_server",
     "postgres_url",
