@@ -16,6 +16,7 @@ from medcycle.cli import runs as runs_cli
 from medcycle.cli import stages, store, system, users
 from medcycle.cli.context import CliState
 from medcycle.cli.errors import run
+from medcycle.training import cli as training_cli
 
 app = typer.Typer(
     name="medcycle",
@@ -57,6 +58,7 @@ app.add_typer(
     name="hypothesis",
     help="Hypotheses: questions, ICE/RICE, votes, the HiPPO's call, status, links.",
 )
+app.add_typer(training_cli.app, name="train", help="MONAI training on dataset versions, tracked as runs.")
 app.add_typer(runs_cli.app, name="run", help="Experiment tracking: list, show, compare, metrics, log, diff, sync.")
 app.add_typer(data_cli.app, name="data", help="Ingest with de-identification; the catalog: sources, summary, query.")
 app.add_typer(

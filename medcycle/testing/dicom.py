@@ -68,6 +68,14 @@ def _base(
     return ds
 
 
+def base_dataset(
+    patient: FakePatient, modality: str, sop_class: str, study_uid: str, series_uid: str, study_date: str
+) -> Dataset:
+    """The patient, study and equipment attributes every synthetic file here carries (for other generators,
+    e.g. :mod:`medcycle.training.demo_data`); set SOPInstanceUID and the image modules on the result."""
+    return _base(patient, modality, sop_class, study_uid, series_uid, study_date)
+
+
 def write_ct_series(
     folder: Path,
     patient: FakePatient | None = None,
