@@ -13,16 +13,18 @@ A label-only change between versions moves no image bytes: only the new manifest
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,7 +39,7 @@ from medcycle.datasets.splits import UNSPLIT
 from medcycle.datasets.tables import DatasetRow, DatasetVersionItemRow, LabelSetRow
 from medcycle.datasets.versions import resolve, version_info
 from medcycle.errors import MedcycleError, NotFound, UsageError
-from medcycle.objects.base import CHUNK, ObjectStore
+from medcycle.objects.base import DIGEST_RE, ObjectInfo, ObjectStore
 from medcycle.objects.local import LocalObjectStore
 from medcycle.platform import Platform
 
@@ -138,9 +140,47 @@ class StatusReport:
         return {**asdict(self), "complete": self.complete}
 
 
-def open_cache(platform: Platform) -> LocalObjectStore:
-    """The machine's object cache; fsync is off (it can always be refetched, and sizes are checked)."""
-    return LocalObjectStore(platform.settings.resolved_cache_dir, workers=platform.settings.io_workers, fsync=False)
+class PullCache(LocalObjectStore):
+    """The machine's object cache: ``ROOT/sha256/ab/<digest>``, fsync off (it can always be refetched).
+
+    One level of 256 shard folders (as git and DVC do) rather than the store's two: a fresh pull of 10,000
+    objects creates at most 256 folders, not ~9,500, and a ``mkdir`` costs as much as writing a small file.
+    Objects that a cache of the earlier two-level layout holds are moved into place when first looked up.
+    """
+
+    def path_for(self, digest: str) -> Path:
+        return self.data_dir / digest[:2] / digest
+
+    def exists(self, digest: str) -> bool:
+        return super().exists(digest) or self.adopt(digest)
+
+    def adopt(self, digest: str) -> bool:
+        """Move ``digest`` from the two-level layout (``ab/cd/<digest>``) into its place; whether it was there."""
+        old = LocalObjectStore.path_for(self, digest)
+        if not old.is_file():
+            return False
+        new = self.path_for(digest)
+        new.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(old, new)  # same inode: links already made into pull folders stay links
+        except FileNotFoundError:  # another process moved it first
+            return new.is_file()
+        return True
+
+    def list(self) -> Iterator[ObjectInfo]:
+        for shard in sorted(self.data_dir.iterdir()) if self.data_dir.exists() else []:
+            if shard.is_dir():
+                with os.scandir(shard) as entries:
+                    for entry in entries:
+                        if entry.is_file() and DIGEST_RE.match(entry.name):
+                            st = entry.stat()
+                            yield ObjectInfo(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+        yield from LocalObjectStore.list(self)  # objects still in the earlier two-level layout
+
+
+def open_cache(platform: Platform) -> PullCache:
+    """The machine's object cache (see :class:`PullCache`)."""
+    return PullCache(platform.settings.resolved_cache_dir, workers=platform.settings.io_workers, fsync=False)
 
 
 def _local_store(platform: Platform) -> tuple[LocalObjectStore, bool]:
@@ -180,39 +220,60 @@ def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, done: Call
             raise
 
 
-def _fetch(source: ObjectStore, cache: LocalObjectStore, digest: str, folders: set[Path] | None = None) -> int:
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _fetch(source: ObjectStore, cache: LocalObjectStore, digest: str, folders: set[str] | None = None) -> int:
     """Copy one object into the cache, verified while it streams, made visible by one rename; returns its size.
 
-    The temp file is named after the digest, process and thread, in the cache's own temp folder. A failed or
-    corrupt transfer never reaches the object's place; an interrupted one leaves a temp file ``gc`` removes.
+    The temp file (read-only from its creation) is named after the digest, process and thread, next to the
+    object's place: the rename stays within one folder, and parallel fetches do not queue on one temp
+    folder's lock. A failed or corrupt transfer never reaches the object's name; an interrupted one leaves a
+    ``.part`` file that the next fetch of the object by the same process and thread id replaces.
     """
     final = cache.path_for(digest)
-    if folders is None or final.parent not in folders:
+    parent = str(final.parent)
+    if folders is None or parent not in folders:
         final.parent.mkdir(parents=True, exist_ok=True)
         if folders is not None:
-            folders.add(final.parent)
-    tmp = cache.tmp_dir / f"{digest}.{os.getpid()}.{threading.get_ident()}.part"
+            folders.add(parent)
+    tmp = f"{parent}/.{digest}.{os.getpid()}.{threading.get_ident()}.part"
+    buf = layout.buffer()
     size = 0
-    try:
-        with source.open(digest) as stream, open(tmp, "wb") as out:
-            while chunk := stream.read(CHUNK):  # the stream checks the digest when it reaches the end
-                out.write(chunk)
-                size += len(chunk)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with cast(io.BufferedReader, source.open(digest)) as stream:  # ObjectStore.open: a BufferedReader
+        verifying = stream.raw  # read straight from the verifying reader, past the buffer: one copy less
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileExistsError:  # left by an interrupted pull
+            os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            try:
+                while n := verifying.readinto(buf):  # it checks the digest when it reaches the end
+                    _write_all(fd, buf[:n])
+                    size += n
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     return size
 
 
 def _cached(cache: LocalObjectStore, digest: str, size: int, verify: bool) -> bool:
     path = cache.path_for(digest)
     try:
-        if path.stat().st_size != size or (verify and layout.hash_file(path) != digest):
-            path.unlink()  # damaged cache entry: fetch it again
-            return False
+        st = os.stat(path)
     except FileNotFoundError:
+        if not (isinstance(cache, PullCache) and cache.adopt(digest)):
+            return False
+        st = os.stat(path)
+    if st.st_size != size or (verify and layout.hash_file(path) != digest):
+        path.unlink()  # damaged cache entry: fetch it again
         return False
     return True
 
@@ -278,6 +339,7 @@ def pull(
     workers = workers or platform.settings.io_workers
     emit = progress or (lambda _e: None)
     dest = layout.check_dest(Path(dest))
+    fresh = layout.is_empty(dest)  # nothing to compare with: every file is linked without a look first
     with platform.session() as session:
         row = resolve(session, ref)
         info = version_info(session, row)
@@ -292,18 +354,28 @@ def pull(
             catalog, fields = _catalog_fields(session, info.id, {i.uid for i in items})
         sizes = {i.digest: i.bytes for i in items}
         report.items, report.objects, report.bytes_total = len(items), len(sizes), sum(sizes.values())
-        if is_store:
-            report.cached_objects = len(sizes)
-        else:
-            _fetch_missing(platform.objects, local, sizes, report, workers=workers, verify=verify, emit=emit)
         wanted = [(layout.relative_path(i), i) for i in items]
         stale = layout.previous_paths(dest) - {rel for rel, _ in wanted}
-        _place_all(local, dest, wanted, report, workers=workers, verify_source=is_store, recheck=verify, emit=emit)
-        report.removed = layout.remove_stale(dest, stale)
         header = {"dataset": info.dataset, "version": info.id, "seq": info.seq, "tags": list(info.tags),
                   "label_set": manifest.label_set, "split_policy": manifest.split_policy,
                   "subset": {"split": split, "query": query}, "items_in_version": len(manifest.items)}
-        layout.write_outputs(dest, header, wanted, catalog, fields, card_md)
+        # The manifests' bytes are made on a side thread while the objects move (for small files that costs
+        # as much as moving them); they are written last, once every file is in place.
+        with ThreadPoolExecutor(max_workers=1) as side:
+            rendered = side.submit(layout.render_outputs, header, wanted, catalog, fields, card_md)
+            try:
+                if is_store:
+                    report.cached_objects = len(sizes)
+                else:
+                    _fetch_missing(platform.objects, local, sizes, report, workers=workers, verify=verify,
+                                   emit=emit)
+                _place_all(local, dest, wanted, report, workers=workers, verify_source=is_store, recheck=verify,
+                           emit=emit, fresh=fresh)
+            except BaseException:
+                rendered.cancel()
+                raise
+            report.removed = layout.remove_stale(dest, stale)
+            layout.write_rendered(dest, rendered.result())
     except BaseException as exc:
         report.seconds = time.monotonic() - started
         _audit(platform, actor, via, report, outcome="failed", error=getattr(exc, "code", type(exc).__name__))
@@ -318,7 +390,15 @@ def _fetch_missing(
     verify: bool, emit: Progress,
 ) -> None:
     """Bring every object of ``sizes`` into the cache that is not there already (in parallel, verified)."""
-    todo = [d for d, size in sizes.items() if not _cached(cache, d, size, verify)]
+    shards: dict[Path, bool] = {}  # an object whose shard folder is missing is missing: no stat each
+
+    def have(digest: str, size: int) -> bool:
+        shard = cache.path_for(digest).parent
+        if shard not in shards:
+            shards[shard] = shard.is_dir()
+        return shards[shard] and _cached(cache, digest, size, verify)
+
+    todo = [d for d, size in sizes.items() if not have(d, size)]
     report.cached_objects = len(sizes) - len(todo)
     emit(TransferEvent("fetch", len(todo), sum(sizes[d] for d in todo), start=True))
 
@@ -327,15 +407,21 @@ def _fetch_missing(
         report.fetched_bytes += size
         emit(TransferEvent("fetch", 1, size))
 
-    folders: set[Path] = set()
+    folders: set[str] = set()
     _parallel(lambda d: _fetch(source, cache, d, folders), todo, workers, fetched)
 
 
 def _place_all(
     local: LocalObjectStore, dest: Path, wanted: list[tuple[str, ManifestItem]], report: PullReport, *,
-    workers: int, verify_source: bool, recheck: bool, emit: Progress,
+    workers: int, verify_source: bool, recheck: bool, emit: Progress, fresh: bool = False,
 ) -> None:
-    """Link (or copy) every object into its place under ``dest``; files already right are left alone."""
+    """Link (or copy) every object into its place under ``dest``; files already right are left alone.
+
+    Args:
+        verify_source: re-hash each object before it is first linked (straight from a local store). All are
+            hashed, in parallel, before anything is linked, so a damaged object leaves the folder untouched.
+        fresh: ``dest`` was empty when the pull began, so no file is looked at before it is linked.
+    """
     emit(TransferEvent("link", len(wanted), report.bytes_total, start=True))
 
     def placed(pair: tuple[str, ManifestItem], how: layout.Placed) -> None:
@@ -349,16 +435,22 @@ def _place_all(
 
     def place(pair: tuple[str, ManifestItem]) -> layout.Placed:
         rel, item = pair
-        return layout.place(local.path_for(item.digest), dest / rel, item, verify_source=verify_source,
-                            recheck=recheck)
+        return layout.place(local.path_for(item.digest), dest / rel, item, verify_source=verify_source and recheck,
+                            recheck=recheck, absent=fresh)
 
-    layout.make_folders(dest, (rel for rel, _ in wanted))
+    def check(digest: str) -> None:
+        if layout.hash_file(local.path_for(digest)) != digest:
+            raise layout.corrupt(digest, f"the object store ({local.path_for(digest)})")
+
     todo = []
     for pair in wanted:  # the common case, a link already in place, costs two stat calls and no thread
-        if not recheck and layout.in_place(local.path_for(pair[1].digest), dest / pair[0]):
+        if not fresh and not recheck and layout.in_place(local.path_for(pair[1].digest), dest / pair[0]):
             placed(pair, layout.Placed.UNCHANGED)
         else:
             todo.append(pair)
+    if verify_source and not recheck:
+        _parallel(check, sorted({item.digest for _, item in todo}), workers, lambda _d, _r: None)
+    layout.make_folders(dest, (rel for rel, _ in todo))
     _parallel(place, todo, workers, placed)
 
 
