@@ -111,14 +111,14 @@ class Trash:
     """Where the outputs of timed runs go instead of being deleted.
 
     On ext4 without a journal (as on the machine this was written on) creating files is up to 10x slower
-    for ~30 s after many files were deleted (the inode allocator skips recently deleted inodes one by one:
-    ``recently_deleted``). Deleting one run's output right before the next run would bill the next tool for
-    it, so outputs are renamed into this folder (free) and deleted between data sets, followed by a quiet
-    wait. With ``defer`` off (large files: too many bytes to keep) they are deleted at once, and the quiet
-    wait follows whenever many files went.
+    after many files were deleted: the inode allocator skips each inode freed in the last 60 s (360 s while
+    its inode table block is not yet written back; ``recently_deleted`` in fs/ext4/ialloc.c). Deleting one
+    run's output right before the next run would bill the next tool for it, so outputs are renamed into this
+    folder (free) and deleted between data sets, then ``sync`` and a quiet wait. With ``defer`` off (large
+    files: too many bytes to keep) they are deleted at once, and the wait follows whenever many files went.
     """
 
-    QUIET = 35.0
+    QUIET = 65.0
     MANY = 500
 
     def __init__(self, root: Path, *, defer: bool) -> None:
@@ -806,9 +806,10 @@ def main(argv: list[str] | None = None) -> int:
     res.notes.append("page cache not dropped (no root): files are mostly in memory for every tool; "
                      "each pull ran twice into an empty folder (and, for medcycle remote / dvc, an empty cache)")
     if waited:
-        res.notes.append(f"outputs of timed runs were deleted only between data sets, then {Trash.QUIET:.0f} s of "
-                         f"quiet ({waited:.0f} s in all): ext4 without a journal creates files up to 10x slower "
-                         "for ~30 s after a mass delete, which would bill each tool for the one before")
+        res.notes.append(f"outputs of timed runs were deleted only between data sets, then sync and "
+                         f"{Trash.QUIET:.0f} s of quiet ({waited:.0f} s in all): ext4 without a journal creates "
+                         "files up to 10x slower for 60 s after a mass delete, which would bill each tool for the "
+                         "one before")
     print_table(res)
     result = {
         "benchmark": "datasets",

@@ -91,17 +91,18 @@ def corrupt(digest: str, where: str) -> IntegrityError:
     )
 
 
-def in_place(src: Path, target: Path) -> bool:
-    """Whether ``target`` already is a hard link to ``src`` (two ``stat`` calls: the cheap common case)."""
+def in_place(src: Path | str, target: Path | str, src_stat: os.stat_result | None = None) -> bool:
+    """Whether ``target`` already is a hard link to ``src`` (one or two ``stat`` calls: the cheap common case)."""
     try:
-        st, sst = target.lstat(), src.stat()
+        st = os.lstat(target)
+        sst = src_stat or os.stat(src)
     except FileNotFoundError:
         return False
     return (st.st_ino, st.st_dev) == (sst.st_ino, sst.st_dev)
 
 
 def place(
-    src: Path, target: Path, item: ManifestItem, *, verify_source: bool, recheck: bool = False,
+    src: Path | str, target: Path | str, item: ManifestItem, *, verify_source: bool, recheck: bool = False,
     absent: bool = False,
 ) -> Placed:
     """Make ``target`` hold the object at ``src`` (hard link, else copy); nothing is done when it already does.
@@ -115,19 +116,19 @@ def place(
     st = None
     if not absent:
         try:
-            st = target.lstat()
+            st = os.lstat(target)
         except FileNotFoundError:
             st = None
     if st is not None:
         try:
-            sst = src.stat()
+            sst = os.stat(src)
         except FileNotFoundError:
             sst = None
         if sst is not None and (st.st_ino, st.st_dev) == (sst.st_ino, sst.st_dev):
             if recheck and hash_file(target) != item.digest:
                 raise corrupt(item.digest, f"the object store and {target} (hard-linked)")
             return Placed.UNCHANGED
-        if st.st_size == item.bytes and target.is_file() and hash_file(target) == item.digest:
+        if st.st_size == item.bytes and os.path.isfile(target) and hash_file(target) == item.digest:
             return Placed.UNCHANGED
     if verify_source and hash_file(src) != item.digest:
         raise corrupt(item.digest, f"the object store ({src})")
@@ -141,7 +142,7 @@ def place(
             if exc.errno not in _LINK_ERRORS:
                 raise
             return _copy(src, target)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")  # replace what is there, atomically
+    tmp = _temp_name(target)  # replace what is there, atomically
     try:
         try:
             os.link(src, tmp)
@@ -156,9 +157,14 @@ def place(
     return Placed.LINKED
 
 
-def _copy(src: Path, target: Path) -> Placed:
+def _temp_name(target: Path | str) -> Path:
+    target = Path(target)
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+
+
+def _copy(src: Path | str, target: Path | str) -> Placed:
     """Copy ``src`` to ``target`` (read-only) through a temp file and a rename (for other file systems)."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    tmp = _temp_name(target)
     try:
         shutil.copyfile(src, tmp)
         os.chmod(tmp, 0o444)

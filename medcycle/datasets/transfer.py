@@ -151,6 +151,10 @@ class PullCache(LocalObjectStore):
     def path_for(self, digest: str) -> Path:
         return self.data_dir / digest[:2] / digest
 
+    def file(self, digest: str) -> str:
+        """``path_for`` as a string, without pathlib's cost (a pull looks up every object a few times)."""
+        return f"{self.data_dir}/{digest[:2]}/{digest}"
+
     def exists(self, digest: str) -> bool:
         return super().exists(digest) or self.adopt(digest)
 
@@ -264,18 +268,25 @@ def _fetch(source: ObjectStore, cache: LocalObjectStore, digest: str, folders: s
     return size
 
 
-def _cached(cache: LocalObjectStore, digest: str, size: int, verify: bool) -> bool:
-    path = cache.path_for(digest)
+def _files(local: LocalObjectStore, digests: Iterable[str]) -> dict[str, str]:
+    """The file of each object on this machine, as strings (pathlib costs ~10 µs a path)."""
+    if isinstance(local, PullCache):
+        return {d: local.file(d) for d in digests}
+    return {d: str(local.path_for(d)) for d in digests}
+
+
+def _cached(cache: LocalObjectStore, digest: str, size: int, verify: bool, path: str) -> os.stat_result | None:
+    """The cached object's ``stat`` when it is there with the right size (and bytes, with ``verify``)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if not (isinstance(cache, PullCache) and cache.adopt(digest)):
-            return False
+            return None
         st = os.stat(path)
     if st.st_size != size or (verify and layout.hash_file(path) != digest):
-        path.unlink()  # damaged cache entry: fetch it again
-        return False
-    return True
+        os.unlink(path)  # damaged cache entry: fetch it again
+        return None
+    return st
 
 
 def _manifest(source: ObjectStore, cache: LocalObjectStore, is_store: bool, version_id: str) -> tuple[Manifest, int]:
@@ -351,7 +362,6 @@ def pull(
         manifest, report.manifest_bytes = _manifest(platform.objects, local, is_store, info.id)
         with platform.session() as session:
             items = _select(session, info.id, manifest, split, query)
-            catalog, fields = _catalog_fields(session, info.id, {i.uid for i in items})
         sizes = {i.digest: i.bytes for i in items}
         report.items, report.objects, report.bytes_total = len(items), len(sizes), sum(sizes.values())
         wanted = [(layout.relative_path(i), i) for i in items]
@@ -359,18 +369,26 @@ def pull(
         header = {"dataset": info.dataset, "version": info.id, "seq": info.seq, "tags": list(info.tags),
                   "label_set": manifest.label_set, "split_policy": manifest.split_policy,
                   "subset": {"split": split, "query": query}, "items_in_version": len(manifest.items)}
-        # The manifests' bytes are made on a side thread while the objects move (for small files that costs
-        # as much as moving them); they are written last, once every file is in place.
+
+        def render() -> dict[str, bytes]:
+            with platform.session() as session:
+                catalog, fields = _catalog_fields(session, info.id, {i.uid for i in items})
+            return layout.render_outputs(header, wanted, catalog, fields, card_md)
+
+        # The manifests (catalog fields of every item, JSON, CSV) are made on a side thread while the objects
+        # move: for small files that costs as much as moving them. They are written last, once all is in place.
         with ThreadPoolExecutor(max_workers=1) as side:
-            rendered = side.submit(layout.render_outputs, header, wanted, catalog, fields, card_md)
+            rendered = side.submit(render)
             try:
+                files = _files(local, sizes)
+                known: dict[str, os.stat_result] = {}
                 if is_store:
                     report.cached_objects = len(sizes)
                 else:
-                    _fetch_missing(platform.objects, local, sizes, report, workers=workers, verify=verify,
-                                   emit=emit)
-                _place_all(local, dest, wanted, report, workers=workers, verify_source=is_store, recheck=verify,
-                           emit=emit, fresh=fresh)
+                    known = _fetch_missing(platform.objects, local, sizes, files, report, workers=workers,
+                                           verify=verify, emit=emit)
+                _place_all(dest, wanted, files, known, report, workers=workers, verify_source=is_store,
+                           recheck=verify, emit=emit, fresh=fresh)
             except BaseException:
                 rendered.cancel()
                 raise
@@ -386,20 +404,27 @@ def pull(
 
 
 def _fetch_missing(
-    source: ObjectStore, cache: LocalObjectStore, sizes: dict[str, int], report: PullReport, *, workers: int,
-    verify: bool, emit: Progress,
-) -> None:
-    """Bring every object of ``sizes`` into the cache that is not there already (in parallel, verified)."""
-    shards: dict[Path, bool] = {}  # an object whose shard folder is missing is missing: no stat each
+    source: ObjectStore, cache: LocalObjectStore, sizes: dict[str, int], files: dict[str, str], report: PullReport,
+    *, workers: int, verify: bool, emit: Progress,
+) -> dict[str, os.stat_result]:
+    """Bring every object of ``sizes`` into the cache that is not there already (in parallel, verified).
 
-    def have(digest: str, size: int) -> bool:
-        shard = cache.path_for(digest).parent
+    Returns the ``stat`` of the objects that were already cached (so that placing them needs no second look).
+    """
+    shards: dict[str, bool] = {}  # an object whose shard folder is missing is missing: no stat each
+    known: dict[str, os.stat_result] = {}
+    todo = []
+    for digest, size in sizes.items():
+        path = files[digest]
+        shard = path.rpartition("/")[0]
         if shard not in shards:
-            shards[shard] = shard.is_dir()
-        return shards[shard] and _cached(cache, digest, size, verify)
-
-    todo = [d for d, size in sizes.items() if not have(d, size)]
-    report.cached_objects = len(sizes) - len(todo)
+            shards[shard] = os.path.isdir(shard)
+        st = _cached(cache, digest, size, verify, path) if shards[shard] else None
+        if st is None:
+            todo.append(digest)
+        else:
+            known[digest] = st
+    report.cached_objects = len(known)
     emit(TransferEvent("fetch", len(todo), sum(sizes[d] for d in todo), start=True))
 
     def fetched(_digest: str, size: int) -> None:
@@ -409,20 +434,24 @@ def _fetch_missing(
 
     folders: set[str] = set()
     _parallel(lambda d: _fetch(source, cache, d, folders), todo, workers, fetched)
+    return known
 
 
 def _place_all(
-    local: LocalObjectStore, dest: Path, wanted: list[tuple[str, ManifestItem]], report: PullReport, *,
-    workers: int, verify_source: bool, recheck: bool, emit: Progress, fresh: bool = False,
+    dest: Path, wanted: list[tuple[str, ManifestItem]], files: dict[str, str], known: dict[str, os.stat_result],
+    report: PullReport, *, workers: int, verify_source: bool, recheck: bool, emit: Progress, fresh: bool = False,
 ) -> None:
-    """Link (or copy) every object into its place under ``dest``; files already right are left alone.
+    """Link (or copy) every object (its file in ``files``) into its place under ``dest``; files already right
+    are left alone.
 
     Args:
+        known: ``stat`` of objects already looked at (spares a second ``stat`` each).
         verify_source: re-hash each object before it is first linked (straight from a local store). All are
             hashed, in parallel, before anything is linked, so a damaged object leaves the folder untouched.
         fresh: ``dest`` was empty when the pull began, so no file is looked at before it is linked.
     """
     emit(TransferEvent("link", len(wanted), report.bytes_total, start=True))
+    root = str(dest)
 
     def placed(pair: tuple[str, ManifestItem], how: layout.Placed) -> None:
         if how is layout.Placed.LINKED:
@@ -435,16 +464,17 @@ def _place_all(
 
     def place(pair: tuple[str, ManifestItem]) -> layout.Placed:
         rel, item = pair
-        return layout.place(local.path_for(item.digest), dest / rel, item, verify_source=verify_source and recheck,
+        return layout.place(files[item.digest], f"{root}/{rel}", item, verify_source=verify_source and recheck,
                             recheck=recheck, absent=fresh)
 
     def check(digest: str) -> None:
-        if layout.hash_file(local.path_for(digest)) != digest:
-            raise layout.corrupt(digest, f"the object store ({local.path_for(digest)})")
+        if layout.hash_file(files[digest]) != digest:
+            raise layout.corrupt(digest, f"the object store ({files[digest]})")
 
     todo = []
-    for pair in wanted:  # the common case, a link already in place, costs two stat calls and no thread
-        if not fresh and not recheck and layout.in_place(local.path_for(pair[1].digest), dest / pair[0]):
+    for pair in wanted:  # the common case, a link already in place, costs one or two stat calls and no thread
+        if not fresh and not recheck and layout.in_place(files[pair[1].digest], f"{root}/{pair[0]}",
+                                                         known.get(pair[1].digest)):
             placed(pair, layout.Placed.UNCHANGED)
         else:
             todo.append(pair)
