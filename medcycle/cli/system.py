@@ -14,7 +14,11 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("serve")(serve)
     app.command("doctor")(doctor)
-    app.command("demo")(demo)
+    from medcycle.training.cli import demo_app
+
+    # `medcycle demo` runs the main job; `medcycle demo data` only writes (and loads) the demo data.
+    demo_app.callback(invoke_without_command=True)(demo)
+    app.add_typer(demo_app, name="demo", help="The main job on embedded defaults; `demo data` writes demo data.")
 
 
 def init(ctx: typer.Context, json: bool = JsonOpt) -> None:
@@ -105,6 +109,8 @@ def demo(
     serve_ui: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the UI when done.")] = True,
 ) -> None:
     """The main job: walk through the platform on embedded defaults, then serve the UI."""
+    if ctx.invoked_subcommand is not None:
+        return
     from medcycle.demo import run_demo
 
     st = state(ctx)

@@ -10,6 +10,7 @@ nothing the second time.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import socket
@@ -53,6 +54,8 @@ STATUSES = ("running", "finished", "failed", "killed", "crashed")
 ARTIFACT_KINDS = ("artifact", "model", "image", "input")
 MAX_KEY = 256
 MAX_VALUE = 65_535
+
+log = logging.getLogger(__name__)
 
 
 def check_run_id(run_id: str) -> str:
@@ -221,7 +224,32 @@ def _start(session: Session, run_id: str, body: dict[str, Any], actor: str | Non
     )
     session.add(row)
     session.flush()
+    _link_hypothesis(session, row, user)
     return row
+
+
+def _link_hypothesis(session: Session, row: RunRow, actor: str) -> None:
+    """Link a run that names a hypothesis (and its fixed dataset version) to that hypothesis.
+
+    An unknown hypothesis or a dataset reference that names no fixed version never loses the run: the link is
+    skipped (and logged), the run keeps the reference it was given.
+    """
+    if not row.hypothesis:
+        return
+    try:
+        from medcycle.hypotheses.links import link
+    except ImportError:  # the hypotheses layer is optional for tracking
+        return
+    targets = [("run", row.id)]
+    if row.dataset_ref and row.dataset_digest:
+        targets.append(("dataset", row.dataset_ref))
+    who = "".join(actor.split())[:64] or "system"
+    for kind, target in targets:
+        try:
+            with session.begin_nested():
+                link(session, row.hypothesis, kind, target, note="linked by the run", actor=who, via="tracking")
+        except (MedcycleError, SQLAlchemyError) as exc:
+            log.info("run %s: not linked to hypothesis %s as %s (%s)", row.id, row.hypothesis, kind, exc)
 
 
 def _apply_one(session: Session, row: RunRow, record: Record) -> bool:

@@ -26,6 +26,7 @@ import getpass
 import logging
 import operator
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -275,13 +276,17 @@ class Run:
                              hint="Pass a torch.nn.Module or the path of a saved checkpoint.")
         import torch
 
-        fd, tmp_name = tempfile.mkstemp(prefix="model-", suffix=".pt", dir=self.journal.path / "blobs")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        torch.save(model.state_dict(), tmp)
-        digest, size = digest_file(tmp)
-        final = tmp.with_name(digest)
-        os.replace(tmp, final)
+        # torch.save names the archive's top folder after the file, so the file is always "model.pt" (in a
+        # private folder): the same weights then always have the same digest.
+        folder = Path(tempfile.mkdtemp(prefix="model-", dir=self.journal.path / "blobs"))
+        try:
+            tmp = folder / "model.pt"
+            torch.save(model.state_dict(), tmp)
+            digest, size = digest_file(tmp)
+            final = folder.parent / digest
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         info = {"format": "torch.state_dict", "class": type(model).__name__, **(meta or {})}
         self._artifact(name, "model", digest, size, final, step, info)
         return digest

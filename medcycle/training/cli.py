@@ -21,7 +21,7 @@ from medcycle.cli.context import state
 from medcycle.cli.output import JsonOpt, console, emit_json, err_console, table
 
 app = typer.Typer(no_args_is_help=True, help="MONAI training on dataset versions, tracked as runs.")
-demo_app = typer.Typer(no_args_is_help=True, help="Demo data for the whole cycle.")
+demo_app = typer.Typer(help="Demo data for the whole cycle.")
 ConfigArg = typer.Argument(help="Training config (.json, .toml, .yaml).", show_default=False)
 SetOpt = typer.Option("--set", "-s", help="Override a field: KEY=VALUE, e.g. training.epochs=3 (repeatable).")
 TASKS = ("classification-2d", "segmentation-2d", "segmentation-3d")

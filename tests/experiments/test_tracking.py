@@ -192,6 +192,7 @@ def test_models_and_inputs_by_digest(platform: Platform, track: StartRun, tmp_pa
     run = track()
     model = torch.nn.Linear(4, 2)
     digest = run.log_model(model, step=5)
+    assert run.log_model(model, "again") == digest  # the same weights always get the same digest
     ckpt = tmp_path / "pretrained.pt"
     ckpt.write_bytes(b"weights")
     run.log_input_model(ckpt)
@@ -201,8 +202,9 @@ def test_models_and_inputs_by_digest(platform: Platform, track: StartRun, tmp_pa
     assert torch.equal(state["weight"], model.state_dict()["weight"])
     with platform.session() as s:
         arts = runs.get_run(s, run.id).artifacts
-    assert [(a.name, a.kind) for a in arts] == [("model", "model"), ("pretrained.pt", "input"), ("backbone", "input")]
-    assert arts[1].digest == hashlib.sha256(b"weights").hexdigest() and arts[2].digest == "a" * 64
+    assert [(a.name, a.kind) for a in arts] == [
+        ("model", "model"), ("again", "model"), ("pretrained.pt", "input"), ("backbone", "input")]
+    assert arts[2].digest == hashlib.sha256(b"weights").hexdigest() and arts[3].digest == "a" * 64
 
 
 def test_large_artifact_is_streamed(sqlite_platform: Platform, tmp_path: Path) -> None:
@@ -320,3 +322,22 @@ def test_logged_files_are_snapshots_and_big_ones_must_stay(platform: Platform, t
     assert [a.digest for a in arts] == [first, second]
     assert "missing" not in arts[0].meta and "missing" in arts[1].meta
     assert not platform.objects.exists(second)
+
+
+def test_a_run_naming_a_hypothesis_is_linked_to_it(platform: Platform, track: StartRun) -> None:
+    from medcycle.hypotheses import register
+    from medcycle.hypotheses.links import links
+    from tests.experiments.datasets import frozen_version
+
+    ref, digest = frozen_version(platform)
+    with platform.session() as s:
+        hyp = register.create(s, "Nodule detection pays off", project="proj", actor="alice")
+        hyp_id, hyp_ref = hyp.id, f"H-{hyp.id}"
+    linked = track(hypothesis=hyp_ref, dataset=ref)
+    linked.end()
+    lost = track(hypothesis="H-999")  # an unknown hypothesis never loses the run
+    lost.end()
+    with platform.session() as s:
+        got = {(link.kind.value, link.target, link.digest) for link in links(s, hyp_id)}
+        assert runs.get_run(s, lost.id).summary.hypothesis == "H-999"
+    assert got == {("run", linked.id, None), ("dataset", ref, digest)}

@@ -10,20 +10,16 @@ import pytest
 import typer
 
 from medcycle.cli.errors import run
-from medcycle.cli.main import root
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
 from medcycle.testing.platform import TEST_SECRET
-from medcycle.training import cli as training_cli
 from medcycle.training.config import example
 
 
 def make_app() -> typer.Typer:
-    """The root command with the train and demo groups, as ``medcycle.cli.main`` is to wire them."""
-    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-    app.callback()(root)
-    app.add_typer(training_cli.app, name="train")
-    app.add_typer(training_cli.demo_app, name="demo")
+    """The real root command: ``train`` and ``demo data`` are wired in ``medcycle.cli.main``."""
+    from medcycle.cli.main import app
+
     return app
 
 
