@@ -27,6 +27,8 @@ class CodeRef:
     branch: str | None = None
     diff_digest: str | None = None  # object digest of the uncommitted diff (``git apply`` on the commit)
     workdir: str = "."  # the command's working directory, relative to the repository root
+    bundle_digest: str | None = None  # object digest of a ``git bundle`` of the commits no remote branch has
+    untracked_digest: str | None = None  # object digest of a tar.gz of untracked files the command needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,9 @@ class TaskSpec:
     timeout_s: float | None = None
     reproduces: str | None = None  # the run id this task re-executes (``run reproduce``)
     pipeline: dict[str, Any] | None = None  # {"run": pipeline run id, "step": step name} for pipeline steps
+    seed: int | None = None  # exposed as MEDCYCLE_SEED (``run reproduce`` passes the original run's seed)
+    packages_hash: str | None = None  # SHA-256 of the submitter's package freeze: the key of ``--env venv``
+    packages_digest: str | None = None  # object digest of that freeze (``name==version`` lines)
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from medcycle.cli import agents as agents_cli
 from medcycle.cli import audit as audit_cli
 from medcycle.cli import data as data_cli
 from medcycle.cli import datasets as datasets_cli
@@ -68,6 +69,7 @@ app.add_typer(store.app, name="store", help="Object store: put, get, stat, list,
 app.add_typer(users.user_app, name="user", help="Users and roles.")
 app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")
 app.add_typer(audit_cli.app, name="audit", help="The audit log of data reads and privileged changes.")
+app.add_typer(agents_cli.app, name="agent", help="Agents that take queued tasks and run them on this machine.")
 app.add_typer(jobs_cli.app, name="jobs", help="Durable job queues: list, show, cancel, requeue.")
 stages.register(app)
 

@@ -1,12 +1,14 @@
-"""``medcycle run``: list/filter, show, compare, metrics, log, diff and sync of tracked runs.
+"""``medcycle run``: list/filter, show, compare, metrics, log, diff and sync of tracked runs; enqueue and reproduce.
 
-Each command parses its input, calls one function of :mod:`medcycle.experiments` and prints the result.
+Each command parses its input, calls one function of :mod:`medcycle.experiments` (``enqueue`` and ``reproduce``:
+:mod:`medcycle.agents`) and prints the result.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +16,8 @@ import typer
 from medcycle.cli.context import state
 from medcycle.cli.output import JsonOpt, console, emit_json, err_console, human_bytes, table
 
-app = typer.Typer(no_args_is_help=True, help="Experiment tracking: list, show, compare, metrics, log, diff, sync.")
+app = typer.Typer(no_args_is_help=True,
+                  help="Experiment tracking: list, show, compare, metrics, log, diff, sync, enqueue, reproduce.")
 RunArg = typer.Argument(help="Run id, id prefix (4+ characters) or unique name.")
 FILTER_HELP = 'e.g. \'params.lr > 1e-3 and metrics.val_dice > 0.8 and tags.team == "chest"\'.'
 ORDER_HELP = "e.g. 'metrics.val_dice desc' (default: started desc)."
@@ -209,4 +212,123 @@ def sync(
         table("Sync", ["run", "outcome", "records", "crashed", "detail"],
               [(r.run_id[:12], r.outcome, r.sent, r.crashed, r.detail) for r in results])
     if any(r.outcome == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+def _pairs(items: list[str] | None, what: str, *, parse: bool) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict; with ``parse`` a value that is JSON (``3``, ``true``, ``[1]``) is decoded."""
+    import json as json_lib
+
+    from medcycle.errors import UsageError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} {item!r} is not KEY=VALUE", hint=f"E.g. {what} lr=0.01.")
+        parsed: Any = value
+        if parse:
+            try:
+                parsed = json_lib.loads(value)
+            except ValueError:
+                parsed = value
+        out[key.strip()] = parsed
+    return out
+
+
+@app.command("enqueue")
+def enqueue(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Option("--queue", "-q", help="Queue the agents take from.", show_default=False)],
+    args: Annotated[list[str] | None, typer.Argument(
+        help="A training config (.json/.toml/.yaml), or a command after `--`.", show_default=False)] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    project: Annotated[str | None, typer.Option(help="Project of the task (a config's tracking.project).")] = None,
+    hypothesis: Annotated[str | None, typer.Option(help="Hypothesis it tests, e.g. H-3.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Dataset version NAME@TAG the agent pulls "
+                                                      "(MEDCYCLE_DATASET_<NAME>); repeatable.")] = None,
+    output: Annotated[list[str] | None, typer.Option(help="File or folder (relative to the working directory) "
+                                                     "stored by digest after the run; repeatable.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE in MEDCYCLE_PARAMS; repeatable.")] = None,
+    env_var: Annotated[list[str] | None, typer.Option("--env-var", help="KEY=VALUE set for the command; "
+                                                      "repeatable.")] = None,
+    include: Annotated[list[Path] | None, typer.Option(help="An untracked file that must travel with the task; "
+                                                       "repeatable.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the task.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Stop the command after this many seconds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Exposed as MEDCYCLE_SEED.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Enqueueing the same key again returns the first "
+                                                        "task.")] = None,
+    json: bool = JsonOpt,
+) -> None:
+    """Queue a training config or a command for an agent; the code (commit, diff, unpushed commits) travels."""
+    from medcycle.agents.enqueue import enqueue as enqueue_task
+
+    done = enqueue_task(
+        state(ctx).platform(), args or [], queue=queue, cwd=Path.cwd(), priority=priority,
+        idempotency_key=idempotency_key, project=project, hypothesis=hypothesis, datasets=dataset or [],
+        outputs=output or [], params=_pairs(param, "--param", parse=True),
+        env={k: str(v) for k, v in _pairs(env_var, "--env-var", parse=False).items()}, include=include or [],
+        name=name, timeout_s=timeout, seed=seed)
+    if json:
+        emit_json(done.to_dict())
+        return
+    cap, code = done.capture, done.capture.code
+    parts = []
+    if code is not None and code.commit:
+        parts.append(f"commit {code.commit[:12]}" + (f" on {code.branch}" if code.branch else ""))
+        parts += ["+diff"] * bool(code.diff_digest)
+        parts += [f"+bundle of unpushed commits ({human_bytes(cap.bundle_bytes)})"] * bool(code.bundle_digest)
+    parts += [f"+{len(cap.untracked)} untracked file(s)"] * bool(cap.untracked)
+    err_console().print(f"queued on {queue!r} (priority {priority}): {' '.join(done.spec.command)}\n"
+                        f"   code: {', '.join(parts) or 'none'}\n"
+                        f"   watch: medcycle jobs show {done.job.id}")
+    sys.stdout.write(done.job.id + "\n")
+
+
+@app.command("reproduce")
+def reproduce(
+    ctx: typer.Context,
+    run: Annotated[str, RunArg],
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Run it on an agent of this queue (and wait) "
+                                              "instead of here.")] = None,
+    tolerance: Annotated[float, typer.Option(min=0, help="Largest |Δ| of a final metric value that counts as "
+                                             "equal.")] = 1e-6,
+    timeout: Annotated[float, typer.Option(min=1, help="With --queue: how long to wait for the task.")] = 86_400.0,
+    workdir: Annotated[Path | None, typer.Option(help="Where to rebuild the tree here (default HOME/agent).")]
+    = None,
+    ignore: Annotated[list[str] | None, typer.Option(help="Metrics (globs) not compared; repeatable (default: "
+                                                     "system/* and *seconds*).")] = None,
+    json: bool = JsonOpt,
+) -> None:
+    """Re-execute a finished run from its capture and compare final metrics; exit 1 when any |Δ| > tolerance."""
+    from medcycle.agents.executor import ExecOptions, settings_env
+    from medcycle.agents.reproduce import DEFAULT_IGNORE
+    from medcycle.agents.reproduce import reproduce as reproduce_run
+
+    cli = state(ctx)
+    platform = cli.platform()
+    errout = sys.stderr.buffer
+
+    def echo(data: bytes) -> None:
+        errout.write(data)
+        errout.flush()
+
+    options = ExecOptions(workdir=(workdir or platform.settings.home / "agent").expanduser(), name="reproduce",
+                          child_env=settings_env(platform.settings, cli.config_file), echo=echo, actor=cli.actor)
+    report = reproduce_run(platform, run, tolerance=tolerance, queue=queue, timeout=timeout, options=options,
+                           ignore=DEFAULT_IGNORE if ignore is None else ignore)
+    if json:
+        emit_json(report.to_dict())
+    else:
+        table(f"Run {report.original[:12]} re-run as {(report.reproduction or '-')[:12]} "
+              f"(exit {report.exit_code}, tolerance {tolerance:g})", ["metric", "original", "reproduced", "Δ", "ok"],
+              [(m.key, _num(m.original), _num(m.reproduced), _num(m.delta), m.within) for m in report.metrics])
+        if report.ignored:
+            err_console().print(f"not compared: {', '.join(report.ignored)}")
+        for warning in report.warnings:
+            err_console().print(f"warning: {warning}")
+        console().print("reproduced within tolerance" if report.ok else
+                        f"NOT reproduced: {', '.join(m.key for m in report.differing) or 'the re-run failed'}")
+    if not report.ok:
         raise typer.Exit(1)

@@ -10,7 +10,6 @@ import typer
 
 STAGES: dict[str, str] = {
     "labels": "Labeling tasks for several readers, agreement, consensus, adjudication and labeling-tool formats.",
-    "agent": "Agents that take queued training runs on GPU machines.",
     "evaluate": "Metric, reproducibility, stress, regression and OOD suites with release gates.",
     "model": "Model registry: versions, aliases, model cards, promotion and rollback.",
     "deploy": "Deploy a model version as the batched inference service; canary, shadow, rollback.",

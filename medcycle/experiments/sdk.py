@@ -428,7 +428,12 @@ def start_run(project: str, *, name: str | None = None, hypothesis: str | None =
         deliver_interval: seconds between deliveries to the store (sooner on ``flush()`` or 4 MiB waiting).
         code_path: where the code is (default: the entry script's folder).
         env_allowlist: environment variables to record in addition to the built-in allow-list.
+
+    Inside a task run by an agent (``MEDCYCLE_TASK_ID`` set) the run is tagged ``task_id`` with the task's id.
     """
+    task_id = os.environ.get("MEDCYCLE_TASK_ID")
+    if task_id:
+        tags = {**(tags or {}), "task_id": task_id}
     owned = None
     target: Sink
     if sink is not None:

@@ -383,7 +383,8 @@ def train_version(platform: Any, config: TrainingConfig, *, dataset: str | None 
         assert config.data.path is not None
         folder = Path(config.data.path)
     tracking = config.tracking
-    options = {"platform": platform, **(run_options or {})}
+    # the code is where the command runs (the entry script is medcycle's own console script)
+    options = {"platform": platform, "code_path": Path.cwd(), **(run_options or {})}
     with start_run(tracking.project, name=tracking.name, hypothesis=tracking.hypothesis, dataset=ref,
                    tags={"task": config.task.value, **tracking.tags}, **options) as run:
         result = train(config, folder, run, on_epoch=on_epoch)

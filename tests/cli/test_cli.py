@@ -68,7 +68,7 @@ def test_errors_map_to_exit_codes_with_hints(home: Path, capsys: pytest.CaptureF
     assert code == 4 and "medcycle jobs list" in err
     code, _, err = cli(capsys, "audit", "list", "--since", "yesterday")
     assert code == 2 and "ISO" in err
-    code, _, err = cli(capsys, "model")
+    code, _, err = cli(capsys, "deploy")
     assert code == 2 and "not available" in err
     code, _, err = cli(capsys, "--queue-url", "amqp://x", "jobs", "queues")
     assert code == 78 and "redis://" in err
