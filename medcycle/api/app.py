@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from medcycle import __version__
 from medcycle.api.errors import install_error_handlers
 from medcycle.api.metrics import ApiMetrics, install_metrics
-from medcycle.api.routers import catalog, datasets, hypotheses, objects, queues, runs, system, users
+from medcycle.api.routers import catalog, datasets, hypotheses, objects, pipelines, queues, runs, system, users
 from medcycle.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ ROUTERS = (
     datasets.router,
     hypotheses.router,
     runs.router,
+    pipelines.router,
 )
 
 

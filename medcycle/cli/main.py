@@ -13,6 +13,7 @@ from medcycle.cli import data as data_cli
 from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import hypotheses as hypotheses_cli
 from medcycle.cli import jobs as jobs_cli
+from medcycle.cli import pipelines as pipelines_cli
 from medcycle.cli import runs as runs_cli
 from medcycle.cli import stages, store, system, users
 from medcycle.cli.context import CliState
@@ -70,6 +71,10 @@ app.add_typer(users.user_app, name="user", help="Users and roles.")
 app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")
 app.add_typer(audit_cli.app, name="audit", help="The audit log of data reads and privileged changes.")
 app.add_typer(agents_cli.app, name="agent", help="Agents that take queued tasks and run them on this machine.")
+app.add_typer(
+    pipelines_cli.app, name="pipeline",
+    help="Pipelines: declarative DAGs of steps, cached on content digests; run locally or on agents.",
+)
 app.add_typer(jobs_cli.app, name="jobs", help="Durable job queues: list, show, cancel, requeue.")
 stages.register(app)
 

@@ -12,6 +12,7 @@ TABLE_MODULES = (
     "medcycle.hypotheses.tables",
     "medcycle.jobs.tables",
     "medcycle.objects.tables",
+    "medcycle.pipelines.tables",
 )
 
 
