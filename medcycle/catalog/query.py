@@ -83,8 +83,8 @@ from medcycle.errors import UsageError
 __all__ = [
     "FIELDS", "MAX_DEPTH", "MAX_LENGTH", "MAX_LIMIT", "MAX_LIST", "And", "AnySelect", "Compare", "Contains",
     "Everything", "Expr", "Field", "FieldType", "InList", "IsNull", "Level", "Not", "Or", "QueryResult", "Value",
-    "compile_query", "count", "fields_used", "parse", "run_query", "select_instances", "select_matching", "tokenize",
-    "unparse",
+    "compile_query", "count", "fields_used", "instance_free", "parse", "run_query", "select_instances",
+    "select_matching", "select_series_matching", "tokenize", "unparse",
 ]
 
 # -- compiler ---------------------------------------------------------------------------------------
@@ -213,9 +213,42 @@ class QueryResult:
         return {"query": self.query, "total": self.total, "limit": self.limit, "offset": self.offset, "rows": rows}
 
 
+def instance_free(expr: str | Expr | None) -> bool:
+    """Whether ``expr`` uses no instance-level field: it then matches whole series (less quarantined ones)."""
+    return all(FIELDS[name].level is not Level.INSTANCE for name in fields_used(_as_expr(expr)))
+
+
+def select_series_matching(expr: str | Expr | None, *columns: SQLColumnExpression[Any]) -> AnySelect:
+    """``SELECT columns`` over the series matching ``expr``, which must be :func:`instance_free`, with only
+    the joins it needs. Each series stands for all its instances: the counts the rollup triggers keep on
+    it (``ok_instances``, ``quarantined_instances`` and their bytes) say how many."""
+    tree = _as_expr(expr)
+    if not instance_free(tree):
+        raise UsageError("this filter names instance fields; it cannot be answered per series",
+                         hint="Use select_matching, which reads the instances.")
+    levels = {FIELDS[name].level for name in fields_used(tree)}
+    stmt: AnySelect = select(*columns).select_from(SeriesRow)
+    if levels & {Level.STUDY, Level.PATIENT}:
+        stmt = stmt.join(StudyRow, StudyRow.uid == SeriesRow.study_uid)
+    if Level.PATIENT in levels:
+        stmt = stmt.join(PatientRow, PatientRow.id == StudyRow.patient_id)
+    if Level.SOURCE in levels:
+        stmt = stmt.join(SourceRow, SourceRow.id == SeriesRow.source_id)
+    return stmt if isinstance(tree, Everything) else stmt.where(_compile(tree, False))
+
+
 def count(session: Session, expr: str | Expr | None, *, include_quarantined: bool = False) -> int:
-    """How many instances match ``expr``."""
-    stmt = select_matching(expr, func.count(), include_quarantined=include_quarantined)
+    """How many instances match ``expr``.
+
+    A filter on series, study, patient and source fields only is counted from the matching series' own
+    instance counts, so it never visits the instances: a selective filter reads a few index entries and
+    series rows, and even "everything" reads only the series.
+    """
+    tree = _as_expr(expr)
+    if instance_free(tree):
+        n = SeriesRow.ok_instances + SeriesRow.quarantined_instances if include_quarantined else SeriesRow.ok_instances
+        return int(session.scalar(select_series_matching(tree, func.sum(n))) or 0)
+    stmt = select_matching(tree, func.count(), include_quarantined=include_quarantined)
     return int(session.scalar(stmt) or 0)
 
 

@@ -1,17 +1,17 @@
 """``summarize``: what data do we have, how much, from which sources.
 
 Totals (patients, studies, series, instances, bytes) and breakdowns by source × modality × body
-part, by manufacturer and by year. Without a filter the counts come from GROUP BYs over the series
-table and its denormalised ``n_instances``/``bytes`` (no instance scan, so it stays fast at a million
-instances); with a filter they come from the filtered instance view of :mod:`medcycle.catalog.query`.
+part, by manufacturer and by year. Quarantined instances are never in the counts; they are totalled
+apart (``quarantined``). A series with nothing but quarantined instances is left out, as are its study
+and patient when nothing else of them remains.
 
-Quarantined instances are never in the counts; they are totalled apart (``quarantined``).
-
-As at ingest, ``SeriesRow.n_instances`` and ``SeriesRow.bytes`` count every instance of the series,
-quarantined ones included; the fast path subtracts the quarantined ones, which it finds by
-``instances.state`` (an index on that column keeps this from scanning every instance). A series with
-nothing but quarantined instances is left out, as are its study and patient when nothing else of
-them remains.
+Without a filter the answer comes from the rollup tables that database triggers keep in step with the
+catalog rows (:mod:`medcycle.catalog.rollup`): one statement reads a row per group — a few hundred rows
+whether the catalog holds a thousand instances or ten million, and whatever the series sizes — so it
+answers in milliseconds. With a filter the matching data is folded per series and per study in SQL: a
+filter on series, study, patient and source fields only takes each matching series' own counts (kept by
+the same triggers), others group the matching instances of :mod:`medcycle.catalog.query`; either way a
+selective filter reads only the rows its indexes lead to.
 """
 
 from __future__ import annotations
@@ -20,11 +20,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CompoundSelect, func, literal, select, union_all
+from sqlalchemy import CompoundSelect, func, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
-from medcycle.catalog.query import AnySelect, Everything, Expr, parse, select_matching
-from medcycle.catalog.tables import InstanceRow, SeriesRow, SourceRow, StudyRow
+from medcycle.catalog import rollup
+from medcycle.catalog.query import (
+    AnySelect,
+    Everything,
+    Expr,
+    instance_free,
+    parse,
+    select_matching,
+    select_series_matching,
+)
+from medcycle.catalog.tables import InstanceRow, RollupCellRow, RollupReachRow, SeriesRow, SourceRow, StudyRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,27 +91,29 @@ class CatalogSummary:
         }
 
 
-_KEYS = ("source_id", "modality", "body_part", "manufacturer", "year")
-_GROUPINGS = {"totals": (), "source": ("source_id", "modality", "body_part"), "manufacturer": ("manufacturer",),
-              "year": ("year",)}
+_KEYS = rollup.CELL_KEYS
+_GROUPINGS = rollup.BREAKDOWNS
 _COUNTS = ("patients", "studies", "series", "instances", "bytes")
 _Groups = dict[tuple[Any, ...], dict[str, int]]
 
 
 def summarize(session: Session, expr: str | None = None) -> CatalogSummary:
-    """Totals and breakdowns of the catalog, or of the instances matching ``expr``.
+    """Totals and breakdowns of the catalog (from the rollup), or of the instances matching ``expr``.
 
-    One statement: the matching data is reduced to one row per series (its keys, patient, study,
-    instance count and bytes), folded to one row per (keys, study) in a materialised CTE, then grouped
-    four ways over that CTE. Without a filter the per-series rows come straight from the series table.
+    With a filter, one statement: the matching data is reduced to one row per series (its keys, patient,
+    study, instance count and bytes), folded to one row per (keys, study) in a materialised CTE, then
+    grouped four ways over that CTE.
     """
     tree = parse(expr) if expr else Everything()
-    groups: dict[str, _Groups] = {name: {} for name in _GROUPINGS}
-    for row in session.execute(_statement(tree)):
-        name = row[0]
-        keys = tuple(row[1 + _KEYS.index(k)] for k in _GROUPINGS[name])
-        groups[name][keys] = {k: int(row[6 + i] or 0) for i, k in enumerate(_COUNTS)}
-    q_count, q_bytes = _quarantined(session, tree)
+    if isinstance(tree, Everything):
+        groups, (q_count, q_bytes) = _from_rollup(session)
+    else:
+        groups = {name: {} for name in _GROUPINGS}
+        for row in session.execute(_statement(tree)):
+            name = row[0]
+            keys = tuple(row[1 + _KEYS.index(k)] for k in _GROUPINGS[name])
+            groups[name][keys] = {k: int(row[6 + i] or 0) for i, k in enumerate(_COUNTS)}
+        q_count, q_bytes = _quarantined(session, tree)
     names = dict(session.execute(select(SourceRow.id, SourceRow.name)).all())
     by_source = [SourceGroup(source=names.get(k[0], k[0]), modality=k[1], body_part=k[2], **c)
                  for k, c in _sorted(groups["source"])]
@@ -117,27 +128,61 @@ def summarize(session: Session, expr: str | None = None) -> CatalogSummary:
     )
 
 
+def _from_rollup(session: Session) -> tuple[dict[str, _Groups], tuple[int, int]]:
+    """Every breakdown and the quarantine totals from the rollup tables, in one statement (one snapshot,
+    so cells and reach always agree): series, instances and bytes are sums over the cells, grouped in SQL;
+    patients and studies are the reach rows of each breakdown."""
+    c, r = RollupCellRow, RollupReachRow
+    cells = {k: getattr(c, k) for k in _KEYS}
+    parts = []
+    for name, keys in _GROUPINGS.items():
+        part = select(literal("sum"), literal(name), *(cells[k] if k in keys else null_of(cells[k]) for k in _KEYS),
+                      func.sum(c.series), func.sum(c.instances), func.sum(c.bytes), func.sum(c.quarantined),
+                      func.sum(c.quarantined_bytes))
+        parts.append(part.group_by(*(cells[k] for k in keys)).having(func.sum(c.series) > 0) if keys else part)
+    zero = literal(0)
+    parts.append(select(literal("reach"), r.breakdown, r.source_id, r.modality, r.body_part, r.manufacturer, r.year,
+                        r.patients, r.studies, zero, zero, zero))
+    sums: dict[str, dict[tuple[Any, ...], tuple[int, int, int]]] = {name: {} for name in _GROUPINGS}
+    reach: dict[str, dict[tuple[Any, ...], tuple[int, int]]] = {name: {} for name in _GROUPINGS}
+    held = (0, 0)
+    for kind, name, *values in session.execute(union_all(*parts)):
+        row = dict(zip(_KEYS, values[:5], strict=True))
+        key = tuple(row[k] for k in _GROUPINGS[name])
+        a, b, size, q_count, q_bytes = (int(v or 0) for v in values[5:])
+        if kind == "reach":
+            reach[name][key] = (a, b)
+            continue
+        if name == "totals":
+            held = (q_count, q_bytes)
+        if a > 0:  # a group with only quarantined instances is left out
+            sums[name][key] = (a, b, size)
+    groups: dict[str, _Groups] = {
+        name: {key: dict(zip(_COUNTS, (*reach[name].get(key, (0, 0)), *counts), strict=True))
+               for key, counts in per.items()}
+        for name, per in sums.items()
+    }
+    return groups, held
+
+
+def null_of(column: Any) -> Any:
+    """A typed NULL in ``column``'s place (each part of a UNION needs the same column types)."""
+    return null().cast(column.type)
+
+
 def _sorted(groups: _Groups) -> list[tuple[tuple[Any, ...], dict[str, int]]]:
     return sorted(groups.items(), key=lambda item: tuple((v is None, v if v is not None else 0) for v in item[0]))
 
 
 def _per_series(tree: Expr) -> AnySelect:
-    """One row per series with matching instances: its group keys, study, instances and bytes."""
+    """One row per series with matching instances: its group keys, study, instances and bytes.
+
+    A filter on series, study, patient or source fields matches whole series: their own counts (kept by
+    the rollup triggers) answer without visiting the instances. Others group the matching instances."""
     keys = [getattr(SeriesRow, k) for k in _KEYS]
-    if isinstance(tree, Everything):  # denormalised counts less the (few) quarantined instances
-        held = (
-            select(InstanceRow.series_uid, func.count().label("n"), func.sum(InstanceRow.bytes).label("bytes"))
-            .where(InstanceRow.state == "quarantined")
-            .group_by(InstanceRow.series_uid)
-            .subquery("held")
-        )
-        instances = SeriesRow.n_instances - func.coalesce(held.c.n, 0)
-        return (
-            select(*keys, SeriesRow.study_uid, instances.label("instances"),
-                   (SeriesRow.bytes - func.coalesce(held.c.bytes, 0)).label("bytes"))
-            .outerjoin(held, held.c.series_uid == SeriesRow.uid)
-            .where(instances > 0)
-        )
+    if instance_free(tree):
+        return select_series_matching(tree, *keys, SeriesRow.study_uid, SeriesRow.ok_instances.label("instances"),
+                                      SeriesRow.ok_bytes.label("bytes")).where(SeriesRow.ok_instances > 0)
     matched = (
         select_matching(tree, InstanceRow.series_uid, func.count().label("instances"),
                         func.sum(InstanceRow.bytes).label("bytes"))
@@ -186,7 +231,11 @@ def _statement(tree: Expr) -> CompoundSelect[Any]:
 
 
 def _quarantined(session: Session, tree: Expr) -> tuple[int, int]:
-    stmt = select_matching(tree, func.count(), func.coalesce(func.sum(InstanceRow.bytes), 0),
-                           include_quarantined=True).where(InstanceRow.state == "quarantined")
+    if instance_free(tree):
+        stmt = select_series_matching(tree, func.coalesce(func.sum(SeriesRow.quarantined_instances), 0),
+                                      func.coalesce(func.sum(SeriesRow.quarantined_bytes), 0))
+    else:
+        stmt = select_matching(tree, func.count(), func.coalesce(func.sum(InstanceRow.bytes), 0),
+                               include_quarantined=True).where(InstanceRow.state == "quarantined")
     n, size = session.execute(stmt).one()
     return int(n), int(size)

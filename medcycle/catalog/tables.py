@@ -1,8 +1,9 @@
 """Catalog tables: Source → Patient → Study → Series → Instance, plus ingest bookkeeping.
 
 Every identifier here is a pseudonym (keyed HMAC) made at ingest; no original identifier is stored.
-Series carry denormalised counts (instances, bytes) so "what do we have" answers without scanning
-instances.
+Series carry denormalised counts so "what do we have" answers without scanning instances: ``n_instances``
+and ``bytes`` (every instance, written by ingest) and, kept by database triggers, the counts by state
+that feed the rollup tables (:mod:`medcycle.catalog.rollup`) the summary reads.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Date, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medcycle.store.base import Base, UTCDateTime, new_id, utcnow
@@ -53,6 +54,8 @@ class StudyRow(Base):
 class SeriesRow(Base):
     __tablename__ = "series"
     __table_args__ = (Index("ix_series_summary", "source_id", "modality", "body_part"),)
+    # The trigger-kept counts are not read back after an INSERT (no RETURNING on ingest's hot path).
+    __mapper_args__ = {"eager_defaults": False}
 
     uid: Mapped[str] = mapped_column(String(64), primary_key=True)  # pseudonymous SeriesInstanceUID
     study_uid: Mapped[str] = mapped_column(ForeignKey("studies.uid"), index=True)
@@ -74,13 +77,57 @@ class SeriesRow(Base):
     image_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
     n_instances: Mapped[int] = mapped_column(Integer, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Kept by the rollup triggers from the series' instances (never written by code): instances in state
+    # ``ok`` (every state but ``quarantined``) and quarantined ones, with their bytes. Server defaults only,
+    # so bulk inserts that name their columns need not know them.
+    ok_instances: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    ok_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    quarantined_instances: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    quarantined_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RollupCellRow(Base):
+    """Series with ok instances, their instances and bytes, and quarantined instances, per distinct
+    (source, modality, body part, manufacturer, year). Kept by triggers; see :mod:`medcycle.catalog.rollup`."""
+
+    __tablename__ = "catalog_rollup_cells"
+
+    cell_key: Mapped[str] = mapped_column(String(512), primary_key=True)  # rollup.encode_key of the five values
+    source_id: Mapped[str] = mapped_column(String(32))
+    modality: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    body_part: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    manufacturer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    year: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series: Mapped[int] = mapped_column(Integer)
+    instances: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    quarantined: Mapped[int] = mapped_column(BigInteger)
+    quarantined_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupReachRow(Base):
+    """Distinct patients and studies per group of one breakdown (``totals``, ``source``, ``manufacturer``,
+    ``year``); the key columns a breakdown does not use are null. Kept by triggers."""
+
+    __tablename__ = "catalog_rollup_reach"
+
+    breakdown: Mapped[str] = mapped_column(String(16), primary_key=True)
+    gkey: Mapped[str] = mapped_column(String(512), primary_key=True)  # rollup.encode_key of the breakdown's keys
+    source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    modality: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    body_part: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    manufacturer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    year: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    patients: Mapped[int] = mapped_column(Integer)
+    studies: Mapped[int] = mapped_column(Integer)
 
 
 class InstanceRow(Base):
     __tablename__ = "instances"
     __table_args__ = (
-        Index("ix_instances_series_state", "series_uid", "state"),
+        # uid last: a page of a series-level filter ("... order by uid limit 50") reads only this index.
+        Index("ix_instances_series_state", "series_uid", "state", "uid"),
         Index("ix_instances_digest", "digest"),
         Index("ix_instances_state", "state"),  # the quarantine count without scanning every instance
     )

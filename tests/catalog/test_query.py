@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import builtins
 import random
+import re
 from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import event, func
 
 from medcycle.catalog import query as q
 from medcycle.catalog.query import (
@@ -427,3 +428,76 @@ def test_select_matching_joins_only_what_it_needs(platform: Platform,
         labelled = s.execute(select_matching(None, InstanceRow.uid, FIELDS["source"].column.label("source"))).all()
     assert {u: src for u, src in labelled} == {r["instance"]: r["source"] for r in rows if not r["quarantined"]}
     assert {r["source"] for r in rows} == set(fx.sources)
+
+
+# -- plans: selective queries read through indexes ----------------------------------------------------------
+def executed(platform: Platform, fn: Any) -> list[tuple[str, Any]]:
+    """The statements (and their parameters) ``fn(session)`` runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(platform.engine, "before_cursor_execute", record)
+    try:
+        with platform.session(write=False) as s:
+            fn(s)
+    finally:
+        event.remove(platform.engine, "before_cursor_execute", record)
+    return [(statement, params) for statement, params in seen if statement.lstrip().upper().startswith("SELECT")]
+
+
+SELECTIVE = {
+    "source x modality x body part": ('source == "clinic-b" and modality == "MR" and body_part == "head" '
+                                      "and field_strength == 3.0"),
+    "patient": 'patient == "{patient}"',
+    "study": 'study == "{study}"',
+    "series": 'series == "{series}"',
+    "instance": 'instance == "{instance}"',
+    "digest": 'digest == "{digest}"',
+    "series of one study, by state": 'study == "{study}" and not quarantined',
+}
+
+
+@pytest.mark.parametrize("name", list(SELECTIVE))
+def test_selective_queries_use_indexes(sqlite_platform: Platform, name: str) -> None:
+    """Every statement ``data query`` runs for a selective filter (the count; the page: its rows, of the uids
+    a subquery picks) searches indexes: no table is scanned, so the cost follows the matches, not the catalog."""
+    with sqlite_platform.session() as s:
+        make_catalog(s, sources=3, patients=30, seed=4, quarantine_rate=0.1)
+        row = s.execute(select_instances(None)).mappings().first()
+        assert row is not None
+    expr = SELECTIVE[name].format(**row)
+    statements = executed(sqlite_platform, lambda s: run_query(s, expr, limit=50))
+    assert len(statements) == 2  # the count, then the page
+    with sqlite_platform.session(write=False) as s:
+        for statement, params in statements:
+            plan = plan_of(s, statement, params)
+            scans = [p for p in plan if p.startswith("SCAN") and p != "SCAN CONSTANT ROW"]
+            assert not scans, (statement, plan)
+    if name == "source x modality x body part":  # the page's uids come from two indexes, no instance row
+        page = statements[1][0]
+        with sqlite_platform.session(write=False) as s:
+            plan = plan_of(s, page, statements[1][1])
+        assert any("ix_series_summary" in p for p in plan), plan
+        assert any("COVERING INDEX ix_instances_series_state" in p for p in plan), plan
+
+
+def plan_of(session: Any, statement: str, params: Any) -> list[str]:
+    rows = session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", tuple(params))
+    return [str(r[-1]) for r in rows]
+
+
+def test_series_level_filters_are_counted_from_the_series(
+    platform: Platform, catalog: tuple[CatalogFixture, list[dict[str, Any]]],
+) -> None:
+    _, rows = catalog
+    expr = 'modality == "CT" and year >= 2014 and sex != "F"'
+    assert q.instance_free(expr) and not q.instance_free(f"{expr} and rows > 10")
+    statements = executed(platform, lambda s: count(s, expr))
+    assert len(statements) == 1 and not re.search(r"\binstances\b", statements[0][0])
+    with platform.session() as s:
+        assert count(s, expr) == len(expected_uids(rows, expr))
+        assert count(s, expr, include_quarantined=True) == len(expected_uids(rows, expr, include_quarantined=True))
+        with pytest.raises(UsageError, match="instance fields"):
+            q.select_series_matching("rows > 1", func.count())
