@@ -1,0 +1,306 @@
+"""``medcycle labels active | pseudo``: active-learning batches and pseudo-labels — and the model wiring they need.
+
+The labels layer takes a scorer (active learning) or a predictor (pseudo-labels) and never imports a model.
+The wiring lives here, in the interface: :class:`ModelScorer` loads a registered model version the way
+``medcycle evaluate`` does (its training config, classes and weights: :func:`medcycle.evaluation.predict.load`),
+reads each item's image from the object store, preprocesses it as validation did during training, and runs
+the network. It covers 2D models on instance items; series and study items use their middle instance.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import typer
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from medcycle.cli.context import state
+from medcycle.cli.output import JsonOpt, console, emit_json, table
+from medcycle.errors import NotFound, UsageError
+from medcycle.labels import active, pseudo, tasks
+from medcycle.labels.active import InputTransform
+from medcycle.labels.model import Annotation
+from medcycle.labels.schemas import resolve_schema
+
+if TYPE_CHECKING:
+    from medcycle.evaluation.predict import Loaded
+    from medcycle.platform import Platform
+
+active_app = typer.Typer(no_args_is_help=True, help="Active learning: the next batch to label, by a model.")
+pseudo_app = typer.Typer(no_args_is_help=True, help="Pseudo-labels from a model, sent to review.")
+VIA = "cli"
+EXTENSIONS = {"dicom": ".dcm", "nifti": ".nii.gz", "png": ".png", "jpeg": ".jpg"}
+
+
+class ModelScorer:
+    """A registered 2D model version as active learning's scorer and pseudo-labels' predictor."""
+
+    def __init__(self, platform: Platform, ref: str, *, level: str = "instance") -> None:
+        from medcycle.evaluation.predict import load
+
+        self.platform, self.level = platform, level
+        self.loaded: Loaded = load(platform, ref)
+        if self.loaded.config.task.spatial_dims != 2:
+            raise UsageError(f"{self.loaded.version.ref} is a 3D model; only 2D models are wired here yet",
+                             hint="Use a 2D model, or score items with your own scorer through the library.")
+        self._images: dict[str, tuple[npt.NDArray[np.float32], tuple[int, ...]]] = {}  # network input, own shape
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version.ref
+
+    @property
+    def segmentation(self) -> bool:
+        return bool(self.loaded.config.task.segmentation)
+
+    @property
+    def mask_modality(self) -> str:
+        return self.loaded.config.data.mask_modality.upper()
+
+    def images_only(self, session: Session, items: Sequence[str]) -> tuple[str, ...]:
+        """``items`` without the masks (instances or series of the model's mask modality, e.g. SEG)."""
+        from medcycle.catalog.tables import InstanceRow, SeriesRow
+
+        if self.level == "study":
+            return tuple(items)
+        column = InstanceRow.uid if self.level == "instance" else SeriesRow.uid
+        masks: set[str] = set()
+        for part in range(0, len(items), 500):
+            stmt = (select(column).select_from(InstanceRow).join(SeriesRow, SeriesRow.uid == InstanceRow.series_uid)
+                    .where(column.in_(items[part:part + 500]), func.upper(SeriesRow.modality) == self.mask_modality))
+            masks.update(session.scalars(stmt))
+        return tuple(i for i in items if i not in masks)
+
+    def _instance(self, session: Session, item: str) -> tuple[str, str, str]:
+        from medcycle.catalog.tables import InstanceRow, SeriesRow
+
+        stmt = (select(InstanceRow.uid, InstanceRow.digest, InstanceRow.format)
+                .join(SeriesRow, SeriesRow.uid == InstanceRow.series_uid)
+                .where(InstanceRow.state == "ok", or_(SeriesRow.modality.is_(None),
+                                                      func.upper(SeriesRow.modality) != self.mask_modality)))
+        if self.level == "instance":
+            stmt = stmt.where(InstanceRow.uid == item)
+        elif self.level == "series":
+            stmt = stmt.where(InstanceRow.series_uid == item)
+        else:
+            stmt = stmt.where(SeriesRow.study_uid == item)
+        rows = list(session.execute(stmt.order_by(InstanceRow.series_uid, InstanceRow.uid)))
+        if not rows:
+            raise NotFound(f"item {item!r} has no image in the catalog", hint="Score items of the catalog.")
+        uid, digest, fmt = rows[len(rows) // 2]
+        return str(uid), str(digest), str(fmt)
+
+    def _load(self, items: Sequence[str]) -> None:
+        from medcycle.training.data import build_transform, read_file
+
+        todo = [i for i in items if i not in self._images]
+        if not todo:
+            return
+        transform = build_transform(self.loaded.config, len(self.loaded.classes), train=False)
+        with self.platform.session(write=False) as session, tempfile.TemporaryDirectory() as tmp:
+            for item in todo:
+                _uid, digest, fmt = self._instance(session, item)
+                path = Path(tmp) / f"{len(self._images)}{EXTENSIONS.get(fmt, '')}"
+                path.write_bytes(self.platform.objects.get(digest))
+                shape = tuple(read_file(path).shape)
+                out = transform({"key": item, "image": (str(path),), "mask": (), "label": -1})
+                self._images[item] = (np.asarray(out["image"], dtype=np.float32), shape)
+
+    def predict(self, items: Sequence[str], *, dropout: bool = False,
+                transform: InputTransform | None = None) -> list[npt.NDArray[Any]]:
+        import torch
+
+        self._load(items)
+        model = self.loaded.model
+        model.eval()
+        if dropout:
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d | torch.nn.Dropout3d | torch.nn.AlphaDropout):
+                    m.train()
+        inputs = [self._images[i][0] for i in items]
+        if transform is not None:
+            inputs = [np.asarray(transform(x), dtype=np.float32) for x in inputs]
+        out: list[npt.NDArray[Any]] = []
+        with torch.inference_mode():
+            for part in range(0, len(inputs), 32):
+                logits = model(torch.from_numpy(np.stack(inputs[part:part + 32]))).float()
+                out.extend(torch.softmax(logits, dim=1).numpy())
+        model.eval()
+        return out
+
+    def features(self, items: Sequence[str]) -> npt.NDArray[Any]:
+        """The model's output probabilities, average-pooled to 8×8 for a segmenter: what it sees, where."""
+        import torch
+
+        probs = self.predict(items)
+        if not self.segmentation:
+            return np.stack(probs)
+        pooled = [torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(np.asarray(p)), 8).flatten().numpy()
+                  for p in probs]
+        return np.stack(pooled)
+
+    def __call__(self, items: Sequence[str]) -> Mapping[str, Sequence[Annotation]]:
+        """Pseudo-labels: class labels, or masks resized back to each item's own grid."""
+        import torch
+
+        probs = self.predict(items)
+        classes = list(self.loaded.classes)
+        out: dict[str, list[Annotation]] = {}
+        for item, p in zip(items, probs, strict=True):
+            if not self.segmentation:
+                out[item] = pseudo.class_annotations(item, p, classes)
+                continue
+            shape = self._images[item][1][-2:]
+            back = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(p))[None], size=shape,
+                                                   mode="bilinear", align_corners=False)[0].numpy()
+            out[item] = pseudo.mask_annotations(item, back, classes)
+        return out
+
+
+def _items(session: Session, schema: str, dataset: str | None, query: str | None) -> tasks.TaskItems:
+    from medcycle.cli.labels import dataset_instances
+
+    return tasks.task_items(session, schema=schema, dataset=dataset, query=query, dataset_resolver=dataset_instances)
+
+
+# -- active learning ------------------------------------------------------------------------------------
+@active_app.command("next")
+def active_next(
+    ctx: typer.Context,
+    schema: Annotated[str, typer.Option(help="The label schema (gives the item level).")],
+    dataset: Annotated[str | None, typer.Option(help="Candidates: items of a dataset version, NAME@TAG.")] = None,
+    query: Annotated[str | None, typer.Option(help="Candidates: items matching a catalog filter.")] = None,
+    strategy: Annotated[str, typer.Option(help="random, entropy, margin, mc-dropout, tta or coreset.")] = "entropy",
+    size: Annotated[int, typer.Option(help="How many items.")] = 20,
+    model: Annotated[str | None, typer.Option(help="The model version that scores, NAME@VERSION.")] = None,
+    mc_samples: Annotated[int, typer.Option(help="MC-dropout passes.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed (random picks, core-set start).")] = 0,
+    json: bool = JsonOpt,
+) -> None:
+    """Choose and record the next batch among candidates not yet labelled (scores cached per model version)."""
+    platform = state(ctx).platform()
+    with platform.session(write=False) as session:
+        items = _items(session, schema, dataset, query)
+        level = resolve_schema(session, schema).level
+    scorer = ModelScorer(platform, model, level=level) if model is not None else None
+    candidates = items.uids
+    if scorer is not None:
+        with platform.session(write=False) as session:
+            candidates = scorer.images_only(session, candidates)
+    with platform.session() as session:
+        info = active.next_batch(session, candidates, size, strategy, scorer=scorer, seed=seed, mc_samples=mc_samples,
+                                 actor=state(ctx).actor, via=VIA)
+    if json:
+        emit_json(info.to_dict())
+        return
+    b = info.batch
+    console().print(f"[bold]{info.ref}[/]: {len(b.items)} of {b.n_candidates} candidates by {b.strategy.value}"
+                    + (f" ({b.model_version}, {b.scored} scored now)" if b.model_version else "")
+                    + f"; make it a task: `medcycle labels active task {info.ref} --schema {schema}`")
+    table("Next batch", ["#", "item", "score"], [(k + 1, i, f"{s:.4f}" if s is not None else None)
+                                                  for k, (i, s) in enumerate(zip(b.items, b.scores, strict=True))])
+
+
+@active_app.command("task")
+def active_task(
+    ctx: typer.Context, batch: Annotated[str, typer.Argument(help="The batch, e.g. B-3.")],
+    schema: Annotated[str, typer.Option(help="The label schema.")],
+    readers_per_item: Annotated[int, typer.Option(help="Readers for each item.")] = 1,
+    readers_: Annotated[str | None, typer.Option("--readers", help="Reader pool a,b,c (default: all qualified).")]
+    = None,
+    due: Annotated[str | None, typer.Option(help="Due date, YYYY-MM-DD.")] = None,
+    adjudication_threshold: Annotated[float | None, typer.Option(help="Adjudicate below this agreement.")] = None,
+    name: Annotated[str | None, typer.Option(help="A name for the task.")] = None,
+    json: bool = JsonOpt,
+) -> None:
+    """Make a recorded batch the next labeling task (qualified readers only)."""
+    pool = [r for r in readers_.split(",") if r.strip()] if readers_ is not None else None
+    with state(ctx).platform().session() as session:
+        info = active.create_task_from_batch(session, batch, schema=schema, readers_per_item=readers_per_item,
+                                             readers=pool, due=due, adjudication_threshold=adjudication_threshold,
+                                             name=name, actor=state(ctx).actor, via=VIA)
+    emit_json(info.to_dict()) if json else console().print(f"created [bold]{info.ref}[/] from {batch}: "
+                                                           f"{info.items} items, {len(info.readers)} readers")
+
+
+@active_app.command("list")
+def active_list(ctx: typer.Context, json: bool = JsonOpt) -> None:
+    """Recorded batches, newest first."""
+    with state(ctx).platform().session(write=False) as session:
+        found = active.list_batches(session)
+    if json:
+        emit_json([b.to_dict() for b in found])
+        return
+    table("Active-learning batches", ["batch", "strategy", "model", "items", "candidates", "task", "created"],
+          [(b.ref, b.batch.strategy.value, b.batch.model_version, len(b.batch.items), b.batch.n_candidates, b.task,
+            b.created_at) for b in found])
+
+
+@active_app.command("show")
+def active_show(ctx: typer.Context, batch: Annotated[str, typer.Argument(help="The batch, e.g. B-3.")],
+                json: bool = JsonOpt) -> None:
+    """One batch: its items in the order picked, with their scores."""
+    with state(ctx).platform().session(write=False) as session:
+        info = active.get_batch(session, batch)
+    if json:
+        emit_json(info.to_dict())
+        return
+    b = info.batch
+    console().print(f"[bold]{info.ref}[/] {b.strategy.value} · {b.model_version or '-'} · {b.measure or '-'} · "
+                    f"task {info.task or '-'}")
+    table("Items", ["#", "item", "score"], [(k + 1, i, s) for k, (i, s) in enumerate(zip(b.items, b.scores,
+                                                                                        strict=True))])
+
+
+# -- pseudo-labels --------------------------------------------------------------------------------------
+@pseudo_app.command("run")
+def pseudo_run(
+    ctx: typer.Context,
+    schema: Annotated[str, typer.Option(help="The label schema the model's classes belong to.")],
+    model: Annotated[str, typer.Option(help="The model version, NAME@VERSION.")],
+    dataset: Annotated[str | None, typer.Option(help="Items of a dataset version, NAME@TAG.")] = None,
+    query: Annotated[str | None, typer.Option(help="Items matching a catalog filter.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop annotations less confident than this.")] = None,
+    review: Annotated[str, typer.Option(help="senior (every item to adjudication), readers, or none.")] = "senior",
+    readers_per_item: Annotated[int, typer.Option(help="With --review readers: readers per item.")] = 1,
+    adjudication_threshold: Annotated[float | None, typer.Option(help="With --review readers.")] = None,
+    blinded: Annotated[bool, typer.Option("--blinded/--unblinded", help="With --review readers: hide the model's "
+                                                                        "labels from readers.")] = True,
+    json: bool = JsonOpt,
+) -> None:
+    """Pseudo-label items with a model (reader model:VERSION) and send them to review as a task."""
+    platform = state(ctx).platform()
+    with platform.session(write=False) as session:
+        items = _items(session, schema, dataset, query)
+        level = resolve_schema(session, schema).level
+    scorer = ModelScorer(platform, model, level=level)
+    with platform.session(write=False) as session:
+        candidates = scorer.images_only(session, items.uids)
+    with platform.session() as session:
+        labels = pseudo.pseudo_label(session, platform.objects, candidates, scorer, model_version=scorer.version,
+                                     schema=schema, min_score=min_score, actor=state(ctx).actor, via=VIA)
+        task = None
+        if review != "none":
+            task = pseudo.send_to_review(session, platform.objects, labels, mode=review,
+                                         readers_per_item=readers_per_item,
+                                         adjudication_threshold=adjudication_threshold, blinded=blinded,
+                                         actor=state(ctx).actor, via=VIA)
+    if json:
+        emit_json({**labels.to_dict(), "task": task.to_dict() if task else None})
+        return
+    data = labels.to_dict()
+    console().print(f"{labels.reader}: {data['annotations']} annotation(s) on {data['with_findings']} of "
+                    f"{data['items']} items ({data['dropped']} below --min-score)"
+                    + (f"; review in [bold]{task.ref}[/] ({review})" if task else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add these groups to ``medcycle labels``."""
+    app.add_typer(active_app, name="active")
+    app.add_typer(pseudo_app, name="pseudo")
