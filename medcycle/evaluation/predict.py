@@ -1,0 +1,160 @@
+"""Run a registered model version on a pulled dataset version, case by case, as training preprocessed it.
+
+A version registered from a training run carries everything needed: the run's ``config.json`` artifact (the
+exact preprocessing and network), its class list (``samples.classes`` in the run's params) and the weights by
+digest. :func:`load` rebuilds the network; :func:`predict` reads a split of a pulled folder with the same
+MONAI transforms as validation during training, optionally perturbed (the stress suite), and returns one
+:class:`CasePrediction` per case with the catalog fields that serve as factors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from medcycle.errors import UsageError, ValidationFailed
+
+if TYPE_CHECKING:
+    import torch
+
+    from medcycle.models.registry import VersionInfo
+    from medcycle.platform import Platform
+    from medcycle.training.config import TrainingConfig
+
+FACTOR_FIELDS = ("source", "manufacturer", "model", "modality", "body_part", "patient_sex", "age_band",
+                 "view_position", "study_year")
+Perturb = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+
+
+@dataclass
+class Loaded:
+    version: VersionInfo
+    config: TrainingConfig
+    classes: list[str]
+    model: torch.nn.Module
+
+
+@dataclass(frozen=True, slots=True)
+class CasePrediction:
+    key: str
+    label: int  # classification: the true class index; segmentation: -1
+    probs: tuple[float, ...] = ()  # classification: class probabilities
+    dice: float | None = None  # segmentation: Dice of the foreground against the mask
+    factors: dict[str, str | None] = field(default_factory=dict)
+
+
+def _classes(params: dict[str, Any]) -> list[str] | None:
+    value = params.get("samples.classes", params.get("samples", {}).get("classes") if isinstance(
+        params.get("samples"), dict) else None)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return [str(c) for c in value] if isinstance(value, list) and value else None
+
+
+def load(platform: Platform, ref: str) -> Loaded:
+    """The network of model version ``ref`` with its training config and classes, on the CPU, in eval mode."""
+    import torch
+
+    from medcycle.experiments.runs import get_run
+    from medcycle.models.registry import info, resolve
+    from medcycle.training.config import TrainingConfig
+    from medcycle.training.models import build_model, out_channels
+
+    with platform.session(write=False) as session:
+        version = info(session, resolve(session, ref))
+        if version.run_id is None:
+            raise ValidationFailed(f"{version.ref} was registered without a run: its preprocessing is unknown",
+                                   hint="Register versions from training runs (medcycle model register NAME --run "
+                                        "RUN) to evaluate or serve them.")
+        run = get_run(session, version.run_id)
+    config_art = next((a for a in reversed(run.artifacts) if a.name == "config.json" and a.digest), None)
+    if config_art is None or config_art.digest is None:
+        raise ValidationFailed(f"run {version.run_id} of {version.ref} stored no config.json",
+                               hint="Train with `medcycle train run CONFIG`, which records the config.")
+    config = TrainingConfig.model_validate_json(platform.objects.get(config_art.digest))
+    classes = _classes(run.to_dict().get("params", {}))
+    if classes is None:
+        raise ValidationFailed(f"run {version.run_id} recorded no class list", hint="Retrain with medcycle train.")
+    model = build_model(config, out_channels(config, classes))
+    state = torch.load(io.BytesIO(platform.objects.get(version.weights_digest)), map_location="cpu",
+                       weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValidationFailed(f"the weights of {version.ref} do not fit its training config: {exc}",
+                               hint="Register the model the run logged (artifact 'model').") from exc
+    model.eval()
+    return Loaded(version, config, classes, model)
+
+
+def _factors(root: Path) -> dict[str, dict[str, str | None]]:
+    from medcycle.training.data import read_manifest
+
+    out: dict[str, dict[str, str | None]] = {}
+    for row in read_manifest(root):
+        key = row.get("uid") or row.get("series") or row["path"]
+        out[key] = {f: (row.get(f) or None) for f in FACTOR_FIELDS if f in row}
+        series = row.get("series")
+        if series and series not in out:
+            out[series] = out[key]
+    return out
+
+
+def predict(loaded: Loaded, data_dir: str | Path, split: str, *, perturb: Perturb | None = None,
+            keys: Sequence[str] | None = None) -> list[CasePrediction]:
+    """One prediction per case of ``split`` (or of ``keys`` only) in the pulled folder ``data_dir``."""
+    import torch
+
+    from medcycle.training.data import index, make_dataset, make_loader
+
+    root = Path(data_dir)
+    samples = index(root, loaded.config)
+    if samples.classes != loaded.classes and not loaded.config.task.segmentation:
+        missing = sorted(set(samples.classes) - set(loaded.classes))
+        if missing:
+            raise ValidationFailed(f"{root} has classes the model does not know: {', '.join(missing)}",
+                                   hint=f"The model predicts {', '.join(loaded.classes)}.")
+        samples.classes = loaded.classes
+    chosen = samples.split(split)
+    if keys is not None:
+        wanted = set(keys)
+        chosen = [s for s in chosen if s.key in wanted]
+    if not chosen:
+        raise UsageError(f"no cases to evaluate in split {split!r} of {root}", hint="Check --split and the pull.")
+    factors = _factors(root)
+    dataset = make_dataset(loaded.config, chosen, len(loaded.classes), train=False)
+    loader = make_loader(loaded.config, dataset, train=False, seed=0)
+    out: list[CasePrediction] = []
+    seg = loaded.config.task.segmentation
+    i = 0
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"]
+            if perturb is not None:
+                x = torch.stack([torch.from_numpy(np.ascontiguousarray(perturb(img.numpy()), dtype=np.float32))
+                                 for img in x])
+            logits = loaded.model(x).float()
+            for k in range(len(x)):
+                sample = chosen[i]
+                i += 1
+                f = factors.get(sample.key, {"source": sample.source or None})
+                if seg:
+                    pred = logits[k].argmax(dim=0) > 0
+                    truth = batch["mask"][k, 0] > 0
+                    inter, total = float((pred & truth).sum()), float(pred.sum() + truth.sum())
+                    out.append(CasePrediction(sample.key, -1, dice=1.0 if total == 0 else 2 * inter / total,
+                                              factors=f))
+                else:
+                    probs = torch.softmax(logits[k], dim=0).tolist()
+                    out.append(CasePrediction(sample.key, sample.label, probs=tuple(probs), factors=f))
+    return out
