@@ -332,3 +332,8 @@ def reproduce(
                         f"NOT reproduced: {', '.join(m.key for m in report.differing) or 'the re-run failed'}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+from medcycle.cli.run_card import card as _card  # noqa: E402  (the card command lives in its own module)
+
+app.command("card")(_card)
