@@ -1,0 +1,271 @@
+"""Inference jobs over REST: submit (files or object references), read, wait, cancel, fetch outputs.
+
+* ``POST /v1/jobs`` — ``multipart/form-data`` (``model``, one or more ``files``, optional ``params`` JSON,
+  ``webhook``, ``deadline_s``, ``priority``) or ``application/json`` (:class:`JobRequest`, inputs by object
+  digest). ``Idempotency-Key`` returns the first job sent with that key (per caller). Answers ``202`` with the
+  job and ``Location``; with ``?wait=SECONDS`` it waits up to that long and answers ``200`` once the job has
+  finished (the sync facade). A full queue answers ``429`` with ``Retry-After``.
+* ``GET /v1/jobs/{id}`` (``?wait=SECONDS`` long-polls), ``DELETE /v1/jobs/{id}`` cancels (a queued job never
+  runs; a running one is stopped at its worker's next heartbeat — a batch that ends first still completes it),
+  ``GET /v1/jobs/{id}/outputs/{n}`` streams output ``n``.
+
+The route only parses and calls :func:`medcycle.serving.intake.submit`; workers compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from medcycle.api.deps import PlatformDep, requires
+from medcycle.auth import audit
+from medcycle.auth.roles import Permission, Principal
+from medcycle.errors import NotFound, UsageError, ValidationFailed
+from medcycle.jobs.base import Job
+from medcycle.objects.base import CHUNK
+from medcycle.platform import Platform
+from medcycle.serving import intake
+from medcycle.serving.config import ServingSettings, load_serving_settings
+from medcycle.serving.inputs import InputLike, LengthRequired, PayloadTooLarge, UnsupportedMediaType, Upload
+from medcycle.serving.results import job_out
+from medcycle.serving.schemas import JobOut, JobRequest, Params
+
+router = APIRouter(prefix="/v1/jobs", tags=["inference"])
+Submitter = Annotated[Principal, requires(Permission.WRITE_DATA)]
+Reader = Annotated[Principal, requires(Permission.READ_DATA)]
+MAX_JSON_BYTES = 4 * 1024 * 1024
+WaitQuery = Annotated[float, Query(ge=0, le=600, description="Seconds to wait for the job to finish (sync facade).")]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Bad input (the message names which)"},
+    404: {"description": "No such model or job"},
+    411: {"description": "Upload without Content-Length"},
+    413: {"description": "Upload, file or archive too large"},
+    415: {"description": "Neither multipart/form-data nor application/json"},
+    422: {"description": "Invalid request or unreadable image"},
+    429: {"description": "Queue full; retry after Retry-After seconds"},
+}
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` references inlined (OpenAPI request bodies cannot point into them)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.rsplit("/", 1)[1]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "files"],
+    "properties": {
+        "model": {"type": "string", "description": "NAME, NAME@vN or NAME@ALIAS."},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "DICOM, NIfTI or PNG files, or zips of them."},
+        "params": {"type": "string", "description": 'JSON, e.g. {"threshold": 0.3, "outputs": ["png"]}.'},
+        "webhook": {"type": "string"},
+        "deadline_s": {"type": "number"},
+        "priority": {"type": "integer"},
+    },
+}
+REQUEST_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+    "application/json": {"schema": _inline(JobRequest.model_json_schema())},
+}}
+
+
+def _settings(request: Request, platform: Platform) -> ServingSettings:
+    cfg: ServingSettings | None = getattr(request.app.state, "serving_settings", None)
+    if cfg is None:
+        cfg = load_serving_settings(platform.settings)
+        request.app.state.serving_settings = cfg
+    return cfg
+
+
+def _float(value: Any, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(str(value))
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a number, not {str(value)[:20]!r}", hint=f"E.g. {name}=300.") from None
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{name} must be a text field, not a file", hint=f"Send {name} as a form field.")
+    return value
+
+
+def _form_fields(form: FormData) -> tuple[list[InputLike], dict[str, Any]]:
+    files = [f for f in [*form.getlist("files"), *form.getlist("file")] if isinstance(f, UploadFile)]
+    if not files:
+        raise UsageError("the form holds no files", hint="Send one or more 'files' parts.")
+    model = _text(form.get("model"), "model")
+    if not model:
+        raise UsageError("the form names no model", hint="Add a 'model' field: NAME, NAME@vN or NAME@ALIAS.")
+    fields = {"model": model, "params": Params.parse(_text(form.get("params"), "params")),
+              "webhook": _text(form.get("webhook"), "webhook"),
+              "deadline_s": _float(form.get("deadline_s"), "deadline_s"),
+              "priority": int(_float(form.get("priority"), "priority") or 0)}
+    return [Upload(f.filename or f"file {i + 1}", f.file) for i, f in enumerate(files)], fields
+
+
+async def _body(request: Request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise PayloadTooLarge("the JSON body is larger than 4 MiB", hint="Reference inputs by object digest.")
+    return body
+
+
+def _json_fields(body: bytes) -> tuple[list[InputLike], dict[str, Any]]:
+    try:
+        parsed = JobRequest.model_validate_json(body)
+    except ValidationError as exc:
+        problems = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+        first = problems[0] if problems else {"where": "body", "problem": "invalid"}
+        raise ValidationFailed(f"invalid request: {first['where']}: {first['problem']}",
+                               hint="See the request schema at /docs.", problems=problems) from None
+    fields = {"model": parsed.model, "params": parsed.params, "webhook": parsed.webhook,
+              "deadline_s": parsed.deadline_s, "priority": parsed.priority}
+    return [i.digest for i in parsed.inputs], fields
+
+
+async def _wait(platform: Platform, job: Job, seconds: float) -> Job:
+    until = time.monotonic() + seconds
+    pause = 0.02
+    while not job.state.finished and time.monotonic() < until:
+        await asyncio.sleep(min(pause, max(0.0, until - time.monotonic())))
+        pause = min(pause * 1.5, 0.25)
+        job = await run_in_threadpool(platform.jobs.get, job.id)
+    return job
+
+
+def _answer(platform: Platform, job: Job, *, submitted: bool) -> JSONResponse:
+    view = job_out(platform, job)
+    code = 200 if job.state.finished else 202
+    headers = {"Location": f"/v1/jobs/{job.id}"} if submitted else {}
+    return JSONResponse(view.model_dump(mode="json"), status_code=code, headers=headers)
+
+
+@router.post("", response_model=JobOut, status_code=202, responses=ERRORS, openapi_extra={"requestBody": REQUEST_BODY})
+async def submit_job(
+    request: Request,
+    platform: PlatformDep,
+    principal: Submitter,
+    wait: WaitQuery = 0.0,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> JSONResponse:
+    """Submit an inference job: files (multipart) or object references (JSON). 202 + the job; see the module."""
+    cfg = _settings(request, platform)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > cfg.max_upload_bytes:
+        raise PayloadTooLarge(f"the request is {int(length)} bytes; at most {cfg.max_upload_bytes} are accepted",
+                              hint="Send fewer or smaller files per request, or store them first (POST /v1/objects) "
+                                   "and reference their digests.")
+    form = None
+    try:
+        if ctype == "multipart/form-data":
+            if length is None or not length.isdigit():
+                raise LengthRequired("an upload needs a Content-Length header", hint="Send the files as one "
+                                     "multipart request with its length (every HTTP client does unless streaming).")
+            form = await request.form(max_files=cfg.max_files, max_fields=32, max_part_size=64 * 1024)
+            inputs, fields = _form_fields(form)
+        elif ctype == "application/json":
+            inputs, fields = _json_fields(await _body(request))
+        else:
+            raise UnsupportedMediaType(f"content type {ctype or 'none'!r} is not accepted",
+                                       hint="Send multipart/form-data with files, or application/json with object "
+                                            "digests.")
+        key = f"{principal.name}:{idempotency_key}" if idempotency_key else None
+        job = await run_in_threadpool(
+            intake.submit, platform, inputs, model=fields["model"], source="rest", idempotency_key=key,
+            deadline_s=fields["deadline_s"], webhook=fields["webhook"], params=fields["params"],
+            priority=max(-10, min(10, fields["priority"])), settings=cfg)
+    finally:
+        if form is not None:
+            await form.close()
+
+    def record() -> None:
+        with platform.session() as session:
+            audit.record(session, principal, "serving.submit", target_kind="job", target_id=job.id, via="api",
+                         model=fields["model"], images=(job.payload or {}).get("images"))
+
+    await run_in_threadpool(record)
+    if wait > 0:
+        job = await _wait(platform, job, min(wait, cfg.max_wait_s))
+    return await run_in_threadpool(_answer, platform, job, submitted=True)
+
+
+def _inference_job(platform: Platform, cfg: ServingSettings, job_id: str) -> Job:
+    job = platform.jobs.get(job_id)
+    if job.queue != cfg.queue:
+        raise NotFound(f"job {job_id} is not an inference job", hint="See GET /v1/queues for other jobs.")
+    return job
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={404: ERRORS[404]})
+async def get_job(request: Request, job_id: str, platform: PlatformDep, _: Reader, wait: WaitQuery = 0.0
+                  ) -> JSONResponse:
+    """The job and, once done, its result (findings per case, outputs, the model version that computed it)."""
+    cfg = _settings(request, platform)
+    job = await run_in_threadpool(_inference_job, platform, cfg, job_id)
+    if wait > 0:
+        job = await _wait(platform, job, min(wait, cfg.max_wait_s))
+    return await run_in_threadpool(_answer, platform, job, submitted=False)
+
+
+@router.delete("/{job_id}", response_model=JobOut, responses={404: ERRORS[404]})
+def cancel_job(request: Request, job_id: str, platform: PlatformDep, principal: Submitter) -> JobOut:
+    """Cancel: a queued job never runs; a running one is stopped at its worker's next heartbeat."""
+    cfg = _settings(request, platform)
+    _inference_job(platform, cfg, job_id)
+    job = platform.jobs.cancel(job_id)
+    with platform.session() as session:
+        audit.record(session, principal, "serving.cancel", target_kind="job", target_id=job_id, via="api")
+    return job_out(platform, job)
+
+
+@router.get("/{job_id}/outputs/{n}", response_class=StreamingResponse, responses={404: ERRORS[404]})
+def get_output(request: Request, job_id: str, n: int, platform: PlatformDep, principal: Reader) -> Response:
+    """Output ``n`` (0-based, as listed in the result) with its media type; the read is audited."""
+    cfg = _settings(request, platform)
+    view = job_out(platform, _inference_job(platform, cfg, job_id))
+    if view.result is None or not 0 <= n < len(view.result.outputs):
+        count = len(view.result.outputs) if view.result is not None else 0
+        raise NotFound(f"job {job_id} has no output {n} ({count} outputs)",
+                       hint="GET /v1/jobs/{id} lists the outputs once the job is done.")
+    output = view.result.outputs[n]
+    audit.record_read(platform, principal, "serving.output.read", target_kind="job", target_id=job_id, via="api",
+                      output=n, digest=output.digest)
+    stream = platform.objects.open(output.digest)
+
+    def body() -> Iterator[bytes]:
+        with stream:
+            while chunk := stream.read(CHUNK):
+                yield chunk
+
+    return StreamingResponse(body(), media_type=output.media_type,
+                             headers={"ETag": f'"{output.digest}"', "X-Medcycle-Digest": output.digest})

@@ -1,0 +1,93 @@
+"""``medcycle serve-worker``: an inference worker — dynamic batches from the queue, results stored idempotently.
+
+Run as many as the machine (or cluster) has accelerators; each takes batches independently. SIGTERM/SIGINT
+stop it after the batch in hand (its jobs complete); a killed worker's jobs are redelivered after their lease.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from medcycle.cli.context import state
+from medcycle.cli.output import JsonOpt, emit_json, err_console
+
+
+def worker(
+    ctx: typer.Context,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue to take jobs from (serving `queue`).",
+                                              show_default=False)] = None,
+    max_batch_images: Annotated[int | None, typer.Option(min=1, max=4096, help="Close a batch at this many "
+                                                         "images/slices (serving `max_batch_images`).",
+                                                         show_default=False)] = None,
+    max_delay_ms: Annotated[int | None, typer.Option(min=0, max=60_000, help="Longest wait to fill a batch "
+                                                     "(serving `max_delay_ms`).", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto (serving `device`).",
+                                               show_default=False)] = None,
+    lease_seconds: Annotated[float | None, typer.Option(min=0.2, help="Lease per job (default: setting "
+                                                        "job_lease_seconds).", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name (default HOST:PID:THREAD).", show_default=False)
+                    ] = None,
+    max_jobs: Annotated[int | None, typer.Option(min=1, help="Exit after this many jobs.", show_default=False)
+                        ] = None,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port "
+                                              "(0: off).")] = 0,
+    webhooks: Annotated[bool, typer.Option("--webhooks/--no-webhooks", help="Also deliver queued webhooks.")
+                        ] = True,
+    json: bool = JsonOpt,
+) -> None:
+    """Take inference jobs in batches counted in images, run the OOD gate and the model, store the results."""
+    from medcycle.serving.config import load_serving_settings
+    from medcycle.serving.webhooks import WebhookSender
+    from medcycle.serving.worker import ServingWorker
+
+    cli = state(ctx)
+    platform = cli.platform()
+    cfg = load_serving_settings(platform.settings, queue=queue)
+    from medcycle.monitoring.sentry import init_sentry
+
+    init_sentry(platform.settings, component="worker")
+    err = err_console()
+    serving = ServingWorker(platform, settings=cfg, max_batch_images=max_batch_images, max_delay_ms=max_delay_ms,
+                            lease_seconds=lease_seconds, device=device, name=name)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=platform.settings.host, registry=serving.metrics.registry)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        err.print(f"serve-worker {serving.name}: {signal.Signals(signum).name}, stopping after this batch")
+        stop.set()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    sender = WebhookSender(platform, cfg) if webhooks else None
+    thread = None
+    if sender is not None:
+        thread = threading.Thread(target=sender.run, args=(stop,), daemon=True, name="medcycle-webhooks")
+        thread.start()
+    err.print(f"serve-worker {serving.name}: queue {cfg.queue}, batches of up to {serving.cfg.max_batch_images} "
+              f"images within {serving.cfg.max_delay_ms} ms")
+    try:
+        stats = serving.run(stop, max_jobs=max_jobs)
+    finally:
+        stop.set()
+        if thread is not None and sender is not None:
+            thread.join(timeout=5)
+            sender.close()
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+    summary = {"worker": serving.name, "queue": cfg.queue, "batches": stats.batches, "jobs": stats.jobs,
+               "computed": stats.computed, "cached": stats.cached, "refused": stats.refused,
+               "expired": stats.expired, "failed": stats.failed, "retried": stats.retried, "lost": stats.lost,
+               "images": stats.images}
+    if json:
+        emit_json(summary)
+    else:
+        err.print(", ".join(f"{k} {v}" for k, v in summary.items()))

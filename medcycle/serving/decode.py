@@ -1,0 +1,148 @@
+"""Worker side of intake: a job's stored objects back into arrays, read exactly as training reads files.
+
+Each case's objects are fetched into a scratch folder and read with the training readers
+(:mod:`medcycle.training.data`): DICOM with its modality LUT and MONOCHROME1 inverted, a series stacked in
+slice order; NIfTI with axes reversed to ``(k, j, i)``; PNG as grayscale. What outputs need comes along:
+the DICOM headers in slice order (DICOM SEG and secondary captures reference them), the series grid
+(NIfTI masks on the input's geometry), and the spacing in mm for areas and volumes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medcycle.errors import ValidationFailed
+from medcycle.serving.inputs import DICOM, NIFTI, SUFFIX
+
+if TYPE_CHECKING:
+    from medcycle.labels.formats.geometry import SeriesGeometry
+    from medcycle.objects.base import ObjectStore
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+@dataclass
+class DecodedCase:
+    """One case of a job, decoded.
+
+    Attributes:
+        pixels: ``(rows, cols)`` or ``(slices, rows, cols)``, float32 in scanner units as training reads them.
+        header: the first slice's DICOM header (the OOD gate's header rules); None for NIfTI/PNG.
+        datasets: DICOM headers (no pixel data) in slice order, for outputs that reference the source.
+        grid: the series grid (DICOM), or None.
+        affine: 4x4 voxel → RAS (mm) for NIfTI outputs: the input's own (NIfTI), the grid's (DICOM), or None.
+        spacing: ``(slice, row, column)`` mm, or None when unknown (PNG).
+    """
+
+    index: int
+    kind: str
+    digests: list[str]
+    pixels: F32
+    header: Any = None
+    datasets: list[Any] = field(default_factory=list)
+    grid: SeriesGeometry | None = None
+    affine: F64 | None = None
+    spacing: tuple[float, float, float] | None = None
+
+    @property
+    def images(self) -> int:
+        return 1 if self.pixels.ndim == 2 else int(self.pixels.shape[0])
+
+
+def _fetch(objects: ObjectStore, digest: str, folder: Path, name: str, fmt: str) -> Path:
+    path = folder / name
+    objects.get_to_path(digest, path)
+    if fmt == NIFTI:
+        with path.open("rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        target = path.with_name(path.name + (".nii.gz" if gz else ".nii"))
+        path.rename(target)
+        return target
+    target = path.with_name(path.name + SUFFIX[fmt])
+    path.rename(target)
+    return target
+
+
+def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folder: Path) -> DecodedCase:
+    """Case ``index`` of a job's ``payload``, fetched into ``folder`` and read.
+
+    Raises:
+        ValidationFailed: the stored input cannot be read as an image (the message says why).
+    """
+    from medcycle.training.data import read_file, read_volume, slice_order
+
+    spec = payload["cases"][index]
+    digests = [payload["inputs"][i] for i in spec["inputs"]]
+    fmt = str(spec["kind"])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [_fetch(objects, d, folder, f"c{index}-{k:05d}", fmt) for k, d in enumerate(digests)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # decoder warnings may quote header values
+        try:
+            if fmt == DICOM:
+                ordered = [Path(p) for p in slice_order(paths)] if len(paths) > 1 else paths
+                pixels = read_volume(ordered)
+            else:
+                ordered = paths
+                pixels = read_file(paths[0])
+        except ValidationFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoders raise many kinds; the text may quote header values
+            raise ValidationFailed(f"case {index + 1} ({fmt}) cannot be decoded ({type(exc).__name__})",
+                                   hint="Send the images again; check they open in a viewer.") from None
+    if pixels.ndim == 3 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim not in (2, 3) or min(pixels.shape) < 2:
+        raise ValidationFailed(f"case {index + 1} has an image of shape {pixels.shape}",
+                               hint="Send 2D images or 3D volumes of at least 2 pixels per side.")
+    case = DecodedCase(index, fmt, [str(d) for d in digests], np.ascontiguousarray(pixels, dtype=np.float32))
+    if fmt == DICOM:
+        _dicom_context(case, ordered)
+    elif fmt == NIFTI:
+        _nifti_context(case, paths[0])
+    return case
+
+
+def _dicom_context(case: DecodedCase, ordered: Sequence[Path]) -> None:
+    import pydicom
+
+    from medcycle.catalog.deid import quiet_pydicom
+    from medcycle.labels.formats.geometry import SeriesGeometry
+
+    with quiet_pydicom(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        case.datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in ordered]
+    case.header = case.datasets[0]
+    try:
+        grid = SeriesGeometry.from_datasets(case.datasets)
+    except ValidationFailed:  # multi-frame, uneven spacing, missing geometry: no grid, no SEG
+        grid = None
+    if grid is not None and grid.shape == ((1, *case.pixels.shape) if case.pixels.ndim == 2 else case.pixels.shape):
+        case.grid = grid
+        case.affine = grid.affine_ras()
+        case.spacing = grid.spacing
+        return
+    ds = case.header
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    if spacing is not None and len(spacing) == 2:
+        thickness = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        case.spacing = (thickness, float(spacing[0]), float(spacing[1]))
+
+
+def _nifti_context(case: DecodedCase, path: Path) -> None:
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    case.affine = np.asarray(img.affine, dtype=np.float64)
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    while len(zooms) < 3:
+        zooms.append(1.0)
+    case.spacing = (zooms[2], zooms[1], zooms[0])  # arrays are (k, j, i)

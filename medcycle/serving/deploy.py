@@ -1,0 +1,324 @@
+"""``medcycle deploy MODEL[@ALIAS]``: run the inference service on this machine, update it, roll it out safely.
+
+What a deployment is: a *spec* (``HOME/serving/deploy/deployment.json``) — the model reference the service
+serves by default (DICOM intake without ``?model=``, the SCP), how many worker processes, an optional canary
+(a percentage of new jobs for that model goes to a candidate version) and an optional shadow (a version that
+runs on a copy of each job and only logs) — and a supervisor process (:mod:`medcycle.serving.supervisor`)
+that makes the machine match it: the API (``medcycle serve``), the workers
+(:mod:`medcycle.serving.routing`) and, if asked, the DICOM SCP.
+
+Rules it keeps:
+
+* **Warm before ready.** Every change of the spec is a new *generation*: its workers start, load the
+  versions they will serve, run one warm-up pass and report ready; only then are the previous generation's
+  workers asked to stop. They finish the batch in hand first, so jobs in flight end on the version they
+  started with. A generation whose workers fail to start is abandoned and the previous one keeps serving.
+* **Rollback in under a second.** ``medcycle model rollback NAME`` moves the alias (one row); workers
+  re-resolve the alias for every batch (one indexed read), so the next job runs on the previous version —
+  kept loaded in the worker's version cache — while a batch in flight finishes on the one it started with.
+* **Configuration, not code.** Worker count, canary share and shadow change with ``medcycle deploy`` again;
+  batching and limits are serving settings (``docs/serving.md``). On Kubernetes the same spec file is
+  mounted from a ConfigMap (``deploy/helm/medcycle``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from medcycle.errors import BackendUnavailable, Conflict, MedcycleError, UsageError, ValidationFailed
+from medcycle.store.base import utcnow
+
+if TYPE_CHECKING:
+    from medcycle.platform import Platform
+    from medcycle.settings import Settings
+
+SPEC_FILE: Final = "deployment.json"
+STATUS_FILE: Final = "status.json"
+PID_FILE: Final = "supervisor.pid"
+LOG_FILE: Final = "supervisor.log"
+MAX_WORKERS: Final = 64
+
+
+def deploy_dir(settings: Settings) -> Path:
+    return settings.home / "serving" / "deploy"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What should run (see the module docstring). ``generation`` grows with every change."""
+
+    model: str
+    workers: int = 1
+    canary_percent: float = 0.0
+    candidate: str | None = None
+    shadow: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api: bool = True
+    scp_port: int | None = None
+    scp_ae_title: str = "MEDCYCLE"
+    generation: int = 0
+    updated_at: str = ""
+    updated_by: str = "system"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise UsageError("a deployment needs a model", hint="medcycle deploy NAME@ALIAS, e.g. chest@production.")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise UsageError(f"--workers {self.workers} is not in 1-{MAX_WORKERS}", hint="E.g. --workers 2.")
+        if not 0 <= self.canary_percent <= 100:
+            raise UsageError(f"--canary {self.canary_percent} is not a percentage", hint="E.g. --canary 10.")
+        if self.canary_percent and not self.candidate:
+            raise UsageError("a canary needs a candidate version", hint="Add --candidate NAME@vN.")
+        if self.candidate and not self.canary_percent:
+            raise UsageError("a candidate needs a canary share", hint="Add --canary PCT (e.g. 10).")
+        if self.candidate and self.candidate.partition("@")[0] != self.name:
+            raise UsageError("the candidate must be a version of the deployed model",
+                             hint=f"E.g. --candidate {self.name}@v3.")
+        if not 0 < self.port < 65536 or (self.scp_port is not None and not 0 < self.scp_port < 65536):
+            raise UsageError("ports must be in 1-65535", hint="E.g. --port 8080 --scp-port 11112.")
+
+    @property
+    def name(self) -> str:
+        return self.model.partition("@")[0].strip()
+
+    def refs(self) -> list[str]:
+        """Every model reference the workers load and warm."""
+        return [r for r in (self.model, self.candidate, self.shadow) if r]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeploymentSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` atomically (readers see the old or the new file, never a part)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValidationFailed(f"{path} is not readable JSON ({type(exc).__name__})",
+                               hint="Deploy again to rewrite it: medcycle deploy NAME@ALIAS.") from None
+    return data if isinstance(data, dict) else None
+
+
+def read_spec(settings: Settings, path: Path | None = None) -> DeploymentSpec | None:
+    """The current deployment spec, or None when nothing was deployed."""
+    data = read_json(path or deploy_dir(settings) / SPEC_FILE)
+    return DeploymentSpec.from_dict(data) if data else None
+
+
+def write_spec(settings: Settings, spec: DeploymentSpec) -> None:
+    """Replace the deployment spec (``deploy`` does this; on Kubernetes a ConfigMap provides the file)."""
+    _write_json(deploy_dir(settings) / SPEC_FILE, spec.to_dict())
+
+
+def default_model(platform: Platform, model: str | None = None) -> str:
+    """``model`` if given, else the deployed model (what DICOM intake runs when a request names none)."""
+    if model is not None and model.strip():
+        return model.strip()
+    spec = read_spec(platform.settings)
+    if spec is None:
+        raise UsageError("no model named and none deployed",
+                         hint="Add ?model=NAME@ALIAS to the request, or deploy one: medcycle deploy NAME@ALIAS.")
+    return spec.model
+
+
+def check_refs(platform: Platform, spec: DeploymentSpec) -> dict[str, str]:
+    """Resolve every reference of ``spec`` now (NotFound with a hint if one does not exist): ref → NAME@vN."""
+    from medcycle.models.registry import resolve
+
+    out = {}
+    with platform.session(write=False) as session:
+        for ref in spec.refs():
+            row = resolve(session, ref)
+            out[ref] = f"{row.model}@v{row.version}"
+    if spec.shadow and out.get(spec.shadow) == out[spec.model]:
+        raise UsageError(f"the shadow {spec.shadow} is the version already served",
+                         hint="Shadow another version, e.g. the next candidate.")
+    return out
+
+
+# -- the supervisor, from the outside ----------------------------------------------------------------------
+def supervisor_pid(settings: Settings) -> int | None:
+    """The running supervisor's pid (None when none runs; a stale pid file is ignored)."""
+    path = deploy_dir(settings) / PID_FILE
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid
+    return pid if b"medcycle.serving.supervisor" in cmdline else None
+
+
+def child_env(settings: Settings, config_file: Path | None = None) -> dict[str, str]:
+    """The environment of the supervisor and its children: the same settings as this process."""
+    env = dict(os.environ)
+    env["MEDCYCLE_HOME"] = str(settings.home)
+    env["MEDCYCLE_DATABASE_URL"] = settings.resolved_database_url
+    env["MEDCYCLE_OBJECT_STORE_URL"] = settings.resolved_object_store_url
+    env["MEDCYCLE_QUEUE_URL"] = settings.queue_url
+    env["MEDCYCLE_ENVIRONMENT"] = settings.environment.value
+    env["MEDCYCLE_SECRET_KEY"] = settings.secret_key.get_secret_value()
+    env["MEDCYCLE_AUTH_ENABLED"] = "true" if settings.auth_enabled else "false"
+    if config_file is not None:
+        env["MEDCYCLE_CONFIG"] = str(config_file)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _spawn_supervisor(settings: Settings, config_file: Path | None) -> None:
+    folder = deploy_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOG_FILE).open("ab") as log:
+        # --detach forks once more and returns at once: the supervisor is nobody's child (no zombie, and it
+        # outlives this command), while this call still sees a start failure in the exit code.
+        launcher = subprocess.run([sys.executable, "-m", "medcycle.serving.supervisor", "--detach"],
+                                  env=child_env(settings, config_file), stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, check=False,
+                                  timeout=60)
+    if launcher.returncode != 0:
+        raise BackendUnavailable("the deployment supervisor did not start",
+                                 hint=f"See {folder / LOG_FILE}.")
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    spec: DeploymentSpec
+    versions: dict[str, str]
+    status: dict[str, Any]
+    started_supervisor: bool
+
+
+def deploy(
+    platform: Platform,
+    model: str,
+    *,
+    workers: int | None = None,
+    canary_percent: float | None = None,
+    candidate: str | None = None,
+    shadow: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    api: bool | None = None,
+    scp_port: int | None = None,
+    actor: str = "system",
+    config_file: Path | None = None,
+    wait_s: float | None = 300.0,
+) -> DeployResult:
+    """Write a new generation of the spec and have the supervisor (started if needed) roll it out.
+
+    Options left None keep the current deployment's values (so ``--canary 0`` ends a canary and
+    ``medcycle deploy chest@production`` alone keeps the worker count). With ``wait_s`` it returns once the
+    new generation serves, or raises when it failed (the previous generation keeps serving).
+
+    Raises:
+        NotFound: a model reference does not exist. UsageError: bad options.
+        Conflict: the new generation failed to start (the message says why).
+        BackendUnavailable: the supervisor did not answer in time.
+    """
+    settings = platform.settings
+    current = read_spec(settings)
+    base = current.to_dict() if current is not None else {}
+    values = {"model": model.strip(), "workers": workers, "canary_percent": canary_percent, "candidate": candidate,
+              "shadow": shadow, "host": host, "port": port, "api": api, "scp_port": scp_port}
+    merged = {**base, **{k: v for k, v in values.items() if v is not None}}
+    if canary_percent == 0:
+        merged["candidate"] = None
+    if shadow == "":
+        merged["shadow"] = None
+    merged.setdefault("host", settings.host)
+    merged.setdefault("port", settings.port)
+    merged["generation"] = (current.generation if current is not None else 0) + 1
+    merged["updated_at"] = utcnow().isoformat()
+    merged["updated_by"] = actor
+    spec = DeploymentSpec.from_dict(merged)
+    versions = check_refs(platform, spec)
+    write_spec(settings, spec)
+    pid = supervisor_pid(settings)
+    started = pid is None
+    if pid is None:
+        _spawn_supervisor(settings, config_file)
+    else:
+        os.kill(pid, signal.SIGHUP)
+    status = wait_for_generation(settings, spec.generation, wait_s) if wait_s else read_status(settings)
+    return DeployResult(spec, versions, status, started)
+
+
+def read_status(settings: Settings) -> dict[str, Any]:
+    """What the supervisor last reported, and whether it is alive."""
+    status = read_json(deploy_dir(settings) / STATUS_FILE) or {}
+    spec = read_spec(settings)
+    status["supervisor_alive"] = supervisor_pid(settings) is not None
+    status["spec"] = spec.to_dict() if spec is not None else None
+    return status
+
+
+def wait_for_generation(settings: Settings, generation: int, timeout_s: float) -> dict[str, Any]:
+    """Block until the supervisor serves ``generation`` (or reports it failed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = read_status(settings)
+        failed = status.get("failed") or {}
+        if failed.get("generation") == generation:
+            raise Conflict(f"generation {generation} did not start: {failed.get('reason')}",
+                           hint=f"See {deploy_dir(settings) / LOG_FILE}; the previous generation keeps serving.")
+        if status.get("generation") == generation and status.get("state") == "ready":
+            return status
+        if not status["supervisor_alive"] and status.get("generation") != generation and time.monotonic() > (
+                deadline - timeout_s + 5):
+            raise BackendUnavailable("the deployment supervisor is not running",
+                                     hint=f"See {deploy_dir(settings) / LOG_FILE}.")
+        time.sleep(0.1)
+    raise BackendUnavailable(f"generation {generation} was not ready after {timeout_s:.0f} s",
+                             hint=f"See `medcycle deploy --status` and {deploy_dir(settings) / LOG_FILE}.")
+
+
+def stop(settings: Settings, *, timeout_s: float = 60.0) -> bool:
+    """Stop the supervisor and everything it runs (workers finish their batch); False when none ran."""
+    pid = supervisor_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if supervisor_pid(settings) is None:
+            return True
+        time.sleep(0.1)
+    raise MedcycleError(f"the supervisor (pid {pid}) did not stop within {timeout_s:.0f} s",
+                        hint=f"Check it: ps {pid}; kill it with kill {pid}.")
+
+
+def describe(status: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows (role, pid, generation, state) for the CLI."""
+    return [(p.get("role", "?"), str(p.get("pid", "?")), str(p.get("generation", "")), p.get("state", ""))
+            for p in status.get("processes", [])]

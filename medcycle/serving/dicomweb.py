@@ -1,0 +1,208 @@
+"""DICOMweb (PS3.18) for inference: STOW-RS intake, QIDO-RS and WADO-RS over the results.
+
+* ``POST /dicomweb/studies`` (and ``/dicomweb/studies/{study}``): ``multipart/related; type="application/dicom"``,
+  one DICOM file per part → de-identified, stored, one inference job per study
+  (:func:`medcycle.serving.stow.stow`); the answer is the PS3.18 Store Instances Response (DICOM JSON) with
+  200 / 202 / 409, failures naming their part (also in ``Warning`` headers), and ``X-Medcycle-Jobs``.
+  ``?model=NAME@ALIAS`` chooses the model (default: the deployed one, ``medcycle deploy``).
+* ``GET /dicomweb/studies`` and ``/dicomweb/studies/{study}/series``: QIDO-RS over studies that have DICOM
+  results (SEG, secondary capture), matched by the original StudyInstanceUID.
+* ``GET /dicomweb/studies/{study}`` and ``/dicomweb/studies/{study}/series/{series}``: WADO-RS — the result
+  objects, re-identified for the PACS, as ``multipart/related; type="application/dicom"``.
+
+Routes only parse and format; the work is in :mod:`medcycle.serving.stow` and :mod:`.dicom_results`. Reads
+of results are audited (they carry the patient's identity again).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from medcycle.api.deps import PlatformDep, requires
+from medcycle.auth import audit
+from medcycle.auth.roles import Permission, Principal
+from medcycle.errors import UsageError
+from medcycle.platform import Platform
+from medcycle.serving.dicom_results import DicomResults, series_attributes, study_attributes
+from medcycle.serving.multipart import (
+    UnsupportedMediaType,
+    new_boundary,
+    parse_content_type,
+    read_related,
+    write_related,
+)
+from medcycle.serving.stow import DICOM_MEDIA, StowPart, stow
+from medcycle.serving.studies import DicomIntake
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+Writer = Annotated[Principal, requires(Permission.WRITE_DATA)]
+Reader = Annotated[Principal, requires(Permission.READ_DATA)]
+DICOM_JSON: Final = "application/dicom+json"
+EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
+QIDO_KEYS: Final = {"studyinstanceuid", "0020000d", "limit", "offset", "includefield", "fuzzymatching"}
+SERIES_KEYS: Final = {"seriesinstanceuid", "0020000e", "modality", "00080060", "limit", "offset", "includefield",
+                      "fuzzymatching"}
+
+
+class NotAcceptable(UsageError):
+    code = "not_acceptable"
+    http_status = 406
+
+
+def _intake(request: Request, platform: Platform) -> DicomIntake:
+    """One intake per app (it holds the de-identification key), made on first use."""
+    cached = getattr(request.app.state, "dicom_intake", None)
+    if not isinstance(cached, DicomIntake) or cached.platform is not platform:
+        cached = DicomIntake(platform)
+        request.app.state.dicom_intake = cached
+    return cached
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + router.prefix
+
+
+def _json(items: list[dict[str, Any]] | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+          ) -> Response:
+    return Response(json.dumps(items), status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def _unsupported(params: Any, known: set[str]) -> list[str]:
+    return sorted(k for k in params if k.lower() not in known)
+
+
+def _uids(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    uids = [u.strip() for u in value.replace("\\", ",").split(",") if u.strip()]
+    return uids or None
+
+
+# -- STOW-RS -------------------------------------------------------------------------------------------------
+async def _store(request: Request, platform: Platform, principal: Principal, model: str | None,
+                 study: str | None) -> Response:
+    from medcycle.serving.config import load_serving_settings
+    from medcycle.serving.deploy import default_model
+
+    intake = _intake(request, platform)
+    chosen = await run_in_threadpool(default_model, platform, model)
+    cfg = load_serving_settings(platform.settings)
+    parts = await read_related(request.stream(), request.headers.get("content-type"), part_type=DICOM_MEDIA,
+                               max_part_bytes=cfg.max_upload_bytes, max_parts=cfg.max_files)
+    try:
+        inputs = [StowPart(p.index, p.content_type, p.read) for p in parts]
+        outcome = await run_in_threadpool(stow, intake, inputs, model=chosen, study_uid=study)
+    finally:
+        for part in parts:
+            part.close()
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.store", target_kind="model",
+                            target_id=chosen, via="api", instances=len(outcome.stored),
+                            failures=len(outcome.failures), jobs=[s.job_id for s in outcome.studies])
+    response = _json(outcome.response(_base(request)).to_json_dict(), outcome.http_status,
+                     {"X-Medcycle-Jobs": ",".join(s.job_id for s in outcome.studies)})
+    for warning in outcome.warnings():
+        response.headers.append("Warning", warning)
+    return response
+
+
+@router.post("/studies", summary="STOW-RS: store instances for inference (one job per study)")
+async def store_instances(request: Request, platform: PlatformDep, principal: Writer,
+                          model: str | None = Query(None, description="NAME@ALIAS; default: the deployed model")
+                          ) -> Response:
+    return await _store(request, platform, principal, model, None)
+
+
+@router.post("/studies/{study}", summary="STOW-RS: store instances of one study for inference")
+async def store_study_instances(study: str, request: Request, platform: PlatformDep, principal: Writer,
+                                model: str | None = Query(None)) -> Response:
+    return await _store(request, platform, principal, model, study)
+
+
+# -- QIDO-RS -------------------------------------------------------------------------------------------------
+def _search_headers(unsupported: list[str]) -> dict[str, str] | None:
+    if not unsupported:
+        return None
+    return {"Warning": f'299 medcycle "The following attributes are not supported for query: '
+                       f'{", ".join(unsupported)}"'}
+
+
+@router.get("/studies", summary="QIDO-RS: studies with inference results")
+async def search_studies(request: Request, platform: PlatformDep, principal: Reader,
+                         StudyInstanceUID: str | None = Query(None),
+                         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+    results = DicomResults(_intake(request, platform))
+    studies = await run_in_threadpool(results.studies, _uids(StudyInstanceUID or request.query_params.get(
+        "0020000D")), limit=limit, offset=offset)
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
+                            target_id=None, via="api", studies=[s.study_key for s in studies])
+    base = _base(request)
+    return _json([study_attributes(s, base).to_json_dict() for s in studies],
+                 headers=_search_headers(_unsupported(request.query_params, QIDO_KEYS)))
+
+
+@router.get("/studies/{study}/series", summary="QIDO-RS: result series of a study")
+async def search_series(study: str, request: Request, platform: PlatformDep, principal: Reader,
+                        SeriesInstanceUID: str | None = Query(None),
+                        Modality: str | None = Query(None),
+                        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+    results = DicomResults(_intake(request, platform))
+    found = await run_in_threadpool(results.study, study)
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
+                            target_id=found.study_key, via="api")
+    wanted = _uids(SeriesInstanceUID)
+    base = _base(request)
+    out = [series_attributes(found, uid, items, base).to_json_dict() for uid, items in found.series().items()
+           if (wanted is None or uid in wanted) and (Modality is None or items[0].modality == Modality.upper())]
+    return _json(out[offset:offset + limit], headers=_search_headers(_unsupported(request.query_params, SERIES_KEYS)))
+
+
+# -- WADO-RS -------------------------------------------------------------------------------------------------
+def _accepted_syntax(header: str | None) -> str:
+    """The transfer syntax a WADO-RS ``Accept`` asks for (``*``: any) — DICOM PS3.10 parts in multipart/related."""
+    if not header or not header.strip():
+        return "*"
+    problems = []
+    for option in header.split(","):
+        media, params = parse_content_type(option)
+        if media in ("*/*", "multipart/*"):
+            return "*"
+        if media == "multipart/related" and params.get("type", DICOM_MEDIA).lower() in (DICOM_MEDIA, "*/*"):
+            return params.get("transfer-syntax", "*")
+        problems.append(media or "an empty media type")
+    raise NotAcceptable(f"cannot answer with {'; '.join(problems)}",
+                        hint=f'Accept: multipart/related; type="{DICOM_MEDIA}" (transfer-syntax=* or {EXPLICIT_LE}).')
+
+
+async def _retrieve(request: Request, platform: Platform, principal: Principal, study: str,
+                    series: str | None) -> Response:
+    syntax = _accepted_syntax(request.headers.get("accept"))
+    results = DicomResults(_intake(request, platform))
+    found, items = await run_in_threadpool(results.retrieve, study, series)
+    stored = {i.transfer_syntax for i in found.instances if series is None or i.series_uid == series}
+    if syntax != "*" and stored != {syntax}:
+        raise NotAcceptable(f"cannot answer in transfer syntax {syntax}: the results are stored in "
+                            f"{', '.join(sorted(stored))} and are not transcoded",
+                            hint="Ask for transfer-syntax=* (or the stored syntax).")
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
+                            target_id=found.study_key, via="api", series=series, instances=len(items))
+    boundary = new_boundary()
+    return Response(write_related(items, boundary, DICOM_MEDIA),
+                    media_type=f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}')
+
+
+@router.get("/studies/{study}", summary="WADO-RS: every result object of a study")
+async def retrieve_study(study: str, request: Request, platform: PlatformDep, principal: Reader) -> Response:
+    return await _retrieve(request, platform, principal, study, None)
+
+
+@router.get("/studies/{study}/series/{series}", summary="WADO-RS: the result objects of one series")
+async def retrieve_series(study: str, series: str, request: Request, platform: PlatformDep,
+                          principal: Reader) -> Response:
+    return await _retrieve(request, platform, principal, study, series)
+
+
+__all__ = ["NotAcceptable", "UnsupportedMediaType", "router"]

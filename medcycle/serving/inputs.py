@@ -1,0 +1,359 @@
+"""What a request may carry, checked at the door: files (DICOM, NIfTI, PNG), zips of them, or stored objects.
+
+Every raw file is recognised by its bytes, checked (truncated DICOM pixel data, unreadable NIfTI/PNG, zip
+bombs, path-traversal member names, nested archives) and cleaned before it is stored, so a bad upload is a
+4xx at intake and never a failure in a worker:
+
+* DICOM is de-identified with the catalog's PS3.15 Basic profile and key (the same pseudonyms as ingest and
+  the DICOM intake); an image whose pixels may carry burnt-in text is refused.
+* NIfTI loses its free-text header fields and extensions; PNG/JPEG are re-encoded as PNG without metadata
+  (the catalog readers do both).
+* Inputs given as object digests are taken as stored (DICOMweb and the C-STORE SCP store de-identified
+  instances first).
+
+Files become *cases*: the DICOM files of one series form one case (a volume, or slices for a 2D model); each
+NIfTI or PNG file is its own case. A case counts its images/slices, which is what the batcher counts.
+File names are used in error messages only: they are never stored (folder names often carry patient names).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from medcycle.errors import UsageError, ValidationFailed
+from medcycle.objects.base import DIGEST_RE
+
+if TYPE_CHECKING:
+    from medcycle.catalog.deid import Pseudonymizer
+    from medcycle.objects.base import ObjectStore
+    from medcycle.serving.config import ServingSettings
+
+DICOM, NIFTI, PNG = "dicom", "nifti", "png"
+SUFFIX = {DICOM: ".dcm", NIFTI: ".nii.gz", PNG: ".png"}
+MiB = 1024 * 1024
+
+
+class PayloadTooLarge(UsageError):
+    """A request, file or archive over the configured limits."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(UsageError):
+    """A request body of a content type the endpoint does not take."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class LengthRequired(UsageError):
+    """An upload without Content-Length: its size must be known before it is read."""
+
+    code = "length_required"
+    http_status = 411
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file given with a request: its bytes, a path or an open binary stream. ``name`` appears in errors only."""
+
+    name: str
+    data: bytes | Path | BinaryIO
+
+
+InputLike = Upload | Path | bytes | str  # a str is the digest of a stored object
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One checked input file: cleaned bytes to store (``data``) or an object already stored (``digest``)."""
+
+    label: str
+    format: str
+    frames: int
+    group: str  # DICOM: the (pseudonymous) SeriesInstanceUID; other formats: unique per file
+    data: bytes | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """Files that are predicted together (one series, or one NIfTI/PNG file) and how many images they hold."""
+
+    kind: str
+    inputs: tuple[int, ...]  # indices into the job's input list
+    images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "inputs": list(self.inputs), "images": self.images}
+
+
+# -- materialising what was given -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Local:
+    path: Path
+    label: str
+    digest: str | None  # set when the file is a stored object (taken as stored)
+
+
+def _write_stream(src: BinaryIO, dest: Path, limit: int, label: str) -> None:
+    written = 0
+    with dest.open("wb") as out:
+        while chunk := src.read(MiB):
+            written += len(chunk)
+            if written > limit:
+                raise PayloadTooLarge(f"{label} is larger than {limit} bytes",
+                                      hint="Send smaller files, or raise serving max_upload_bytes.")
+            out.write(chunk)
+
+
+def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, limits: ServingSettings
+                ) -> list[_Local]:
+    """Each given input as a local file in ``folder``; zips expanded (safely), stored objects fetched."""
+    if not items:
+        raise UsageError("a request needs at least one input", hint="Send a DICOM, NIfTI or PNG file, or a zip.")
+    out: list[_Local] = []
+    for n, item in enumerate(items):
+        dest = folder / f"in-{n:05d}"
+        if isinstance(item, str):
+            if not DIGEST_RE.match(item):
+                raise UsageError(f"input {n + 1} ({item[:20]!r}) is not an object digest",
+                                 hint="Give 64 hex characters of a stored object, or pass the file itself.")
+            objects.get_to_path(item, dest)
+            label, digest = f"object {item[:12]}…", item
+        elif isinstance(item, Path):
+            if not item.is_file():
+                raise UsageError(f"{item.name} is not a file", hint="Pass existing files.")
+            shutil.copyfile(item, dest)
+            label, digest = item.name, None
+        elif isinstance(item, bytes | bytearray):
+            dest.write_bytes(bytes(item))
+            label, digest = f"input {n + 1}", None
+        elif isinstance(item, Upload):
+            label, digest = item.name or f"input {n + 1}", None
+            if isinstance(item.data, bytes | bytearray):
+                dest.write_bytes(bytes(item.data))
+            elif isinstance(item.data, Path):
+                shutil.copyfile(item.data, dest)
+            else:
+                _write_stream(item.data, dest, limits.max_upload_bytes, label)
+        else:
+            raise UsageError(f"input {n + 1} is a {type(item).__name__}",
+                             hint="Pass files (Path, bytes, Upload) or object digests.")
+        if digest is None and zipfile.is_zipfile(dest):
+            out.extend(_unzip(dest, folder / f"zip-{n:05d}", label, limits))
+            dest.unlink()
+        else:
+            out.append(_Local(dest, label, digest))
+        if len(out) > limits.max_files:
+            raise PayloadTooLarge(f"the request holds more than {limits.max_files} files",
+                                  hint="Split it into several requests, or raise serving max_files.")
+    return out
+
+
+def _safe_member(name: str, label: str) -> str:
+    """The member name if it stays inside the archive; absolute paths, '..', drive letters are refused."""
+    posix = name.replace("\\", "/")
+    parts = PurePosixPath(posix).parts
+    if (not parts or posix.startswith("/") or any(p == ".." for p in parts) or (":" in parts[0])
+            or any(ord(c) < 32 for c in name)):
+        raise ValidationFailed(f"{label} holds a member with an unsafe name (absolute, '..' or a drive letter)",
+                               hint="Zip the files with relative names inside one folder.")
+    return posix
+
+
+def _unzip(archive: Path, folder: Path, label: str, limits: ServingSettings) -> Iterator[_Local]:
+    """Members of ``archive`` written to ``folder`` under generated names, with bounded sizes and ratios."""
+    folder.mkdir()
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValidationFailed(f"{label} is not a readable zip archive ({type(exc).__name__})",
+                               hint="Send a complete zip file.") from None
+    total = 0
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if len(members) > limits.max_files:
+            raise PayloadTooLarge(f"{label} holds {len(members)} files (at most {limits.max_files})",
+                                  hint="Split the archive, or raise serving max_files.")
+        for k, info in enumerate(members):
+            name = _safe_member(info.filename, label)
+            base = PurePosixPath(name).name
+            if base.startswith("._") or name.startswith("__MACOSX/") or base in {".DS_Store", "Thumbs.db",
+                                                                                 "desktop.ini", "DICOMDIR"}:
+                continue
+            if info.flag_bits & 0x1:
+                raise ValidationFailed(f"{label}: {base} is encrypted", hint="Send an archive without a password.")
+            dest = folder / f"m-{k:05d}"
+            budget = limits.zip_max_bytes - total
+            try:
+                with zf.open(info) as src, dest.open("wb") as out:
+                    size = 0
+                    while chunk := src.read(MiB):
+                        size += len(chunk)
+                        if size > budget:
+                            raise PayloadTooLarge(f"{label} expands to more than {limits.zip_max_bytes} bytes",
+                                                  hint="Send smaller archives (a zip bomb is refused).")
+                        if size > MiB and size > limits.zip_max_ratio * max(info.compress_size, 1):
+                            raise PayloadTooLarge(f"{label}: {base} expands more than {limits.zip_max_ratio:g}×",
+                                                  hint="Such compression ratios are refused (zip bomb).")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
+                raise ValidationFailed(f"{label}: {base} cannot be extracted ({type(exc).__name__})",
+                                       hint="Send a complete, unencrypted zip (deflate or stored).") from None
+            total += size
+            if zipfile.is_zipfile(dest):
+                raise ValidationFailed(f"{label} holds another archive ({base})",
+                                       hint="Send one level of zip: put the images in the archive directly.")
+            yield _Local(dest, f"{label}!{base}", None)
+
+
+# -- checking and cleaning one file ---------------------------------------------------------------------------
+def sniff(path: Path, label: str | None = None) -> str:
+    """DICOM, NIfTI or PNG (JPEG counts as PNG: it is re-encoded); anything else is refused."""
+    with path.open("rb") as fh:
+        head = fh.read(352)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return DICOM
+    if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):
+        return PNG
+    if len(head) >= 348 and head[344:348] in {b"n+1\x00", b"ni1\x00"}:
+        return NIFTI
+    if head.startswith(b"\x1f\x8b"):  # gzip: a .nii.gz (checked when read)
+        return NIFTI
+    raise ValidationFailed(f"{label or path.name} is not DICOM (with its 'DICM' preamble), NIfTI or PNG",
+                           hint="Send DICOM PS3.10 files, NIfTI (.nii/.nii.gz), PNG or a zip of them.")
+
+
+def _dicom_read(path: Path, label: str, *, pixels: bool) -> Any:
+    import pydicom
+
+    from medcycle.catalog.deid import quiet_pydicom
+
+    with quiet_pydicom(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # third-party warnings may quote header values
+        try:
+            return pydicom.dcmread(path, defer_size=None if pixels else "4 KB")
+        except Exception as exc:  # noqa: BLE001 - corrupt files raise many kinds; the text may quote PHI
+            raise ValidationFailed(f"{label} is a corrupt or truncated DICOM file ({type(exc).__name__})",
+                                   hint="Send the complete file again.") from None
+
+
+def _dicom_frames(ds: Any, label: str) -> int:
+    """Frames of an image instance; refuses instances without pixels and truncated native pixel data."""
+    if "PixelData" not in ds:
+        raise ValidationFailed(f"{label} holds no pixel data (is it an image?)",
+                               hint="Send image instances (CT, MR, CR, DX, …), not SR, SEG or presentation states.")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        raise ValidationFailed(f"{label} lacks Rows, Columns or BitsAllocated",
+                               hint="Send a complete image instance.") from None
+    if rows < 1 or cols < 1 or frames < 1:
+        raise ValidationFailed(f"{label} declares an empty image", hint="Send a complete image instance.")
+    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+        expected = rows * cols * frames * samples * bits // 8
+        if len(ds.PixelData) < expected:
+            raise ValidationFailed(f"{label} is truncated: {len(ds.PixelData)} of {expected} pixel bytes",
+                                   hint="Send the complete file again.")
+    return frames
+
+
+def prepare(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
+    """Check (and, for raw files, clean) one input file."""
+    fmt = sniff(local.path, local.label)
+    if fmt == DICOM:
+        return _prepare_dicom(local, pseudo)
+    from medcycle.catalog import readers
+
+    unique = local.digest or f"file:{local.path.name}"
+    if fmt == NIFTI:
+        import gzip
+
+        with local.path.open("rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        named = local.path.with_name(local.path.name + (".nii.gz" if gz else ".nii"))
+        local.path.rename(named)
+        try:
+            if gz:  # a gzip that is not a NIfTI is refused here, before nibabel guesses
+                with gzip.open(named) as g:
+                    head = g.read(348)
+                if len(head) < 348 or head[344:348] not in {b"n+1\x00", b"ni1\x00"}:
+                    raise ValidationFailed(f"{local.label} is gzip but not NIfTI",
+                                           hint="Send .nii.gz files, or DICOM/PNG.")
+            parsed = readers.read_nifti(named, named.name)
+        except readers.Rejected as exc:
+            raise ValidationFailed(f"{local.label}: {exc.reason}", hint="Send a complete NIfTI file.") from None
+        except (OSError, EOFError) as exc:
+            raise ValidationFailed(f"{local.label} is a corrupt NIfTI file ({type(exc).__name__})",
+                                   hint="Send a complete NIfTI file.") from None
+        shape = parsed.values.shape
+        frames = int(shape[2]) if len(shape) > 2 else 1
+        if len(shape) > 3 and any(int(s) > 1 for s in shape[3:]):
+            raise ValidationFailed(f"{local.label} is 4D ({'x'.join(str(s) for s in shape)})",
+                                   hint="Send one 2D image or 3D volume per file.")
+        return Prepared(local.label, NIFTI, max(frames, 1), unique, None if local.digest else parsed.data,
+                        local.digest)
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            parsed = readers.read_raster(local.path, local.path.name, "png")
+    except readers.Rejected as exc:
+        raise ValidationFailed(f"{local.label}: {exc.reason}", hint="Send a complete PNG file.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLarge(f"{local.label} has too many pixels to be an image we can decode safely",
+                              hint="Send images of at most a few tens of megapixels.") from None
+    return Prepared(local.label, PNG, 1, unique, None if local.digest else parsed.data, local.digest)
+
+
+def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
+    if local.digest is not None:  # stored by an intake that de-identified it already
+        ds = _dicom_read(local.path, local.label, pixels=False)
+        frames = _dicom_frames(ds, local.label)
+        return Prepared(local.label, DICOM, frames, f"series:{ds.get('SeriesInstanceUID', local.digest)}",
+                        digest=local.digest)
+    from medcycle.catalog.deid import DeidOptions, deidentify, quiet_pydicom
+    from medcycle.objects.base import digest_file
+
+    ds = _dicom_read(local.path, local.label, pixels=True)
+    frames = _dicom_frames(ds, local.label)
+    if pseudo is None:
+        raise UsageError("raw DICOM needs the de-identification key", hint="Pass the platform's pseudonymizer.")
+    result = deidentify(ds, pseudo, DeidOptions(), fallback_key=digest_file(local.path)[0])
+    if result.quarantine_reason:
+        raise ValidationFailed(f"{local.label} may show patient data in its pixels ({result.quarantine_reason})",
+                               hint="Send images whose BurnedInAnnotation is NO, or de-identify the pixels first.")
+    buf = io.BytesIO()
+    with quiet_pydicom(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            result.dataset.save_as(buf, enforce_file_format=True)
+        except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot write back is refused
+            raise ValidationFailed(f"{local.label} cannot be re-encoded after de-identification "
+                                   f"({type(exc).__name__})", hint="Send a valid DICOM instance.") from None
+    return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=buf.getvalue())
+
+
+def cases(files: Sequence[Prepared]) -> list[Case]:
+    """Group prepared files into cases, in the order first seen: a DICOM series is one case."""
+    groups: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        key = f.group if f.format == DICOM else f"{i}:{f.group}"
+        groups.setdefault(key, []).append(i)
+    out = []
+    for members in groups.values():
+        fmt = files[members[0]].format
+        out.append(Case(fmt, tuple(members), sum(files[i].frames for i in members)))
+    return out

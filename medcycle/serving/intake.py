@@ -1,0 +1,159 @@
+"""``submit``: every intake (REST, DICOMweb STOW-RS, the C-STORE SCP) turns inputs into one queued job here.
+
+Inputs are checked and cleaned (:mod:`medcycle.serving.inputs`), stored as objects, and the job's payload
+names them by digest only — never pixels, never file names. The model reference is checked to exist now but
+an alias is resolved when a worker runs the job (so a rollback applies to jobs not yet started). The queue
+is bounded: a full queue raises :class:`~medcycle.errors.QueueFull` (HTTP 429 + Retry-After) and nothing is
+enqueued. The same idempotency key on the inference queue returns the first job.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from medcycle.errors import UsageError
+from medcycle.jobs.base import Job
+from medcycle.serving.config import ServingSettings, load_serving_settings
+from medcycle.serving.inputs import InputLike, Prepared, cases, materialise, prepare
+from medcycle.serving.schemas import Params
+from medcycle.store.base import utcnow
+
+if TYPE_CHECKING:
+    from medcycle.platform import Platform
+
+PAYLOAD_VERSION = 1
+INPUT_REF = "serving_input"
+MAX_KEY = 200
+
+
+def check_webhook(url: str | None) -> str | None:
+    """The webhook URL if it is an absolute http(s) URL without credentials."""
+    if url is None or not url.strip():
+        return None
+    parsed = urlparse(url.strip())
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.username or parsed.password:
+        raise UsageError(f"webhook {url[:80]!r} is not an http(s) URL",
+                         hint="Give an absolute URL such as https://ris.example.org/hooks/ai (no user:password@).")
+    return url.strip()
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_KEY or not key.isprintable():
+        raise UsageError("the idempotency key must be 1-200 printable characters",
+                         hint="Use a UUID per logical request, e.g. Idempotency-Key: 3f2b…")
+    return key.strip()
+
+
+def _check_model(platform: Platform, model: str) -> str:
+    from medcycle.models.registry import resolve
+
+    with platform.session(write=False) as session:
+        resolve(session, model)  # NotFound / UsageError with hints
+    return model.strip()
+
+
+def submit(
+    platform: Platform,
+    inputs: Sequence[InputLike],
+    *,
+    model: str,
+    source: str | None = None,
+    idempotency_key: str | None = None,
+    deadline_s: float | None = None,
+    webhook: str | None = None,
+    params: Params | Mapping[str, Any] | str | None = None,
+    priority: int = 0,
+    settings: ServingSettings | None = None,
+) -> Job:
+    """Store ``inputs`` and enqueue one inference job for ``model``; returns the job (the first one for a key).
+
+    Args:
+        inputs: files (``Path``, ``bytes``, :class:`~medcycle.serving.inputs.Upload`) — DICOM, NIfTI, PNG or a zip
+            of them — or digests (``str``) of objects already stored.
+        model: ``NAME``, ``NAME@vN`` or ``NAME@ALIAS``.
+        source: which intake (``rest``, ``stow-rs``, ``c-store``), recorded with the job.
+        idempotency_key: the same key returns the first job enqueued with it.
+        deadline_s: seconds from now after which the job is dropped, not computed (default: settings).
+        webhook: URL that receives the finished job (POST, JSON), with retries.
+        params: :class:`~medcycle.serving.schemas.Params` (or a mapping / JSON text of them).
+
+    Raises:
+        UsageError / ValidationFailed / PayloadTooLarge: a bad input (the message names which).
+        NotFound: no such model or version.
+        QueueFull: the inference queue is at its bound.
+    """
+    cfg = settings or load_serving_settings(platform.settings)
+    parsed = Params.parse(params if not isinstance(params, Mapping) else dict(params))
+    model = _check_model(platform, model)
+    hook = check_webhook(webhook)
+    key = check_idempotency_key(idempotency_key)
+    if deadline_s is not None and not 0 < deadline_s <= 7 * 86_400:
+        raise UsageError(f"deadline {deadline_s} s is not in (0, 7 days]", hint="Give seconds, e.g. 300.")
+    if key is not None:  # a replay finds its job without reading or storing anything again
+        existing = _existing(platform, cfg.queue, key)
+        if existing is not None:
+            return existing
+    prepared = _prepare_all(platform, inputs, cfg)
+    digests = []
+    for item in prepared:
+        if item.digest is not None:
+            digests.append(item.digest)
+        else:
+            assert item.data is not None
+            digests.append(platform.objects.put(item.data).digest)
+    groups = cases(prepared)
+    payload: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "model": model,
+        "inputs": digests,
+        "formats": [p.format for p in prepared],
+        "cases": [c.to_dict() for c in groups],
+        "images": sum(c.images for c in groups),
+        "params": parsed.model_dump(mode="json"),
+        "webhook": hook,
+        "source": (source or "library")[:32],
+    }
+    deadline = utcnow() + timedelta(seconds=deadline_s or cfg.default_deadline_s)
+    job = platform.jobs.enqueue(cfg.queue, payload, priority=priority, idempotency_key=key, deadline=deadline)
+    from medcycle.objects.refs import add_ref
+
+    with platform.session() as session:
+        for digest in dict.fromkeys(digests):
+            add_ref(session, digest, INPUT_REF, job.id)
+    return job
+
+
+def _existing(platform: Platform, queue: str, key: str) -> Job | None:
+    """The job enqueued with ``key`` on ``queue``, if any (the backends return it on enqueue too)."""
+    from medcycle.jobs.sql import SqlJobQueue
+
+    jq = platform.jobs
+    if isinstance(jq, SqlJobQueue):
+        from sqlalchemy import select
+
+        from medcycle.jobs.tables import JobRow
+
+        with platform.session(write=False) as session:
+            job_id = session.scalar(select(JobRow.id).where(JobRow.queue == queue, JobRow.idempotency_key == key))
+        return jq.get(job_id) if job_id else None
+    return None
+
+
+def _prepare_all(platform: Platform, inputs: Sequence[InputLike], cfg: ServingSettings) -> list[Prepared]:
+    from medcycle.catalog.deid import Pseudonymizer
+    from medcycle.catalog.keys import load_or_create_key
+
+    raw = any(not isinstance(i, str) for i in inputs)
+    pseudo = Pseudonymizer(load_or_create_key(platform.settings.resolved_deid_key_file)) if raw else None
+    with tempfile.TemporaryDirectory(prefix="medcycle-intake-") as tmp:
+        files = materialise(list(inputs), Path(tmp), platform.objects, cfg)
+        if not files:
+            raise UsageError("the request holds no files (an empty zip?)", hint="Send at least one image file.")
+        return [prepare(f, pseudo) for f in files]

@@ -1,0 +1,277 @@
+"""``Predictor``: one model version, loaded by digest, run as training ran it — OOD gate first.
+
+``Predictor.load(platform, "nodules@production")`` resolves the alias once (the version it found is named in
+every prediction), rebuilds the network from the version's weights digest and training config
+(:func:`medcycle.evaluation.predict.load`), and assembles the OOD gate:
+
+* header rules from serving settings (``header_rules``), else the version's contract ``header_rules``;
+* the image-statistics detector of the version's OOD gate object (``ood_gate_digest``), else of its latest
+  passing gate report (``medcycle evaluate`` fits and calibrates it in the OOD suite).
+
+``predict(batch)`` is pure given the loaded model: cases the gate refuses get the reasons and no finding; the
+others are preprocessed by the training's own evaluation transform, batched through the network (in chunks
+of ``max_batch`` images), and postprocessed (:mod:`medcycle.serving.postprocess`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medcycle.errors import MedcycleError, ValidationFailed
+from medcycle.evaluation.ood import Decision, HeaderRules, ImageStatsDetector, OODGate
+from medcycle.serving import postprocess
+from medcycle.serving.schemas import Params
+
+if TYPE_CHECKING:
+    import torch
+
+    from medcycle.evaluation.predict import Loaded
+    from medcycle.models.registry import VersionInfo
+    from medcycle.platform import Platform
+    from medcycle.serving.preprocess import EvalTransform
+
+log = logging.getLogger(__name__)
+F32 = NDArray[np.float32]
+
+
+@dataclass
+class CaseInput:
+    """One case to predict: ``pixels`` as the training readers give them (``(rows, cols)`` or
+    ``(slices, rows, cols)``), the DICOM ``header`` for the header rules (None: not DICOM), the voxel
+    ``spacing`` ``(slice, row, col)`` in mm for areas and volumes, and the request's ``params``."""
+
+    pixels: F32
+    header: Any = None
+    spacing: tuple[float, float, float] | None = None
+    params: Params = field(default_factory=Params)
+
+
+@dataclass
+class Prediction:
+    """The outcome for one case. ``status``: ``ok``, ``refused`` (OOD gate) or ``invalid`` (cannot run)."""
+
+    status: str
+    images: int
+    ood: Decision | None = None
+    probabilities: list[list[float]] = field(default_factory=list)  # per image (classification)
+    finding: dict[str, Any] | None = None
+    mask: NDArray[np.uint8] | None = None  # segmentation, on the input's grid
+    measurements: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "images": self.images,
+                               "ood": self.ood.to_dict() if self.ood is not None else None,
+                               "finding": self.finding}
+        if self.probabilities:
+            out["probabilities"] = [{c: round(p, 6) for c, p in zip(classes, row, strict=True)}
+                                    for row in self.probabilities]
+        if self.measurements is not None:
+            out["mask"] = self.measurements
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def resolve_device(choice: str) -> torch.device:
+    import torch
+
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise ValidationFailed(f"{choice!r} is not a device", hint="Use cpu, cuda, cuda:N or auto.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValidationFailed(f"device {choice} is not available here", hint="Use cpu or auto.")
+    return device
+
+
+class Predictor:
+    """A loaded model version with its preprocessing and OOD gate (see the module docstring)."""
+
+    def __init__(self, loaded: Loaded, *, requested: str | None = None, gate: OODGate | None = None,
+                 device: str = "cpu", max_batch: int = 64) -> None:
+        from medcycle.serving.preprocess import EvalTransform
+
+        self.loaded = loaded
+        self.version: VersionInfo = loaded.version
+        self.requested = requested or loaded.version.ref
+        self.config = loaded.config
+        self.classes = list(loaded.classes)
+        self.gate = gate
+        self.device = resolve_device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.max_batch = max(1, int(max_batch))
+        self.transform: EvalTransform = EvalTransform(loaded.config, len(loaded.classes))
+
+    @property
+    def ref(self) -> str:
+        """The version that predicts, ``NAME@vN``."""
+        return self.version.ref
+
+    @property
+    def task(self) -> str:
+        return self.config.task.value
+
+    @classmethod
+    def load(cls, platform: Platform, model_ref: str, *, header_rules: Mapping[str, Any] | None = None,
+             device: str = "cpu", max_batch: int = 64) -> Predictor:
+        """Resolve ``model_ref`` (``NAME``, ``NAME@vN``, ``NAME@ALIAS``) now and load that version by digest."""
+        from medcycle.evaluation.predict import load
+        from medcycle.models.registry import info, resolve
+
+        with platform.session(write=False) as session:
+            version = info(session, resolve(session, model_ref))
+        loaded = load(platform, version.ref)  # pinned to the version, whatever the alias does meanwhile
+        if loaded.version.weights_digest != version.weights_digest:  # pragma: no cover - versions are immutable
+            raise ValidationFailed(f"{version.ref} changed while loading", hint="Retry.")
+        gate = gate_for(platform, version, header_rules)
+        return cls(loaded, requested=model_ref, gate=gate, device=device, max_batch=max_batch)
+
+    def warm(self) -> None:
+        """One forward pass on an empty input (allocations, kernels) before the first request."""
+        import torch
+
+        with torch.inference_mode():
+            self.model(torch.zeros((1, 1, *self.transform.size), device=self.device))
+
+    # -- prediction --------------------------------------------------------------------------------------
+    def check(self, case: CaseInput) -> Decision:
+        """The OOD gate's decision on ``case`` (accepted when there is no gate)."""
+        if self.gate is None:
+            return Decision(True, None, (), {})
+        # pixels come from the training readers: MONOCHROME1 is already inverted
+        return self.gate.check(header=case.header, pixels=case.pixels, monochrome1=False)
+
+    def forward(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Network outputs (on the CPU) of preprocessed inputs ``(1, *size)``, in chunks of ``max_batch``."""
+        import torch
+
+        out: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for start in range(0, len(tensors), self.max_batch):
+                x = torch.stack(list(tensors[start:start + self.max_batch])).to(self.device)
+                out.extend(self.model(x).float().cpu())
+        return out
+
+    def predict(self, batch: Sequence[CaseInput]) -> list[Prediction]:
+        """One :class:`Prediction` per case, in order; all accepted cases' images share the forward passes."""
+        results: list[Prediction | None] = [None] * len(batch)
+        tensors: list[torch.Tensor] = []
+        owners: list[int] = []
+        decisions: list[Decision] = []
+        for i, case in enumerate(batch):
+            images = 1 if case.pixels.ndim == 2 else int(case.pixels.shape[0])
+            try:
+                decision = self.check(case)
+            except MedcycleError as exc:  # the gate cannot even describe the image
+                decision = Decision(False, "input", (exc.message,), {})
+                decisions.append(decision)
+                results[i] = Prediction("invalid", images, decision, error=exc.message)
+                continue
+            decisions.append(decision)
+            if not decision.ok:
+                results[i] = Prediction("refused", images, decision)
+                continue
+            try:
+                units = self.transform.units(case.pixels)
+                prepared = [self.transform(u) for u in units]
+            except MedcycleError as exc:
+                results[i] = Prediction("invalid", images, decision, error=exc.message)
+                continue
+            tensors.extend(prepared)
+            owners.extend([i] * len(prepared))
+        outputs = self.forward(tensors) if tensors else []
+        per_case: dict[int, list[torch.Tensor]] = {}
+        for owner, output in zip(owners, outputs, strict=True):
+            per_case.setdefault(owner, []).append(output)
+        for i, logits in per_case.items():
+            results[i] = self._post(batch[i], decisions[i], logits)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(batch)
+        return done
+
+    def _post(self, case: CaseInput, decision: Decision, logits: list[torch.Tensor]) -> Prediction:
+        import torch
+
+        images = 1 if case.pixels.ndim == 2 else int(case.pixels.shape[0])
+        if not self.config.task.segmentation:
+            probs = [torch.softmax(x, dim=0).tolist() for x in logits]
+            finding = postprocess.classification_finding(probs, self.classes, case.params.threshold)
+            return Prediction("ok", images, decision, probabilities=probs, finding=finding)
+        if self.transform.dims == 3:
+            mask = postprocess.mask_from_logits(logits[0], case.pixels.shape)
+        else:
+            planes = case.pixels.shape[-2:]
+            mask = np.stack([postprocess.mask_from_logits(x, planes) for x in logits])
+            if case.pixels.ndim == 2:
+                mask = mask[0]
+        measurements = postprocess.measure_mask(mask, self.classes, case.spacing)
+        finding = {"found": measurements["found"], "components": measurements["components"],
+                   "classes": [c for c, v in measurements["classes"].items() if v["voxels"]]}
+        return Prediction("ok", images, decision, finding=finding, mask=mask, measurements=measurements)
+
+
+# -- the OOD gate of a version --------------------------------------------------------------------------------
+def gate_for(platform: Platform, version: VersionInfo, header_rules: Mapping[str, Any] | None = None
+             ) -> OODGate | None:
+    """Header rules (given, else the version contract's) and the version's image-statistics detector."""
+    header: HeaderRules | None = None
+    if header_rules:
+        header = HeaderRules.from_dict(header_rules, where=f"header rules for {version.model}")
+    elif isinstance(version.contract.get("header_rules"), Mapping):
+        header = HeaderRules.from_dict(version.contract["header_rules"], where=f"contract of {version.ref}")
+    stored = _stored_gate(platform, version)
+    image = _report_detector(platform, version)
+    if stored is not None:
+        header = header or stored.header
+        image = stored.image or image
+    if header is None and image is None:
+        return None
+    return OODGate(header, image)
+
+
+def _stored_gate(platform: Platform, version: VersionInfo) -> OODGate | None:
+    from medcycle.models.tables import ModelVersionRow
+
+    with platform.session(write=False) as session:
+        row = session.get(ModelVersionRow, version.id)
+        digest = row.ood_gate_digest if row is not None else None
+    if not digest:
+        return None
+    return OODGate.from_dict(json.loads(platform.objects.get(digest)))
+
+
+def _report_detector(platform: Platform, version: VersionInfo) -> ImageStatsDetector | None:
+    """The detector of the OOD suite of the version's latest passing gate report (summary, else its JSON)."""
+    from sqlalchemy import select
+
+    from medcycle.models.tables import GateReportRow
+
+    with platform.session(write=False) as session:
+        report = session.scalar(select(GateReportRow).where(GateReportRow.version_id == version.id,
+                                                            GateReportRow.passed.is_(True))
+                                .order_by(GateReportRow.created_at.desc()).limit(1))
+        if report is None:
+            return None
+        summary, digest = dict(report.summary or {}), report.report_digest
+    suite = (summary.get("suites") or {}).get("ood") or {}
+    data = suite.get("detector") if isinstance(suite, Mapping) else None
+    if data is None and digest:
+        try:
+            body = json.loads(platform.objects.get(digest))
+        except (MedcycleError, ValueError) as exc:
+            log.warning("gate report of %s unreadable: %s", version.ref, exc)
+            return None
+        for gate in body.get("gates", []):
+            if isinstance(gate, Mapping) and gate.get("name") == "ood":
+                data = (gate.get("data") or {}).get("detector")
+    return ImageStatsDetector.from_dict(data) if isinstance(data, Mapping) else None

@@ -1,0 +1,307 @@
+"""DICOMweb on a live server: a real client's STOW → worker → QIDO → WADO round trip, and PS3.18 failure answers."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from medcycle.auth import audit
+from medcycle.jobs.base import JobState
+from medcycle.platform import Platform
+from medcycle.serving.deploy import DeploymentSpec, deploy_dir, write_spec
+from medcycle.serving.multipart import write_related
+from medcycle.serving.studies import DicomIntake
+from medcycle.serving.worker import ServingWorker
+from medcycle.testing.dicom import FakePatient, write_ct_series
+from medcycle.testing.platform import make_settings
+from tests.serving.helpers import serve_app, serving_model, token_for
+
+DICOM = 'multipart/related; type="application/dicom"; boundary=XyZ'
+
+
+@dataclass
+class Env:
+    platform: Platform
+    url: str
+    token: str
+    tmp: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=60, trust_env=False)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    from medcycle.api.app import create_app
+    from medcycle.serving import dicomweb
+
+    tmp = tmp_path_factory.mktemp("dicomweb")
+    platform = Platform(make_settings(tmp / "home"))
+    platform.init()
+    serving_model(platform, "ctseg", tmp, task="segmentation-2d", classes=("lesion",), seed=3)
+    app = create_app(platform, web=False)
+    app.include_router(dicomweb.router)
+    try:
+        with serve_app(app) as url:
+            yield Env(platform, url, token_for(platform), tmp)
+    finally:
+        platform.close()
+
+
+def run_jobs(platform: Platform, job_ids: list[str], timeout: float = 120) -> None:
+    worker = ServingWorker(platform, prediction_log=None)
+    deadline = time.monotonic() + timeout
+    while not all(platform.jobs.get(j).state.finished for j in job_ids):
+        assert time.monotonic() < deadline, "jobs did not finish"
+        worker.run_once()
+
+
+def body(*parts: tuple[str | None, bytes]) -> bytes:
+    out = b""
+    for media, data in parts:
+        out += b"--XyZ\r\n" + (f"Content-Type: {media}\r\n".encode() if media else b"") + b"\r\n" + data + b"\r\n"
+    return out + b"--XyZ--\r\n"
+
+
+def test_a_dicomweb_client_round_trip_gets_the_results_back_re_identified(env: Env) -> None:
+    from dicomweb_client.api import DICOMwebClient
+    from highdicom.seg import Segmentation
+
+    patient = FakePatient(patient_id="MRN-ROUNDTRIP-1")
+    study_uid = generate_uid()
+    originals = [pydicom.dcmread(p) for p in write_ct_series(env.tmp / "rt", patient, slices=8, study_uid=study_uid)]
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    write_spec(env.platform.settings, DeploymentSpec(model="ctseg"))  # what STOW runs without ?model=
+
+    stored = client.store_instances(datasets=originals)
+    assert len(stored.ReferencedSOPSequence) == 8 and "FailedSOPSequence" not in stored
+    assert stored.RetrieveURL.endswith(f"/dicomweb/studies/{study_uid}")
+    (row,) = DicomIntake(env.platform).submissions(study_uid)
+    job = env.platform.jobs.get(row.job_id)
+    assert job.payload["source"] == "stow-rs" and job.payload["model"] == "ctseg"
+    secrets = [s.encode() for s in patient.all_identifiers()] + [study_uid.encode()]
+    for digest in job.payload["inputs"]:  # only de-identified instances were stored
+        assert not [s for s in secrets if s in env.platform.objects.get(digest)]
+
+    assert client.search_for_studies(search_filters={"StudyInstanceUID": study_uid}) == []  # no result yet
+    run_jobs(env.platform, [row.job_id])
+    assert env.platform.jobs.get(row.job_id).state == JobState.SUCCEEDED
+
+    (study,) = client.search_for_studies(search_filters={"StudyInstanceUID": study_uid})
+    assert study["0020000D"]["Value"] == [study_uid]
+    assert study["00100020"]["Value"] == [patient.patient_id]  # re-identified for the hospital
+    assert sorted(study["00080061"]["Value"]) == ["OT", "SEG"] and study["00201206"]["Value"] == [2]
+    series = client.search_for_series(study_uid)
+    seg_series = next(s["0020000E"]["Value"][0] for s in series if s["00080060"]["Value"] == ["SEG"])
+
+    (seg,) = client.retrieve_series(study_uid, seg_series)
+    assert seg.StudyInstanceUID == study_uid and seg.PatientID == patient.patient_id
+    assert str(seg.PatientName) == patient.name and seg.AccessionNumber == patient.accession
+    referenced = {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {str(ds.SOPInstanceUID) for ds in originals}  # points at the PACS's own instances
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == originals[0].SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == originals[0].FrameOfReferenceUID
+    assert Segmentation.from_dataset(seg).number_of_segments == 1  # highdicom opens it
+    everything = client.retrieve_study(study_uid)
+    assert sorted(str(d.Modality) for d in everything) == ["OT", "SEG"]
+    implicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
+    with env.client() as http:  # no transcoding: a syntax the results are not stored in is refused
+        r = http.get(f"/dicomweb/studies/{study_uid}", headers={"Accept": implicit})
+        assert r.status_code == 406 and "transfer syntax" in r.json()["error"]["message"]
+        explicit = implicit.replace("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+        assert http.get(f"/dicomweb/studies/{study_uid}", headers={"Accept": explicit}).status_code == 200
+    with env.platform.session(write=False) as session:  # reads of results are audited
+        actions = {e.action for e in audit.query(session, actor="admin", limit=500)}
+    assert {"dicomweb.store", "dicomweb.search", "dicomweb.retrieve"} <= actions
+
+
+def test_resending_a_study_finds_its_job(env: Env) -> None:
+    paths = write_ct_series(env.tmp / "again", slices=3)
+    payload = body(*[("application/dicom", p.read_bytes()) for p in paths])
+    with env.client() as http:
+        first = http.post("/dicomweb/studies", content=payload, headers={"Content-Type": DICOM}, params={
+            "model": "ctseg"})
+        second = http.post("/dicomweb/studies", content=payload, headers={"Content-Type": DICOM}, params={
+            "model": "ctseg"})
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-medcycle-jobs"] == second.headers["x-medcycle-jobs"] != ""
+
+
+def test_bad_parts_get_ps3_18_failures_that_name_the_part(env: Env) -> None:
+    good = write_ct_series(env.tmp / "mixed", slices=1)[0].read_bytes()
+    rtplan = get_testdata_file("rtplan.dcm")
+    assert isinstance(rtplan, str)
+    payload = body(("application/dicom", good), ("text/plain", b"hello"), ("application/dicom", b"not dicom at all"),
+                   ("application/dicom", Path(rtplan).read_bytes()))
+    with env.client() as http:
+        r = http.post("/dicomweb/studies?model=ctseg", content=payload, headers={"Content-Type": DICOM})
+        assert r.status_code == 202, r.text
+        assert r.headers["content-type"].startswith("application/dicom+json")
+        answer = pydicom.Dataset.from_json(r.json())
+        assert len(answer.ReferencedSOPSequence) == 1
+        (failed,) = answer.FailedSOPSequence
+        assert failed.FailureReason == 0x0122 and failed.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.481.5"
+        others = {int(o.FailureReason): o.ErrorComment for o in answer.OtherFailuresSequence}
+        assert [o.ErrorComment[:6] for o in answer.OtherFailuresSequence] == ["part 2", "part 3"]
+        assert set(others) == {0xC000}
+        warnings = r.headers.get_list("warning")
+        assert len(warnings) == 3 and all(w.startswith("299 ") for w in warnings)
+        assert "part 2: Content-Type text/plain" in warnings[0] and "part 4" in warnings[2]
+
+        r = http.post("/dicomweb/studies?model=ctseg", content=body(("text/plain", b"x")),
+                      headers={"Content-Type": DICOM})
+        assert r.status_code == 409 and "OtherFailuresSequence" in pydicom.Dataset.from_json(r.json())
+
+        other_study = generate_uid()
+        r = http.post(f"/dicomweb/studies/{other_study}?model=ctseg", content=body(("application/dicom", good)),
+                      headers={"Content-Type": DICOM})
+        assert r.status_code == 409
+        assert pydicom.Dataset.from_json(r.json()).FailedSOPSequence[0].FailureReason == 0xA900
+
+
+@pytest.mark.parametrize(("content_type", "payload", "status", "words"), [
+    ("application/json", b"{}", 415, "multipart/related"),
+    ('multipart/related; type="application/json"; boundary=XyZ', body(("application/json", b"{}")), 415, "type"),
+    ('multipart/related; type="application/dicom"', b"--XyZ\r\n\r\nx\r\n--XyZ--\r\n", 400, "boundary"),
+    (DICOM, b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + b"\0" * 4000, 400, "truncated"),
+    (DICOM, b"--XyZ--\r\n", 400, "no parts"),
+])
+def test_malformed_requests_get_a_clear_4xx(env: Env, content_type: str, payload: bytes, status: int,
+                                            words: str) -> None:
+    with env.client() as http:
+        r = http.post("/dicomweb/studies?model=ctseg", content=payload, headers={"Content-Type": content_type})
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        assert words in error["message"] and error["hint"]
+        assert http.get("/livez").status_code == 200  # the server stays up
+
+
+def test_limits_models_and_permissions(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = write_ct_series(env.tmp / "limits", slices=1)[0].read_bytes()
+    (deploy_dir(env.platform.settings) / "deployment.json").unlink(missing_ok=True)
+    with env.client() as http:
+        monkeypatch.setenv("MEDCYCLE_SERVING_MAX_UPLOAD_BYTES", "1000")
+        r = http.post("/dicomweb/studies?model=ctseg", content=body(("application/dicom", good)),
+                      headers={"Content-Type": DICOM})
+        assert r.status_code == 413 and "part 1" in r.json()["error"]["message"]
+        monkeypatch.delenv("MEDCYCLE_SERVING_MAX_UPLOAD_BYTES")
+        r = http.post("/dicomweb/studies", content=body(("application/dicom", good)), headers={"Content-Type": DICOM})
+        assert r.status_code == 400 and "deploy" in r.json()["error"]["hint"]
+        r = http.post("/dicomweb/studies?model=nosuch", content=body(("application/dicom", good)),
+                      headers={"Content-Type": DICOM})
+        assert r.status_code == 404
+    viewer = token_for(env.platform, "vera", role="viewer")
+    with httpx.Client(base_url=env.url, timeout=30, trust_env=False) as anonymous:
+        assert anonymous.post("/dicomweb/studies", content=b"", headers={"Content-Type": DICOM}).status_code == 401
+        assert anonymous.get("/dicomweb/studies", headers={"Authorization": f"Bearer {viewer}"}).status_code == 403
+
+
+def test_wado_negotiates_and_qido_warns_about_unsupported_keys(env: Env) -> None:
+    with env.client() as http:
+        r = http.get(f"/dicomweb/studies/{generate_uid()}/series/{generate_uid()}")
+        assert r.status_code == 404 and r.json()["error"]["hint"]
+        r = http.get(f"/dicomweb/studies/{generate_uid()}", headers={"Accept": "application/json"})
+        assert r.status_code == 406 and "multipart/related" in r.json()["error"]["hint"]
+        r = http.get("/dicomweb/studies", params={"PatientName": "Sokolova*"})
+        assert r.status_code == 200 and "PatientName" in r.headers["warning"]
+        assert isinstance(r.json(), list)
+
+
+def test_the_wado_answer_is_a_real_multipart_of_dicom_files() -> None:
+    from medcycle.serving.multipart import new_boundary
+
+    ct = get_testdata_file("CT_small.dcm")
+    assert isinstance(ct, str)
+    boundary = new_boundary()
+    raw = write_related([Path(ct).read_bytes()] * 2, boundary, "application/dicom")
+    parts = [p for p in raw.split(f"--{boundary}".encode()) if p.strip(b"\r\n-")]
+    assert len(parts) == 2
+    data = parts[0].split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n")
+    assert pydicom.dcmread(io.BytesIO(data)).Modality == "CT"
+
+
+def test_a_return_address_is_sealed_and_opens_only_with_its_key(tmp_path: Path) -> None:
+    from medcycle.catalog.deid import Pseudonymizer
+    from medcycle.errors import IntegrityError
+    from medcycle.serving.reid import Sealer, capture, reidentify
+
+    patient = FakePatient(patient_id="MRN-SEALED-7")
+    ds = pydicom.dcmread(write_ct_series(tmp_path / "s", patient, slices=1)[0])
+    key = b"k" * 32
+    address = capture(ds, Pseudonymizer(key))
+    sealed = Sealer(key).seal(address)
+    assert Sealer(key).seal(address) == sealed  # the same study seals to the same bytes (idempotent intake)
+    assert patient.patient_id.encode() not in sealed and str(ds.StudyInstanceUID).encode() not in sealed
+    assert patient.patient_id not in repr(address)
+    opened = Sealer(key).open(sealed)
+    assert opened == address and opened.patient["PatientID"] == patient.patient_id
+    with pytest.raises(IntegrityError) as wrong:
+        Sealer(b"x" * 32).open(sealed)
+    assert wrong.value.hint
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(IntegrityError):
+        Sealer(key).open(tampered)
+
+    result = pydicom.Dataset()  # a result made from the de-identified instance, re-identified at egress
+    pseudo = Pseudonymizer(key)
+    result.StudyInstanceUID = pseudo.uid(str(ds.StudyInstanceUID))
+    result.PatientID, result.PatientName, result.PatientIdentityRemoved = "pseudonym", "", "YES"
+    item = pydicom.Dataset()
+    item.ReferencedSOPInstanceUID = pseudo.uid(str(ds.SOPInstanceUID))
+    result.ReferencedInstanceSequence = [item]
+    result.SeriesInstanceUID = own = generate_uid()
+    reidentify(result, opened)
+    assert result.StudyInstanceUID == ds.StudyInstanceUID and result.PatientID == patient.patient_id
+    assert result.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert result.SeriesInstanceUID == own and result.PatientIdentityRemoved == "NO"
+
+
+def test_pynetdicom_storescu_sends_a_study_and_its_results_come_back_over_wado(env: Env) -> None:
+    import subprocess
+    import sys
+
+    from dicomweb_client.api import DICOMwebClient
+
+    from medcycle.serving.scp import ScpConfig, StoreScp
+
+    patient = FakePatient(patient_id="MRN-STORESCU-3")
+    study_uid = generate_uid()
+    folder = env.tmp / "storescu"
+    originals = [pydicom.dcmread(p) for p in write_ct_series(folder, patient, slices=6, study_uid=study_uid)]
+    scp = StoreScp(env.platform, ScpConfig(model="ctseg", port=0, idle_seconds=0.3, spool_dir=env.tmp / "spool"))
+    scp.start()
+    try:
+        sent = subprocess.run([sys.executable, "-m", "pynetdicom", "storescu", "127.0.0.1", str(scp.port),
+                               str(folder), "-r", "-cx", "-aet", "PACS", "-aec", "MEDCYCLE"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 10
+        while not scp.assembler.submitted:
+            assert time.monotonic() < deadline, "the SCP did not submit the study"
+            time.sleep(0.05)
+    finally:
+        scp.stop()
+    (submitted,) = scp.assembler.submitted
+    assert submitted.instances == 6
+    run_jobs(env.platform, [submitted.job_id])
+
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    series = client.search_for_series(study_uid)
+    seg_series = next(s["0020000E"]["Value"][0] for s in series if s["00080060"]["Value"] == ["SEG"])
+    (seg,) = client.retrieve_series(study_uid, seg_series)
+    assert seg.StudyInstanceUID == study_uid and seg.PatientID == patient.patient_id
+    referenced = {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {str(ds.SOPInstanceUID) for ds in originals}
