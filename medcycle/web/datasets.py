@@ -1,17 +1,30 @@
 """Dataset pages: every dataset (``/ui/datasets``), one dataset's versions (``/ui/datasets/NAME``) and one
 version (``/ui/datasets/NAME/REF``) with its dataset card, class balance per split and a diff against
-another version. All need ``view``; changes are made with ``medcycle dataset`` or the API.
+another version. All need ``view``; other changes are made with ``medcycle dataset`` or the API.
 
 The card is drawn from the JSON stored with the version (through :func:`medcycle.datasets.cards.sections`,
 the same layout the Markdown and HTML renderings use) inside our own layout, with today's human fields.
+
+The human fields of the card (motivation, licence, uses, …) are edited on ``/ui/datasets/NAME/card``, which
+needs ``write-data`` as ``medcycle dataset card edit`` and ``PATCH /v1/datasets/NAME/card`` do, and saves
+through the same :func:`medcycle.datasets.cards.edit_card` (audited as ``dataset.card.edit`` via ``web``).
+Only the fields the form changed are written, so an edit made elsewhere meanwhile to another field is kept;
+when someone else changed the same field since the form was opened, nothing is saved and the form comes
+back with both texts. Forgery: the session cookie is ``SameSite=Lax`` (a cross-site form post carries no
+session), and a post whose ``Sec-Fetch-Site`` or ``Origin`` names another site is refused — which also
+covers authentication off, where there is no cookie to withhold.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -21,12 +34,14 @@ from medcycle.datasets import cards, items, labels, versions
 from medcycle.datasets.diff import VersionDiff
 from medcycle.datasets.labels import LabelSetInfo
 from medcycle.datasets.splits import SplitPolicy
-from medcycle.datasets.tables import DatasetVersionRow
-from medcycle.errors import NotFound
+from medcycle.datasets.tables import DatasetRow, DatasetVersionRow
+from medcycle.errors import Conflict, MedcycleError, NotFound, PermissionDenied, UsageError
 from medcycle.web.render import renderer
 
 router = APIRouter(prefix="/ui/datasets", include_in_schema=False)
 Viewer = Annotated[Principal, requires(Permission.VIEW)]
+Editor = Annotated[Principal, requires(Permission.WRITE_DATA)]
+MAX_FIELD_CHARS = 20_000  # per human field: a few pages of text; a longer write-up belongs in a document
 
 DIFF_SHOWN = 200  # uids listed per kind of change; the counts are always complete
 SPLIT_ORDER = ("train", "val", "test")
@@ -118,19 +133,129 @@ def datasets_page(request: Request, session: SessionDep, principal: Viewer) -> R
 
 
 @router.get("/{name}")
-def dataset_page(request: Request, name: str, session: SessionDep, principal: Viewer) -> Response:
+def dataset_page(
+    request: Request, name: str, session: SessionDep, principal: Viewer,
+    saved: Annotated[str, Query(max_length=1)] = "",
+) -> Response:
     info = items.dataset_info(session, items.get_dataset(session, name))
     log = versions.log(session, name)
     return renderer(request).render(
         request, "datasets_detail.html", principal=principal, active="datasets",
         ds=info, log=log, label_set=_label_set(session, info.label_set), human_fields=cards.HUMAN_FIELDS,
-        shares=split_shares, describe_policy=describe_policy,
+        shares=split_shares, describe_policy=describe_policy, can_edit=principal.can(Permission.WRITE_DATA),
+        saved=saved == "1",
     )
+
+
+# -- editing the card's human fields ---------------------------------------------------------------------
+def text_digest(value: str | None) -> str:
+    """What the form remembers of each field as it showed it (to tell who changed what on save)."""
+    return hashlib.sha256((value or "").encode()).hexdigest()[:32]
+
+
+def _normalised(value: str) -> str:
+    return value.replace("\r\n", "\n").replace("\r", "\n").strip()  # browsers send CR LF from a textarea
+
+
+def _same_site(request: Request) -> None:
+    """Refuse a form another site made the browser post (see the module docstring)."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is not None:
+        forged = site not in {"same-origin", "none"}
+    elif origin is not None:
+        forged = origin == "null" or urlsplit(origin).netloc != request.headers.get("host", request.url.netloc)
+    else:
+        forged = False  # not a browser (the CLI, scripts, tests): nothing to forge with
+    if forged:
+        raise PermissionDenied(
+            "this form was sent from another site",
+            hint=f"Open the form on this server ({request.url.netloc}) and save it from there.",
+        )
+
+
+async def card_form_fields(request: Request) -> dict[str, str]:
+    """The posted form as plain strings (the fields of the card and the form's own hidden fields)."""
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+CardForm = Annotated[dict[str, str], Depends(card_form_fields)]
+
+
+def _back(session: Session, name: str, back: str) -> tuple[str, str]:
+    """Where the form returns to, with ``#anchor``: a version's card (``back`` is its ref) or the dataset
+    page's card fields; and that version's ref ("" for the dataset page)."""
+    if back:
+        try:
+            row = versions.resolve(session, f"{name}@{back}")
+        except (NotFound, UsageError):
+            pass
+        else:
+            return f"/ui/datasets/{name}/v{row.seq}#card", f"v{row.seq}"
+    return f"/ui/datasets/{name}#card-fields", ""
+
+
+def _form_page(request: Request, session: Session, principal: Principal, ds: DatasetRow, back: str, *,
+               draft: Mapping[str, str] | None = None, digests: Mapping[str, str] | None = None,
+               error: MedcycleError | None = None, conflicts: Mapping[str, str] | None = None,
+               status_code: int = 200) -> Response:
+    """The edit form: ``draft`` (default: the stored text) in the fields, and per field the digest of the
+    text the user is taken to have seen (default: the stored text's)."""
+    current = {k: (ds.card_fields or {}).get(k) or "" for k in cards.HUMAN_FIELDS}
+    back_url, back_ref = _back(session, ds.name, back)
+    return renderer(request).render(
+        request, "datasets_card_edit.html", principal=principal, active="datasets", status_code=status_code,
+        ds=ds, human_fields=cards.HUMAN_FIELDS, values=dict(draft) if draft is not None else current,
+        digests=dict(digests) if digests is not None else {k: text_digest(v) for k, v in current.items()},
+        error=error, conflicts=conflicts or {}, back=back_ref, back_url=back_url, max_chars=MAX_FIELD_CHARS,
+    )
+
+
+@router.get("/{name}/card")
+def card_form(
+    request: Request, name: str, session: SessionDep, principal: Editor,
+    back: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    return _form_page(request, session, principal, items.get_dataset(session, name), back)
+
+
+@router.post("/{name}/card")
+def save_card(request: Request, name: str, session: SessionDep, principal: Editor, form: CardForm) -> Response:
+    """Write the fields this form changed through :func:`cards.edit_card`, then show the card again."""
+    _same_site(request)
+    ds = items.get_dataset(session, name)
+    back = form.get("back", "")[:64]
+    posted = {k: _normalised(form.get(k, "")) for k in cards.HUMAN_FIELDS}
+    stored = {k: (ds.card_fields or {}).get(k) or "" for k in cards.HUMAN_FIELDS}
+    shown = {k: form.get(f"shown.{k}", "") for k in cards.HUMAN_FIELDS}  # digests of what the form showed
+    too_long = [k for k, v in posted.items() if len(v) > MAX_FIELD_CHARS]
+    if too_long:
+        error: MedcycleError = UsageError(
+            f"{', '.join(k.replace('_', ' ') for k in too_long)}: longer than {MAX_FIELD_CHARS:,} characters",
+            hint="Nothing was saved. Shorten the text, or keep the full write-up in a document and link it here.")
+        return _form_page(request, session, principal, ds, back, draft=posted, digests=shown, status_code=400,
+                          error=error)
+    mine = {k for k in cards.HUMAN_FIELDS if text_digest(posted[k]) != shown[k]}
+    theirs = {k for k in cards.HUMAN_FIELDS if text_digest(stored[k]) != shown[k]}
+    clash = {k: stored[k] for k in sorted(mine & theirs) if posted[k] != stored[k]}
+    if clash:
+        error = Conflict(
+            f"someone changed {', '.join(k.replace('_', ' ') for k in clash)} since this form was opened",
+            hint="Nothing was saved. Their text is shown under the field; save again to replace it with yours.")
+        return _form_page(request, session, principal, ds, back, draft=posted, status_code=409, error=error,
+                          digests={k: text_digest(v) for k, v in stored.items()}, conflicts=clash)
+    changed = {k: posted[k] for k in sorted(mine) if posted[k] != stored[k]}
+    if changed:
+        cards.edit_card(session, name, changed, actor=principal.name, via="web")
+    path, _, anchor = _back(session, name, back)[0].partition("#")
+    return RedirectResponse(f"{path}?saved=1#{anchor}", status_code=303)
 
 
 @router.get("/{name}/{ref}")
 def version_page(
-    request: Request, name: str, ref: str, session: SessionDep, principal: Viewer, against: str = ""
+    request: Request, name: str, ref: str, session: SessionDep, principal: Viewer, against: str = "",
+    saved: Annotated[str, Query(max_length=1)] = "",
 ) -> Response:
     row = versions.resolve(session, f"{name}@{ref}")
     info = versions.version_info(session, row, name)
@@ -149,4 +274,5 @@ def version_page(
         summary=diff.summary() if diff else None, shown=DIFF_SHOWN, balance=balance,
         balance_chart=balance_chart(balance), shares=split_shares, describe_policy=describe_policy,
         label_set=_label_set(session, info.label_set), link=_version_link,
+        can_edit=principal.can(Permission.WRITE_DATA), saved=saved == "1",
     )
