@@ -106,6 +106,30 @@ class Settings(BaseSettings):
     ingest_max_file_bytes: int = Field(
         default=4 * 1024**3, ge=1, description="Files larger than this are rejected by `medcycle data ingest`."
     )
+    sentry_dsn: SecretStr | None = Field(
+        default=None, description="Sentry DSN for errors of the API, workers, agents and the monitoring loop "
+        "(patient data scrubbed before sending); empty = off.",
+    )
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0,
+                                             description="Share of requests traced by Sentry (0 to 1).")
+    prediction_retention_days: float = Field(default=90.0, gt=0,
+                                             description="Days the prediction log keeps records (`monitor purge`).")
+    monitoring_report_times: str = Field(default="06:00,14:00,22:00",
+                                         description="When `monitor schedule` writes and posts reports (HH:MM, comma "
+                                         "separated).")
+    monitoring_timezone: str = Field(default="UTC", description="Time zone of `monitoring_report_times`.")
+    monitoring_interval_seconds: float = Field(default=300.0, gt=0,
+                                               description="Seconds between drift and alert checks of `monitor "
+                                               "schedule`.")
+    monitoring_webhook_format: str = Field(default="slack", pattern="^(slack|json)$",
+                                           description="Chat message shape: `slack` (blocks) or `json` (generic).")
+    monitoring_latency_p95_ms: float = Field(default=10000.0, gt=0,
+                                             description="p95 latency above which an alert fires.")
+    chat_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Incoming-webhook URL (Slack-compatible) that experiment cards, reports and alerts are posted "
+        "to; empty = give one per post.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -9,8 +9,24 @@ from fastapi import FastAPI
 from medcycle import __version__
 from medcycle.api.errors import install_error_handlers
 from medcycle.api.metrics import ApiMetrics, install_metrics
-from medcycle.api.routers import catalog, datasets, hypotheses, objects, pipelines, queues, runs, system, users
+from medcycle.api.routers import (
+    catalog,
+    datasets,
+    hypotheses,
+    inference,
+    labels,
+    models,
+    monitoring,
+    objects,
+    pipelines,
+    queues,
+    run_cards,
+    runs,
+    system,
+    users,
+)
 from medcycle.platform import Platform
+from medcycle.serving import dicomweb
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +39,13 @@ ROUTERS = (
     datasets.router,
     hypotheses.router,
     runs.router,
+    run_cards.router,
     pipelines.router,
+    labels.router,
+    models.router,
+    inference.router,
+    dicomweb.router,
+    monitoring.router,
 )
 
 
@@ -40,6 +62,11 @@ def create_app(platform: Platform, *, migrate: bool = True, web: bool = True) ->
     )
     app.state.platform = platform
     app.state.metrics = ApiMetrics()
+    from medcycle.monitoring.metrics import MonitoringCollector
+    from medcycle.monitoring.sentry import init_sentry
+
+    app.state.metrics.registry.register(MonitoringCollector(platform))
+    init_sentry(platform.settings, component="api")
     install_error_handlers(app)
     install_metrics(app, app.state.metrics)
     for router in ROUTERS:

@@ -13,6 +13,14 @@ from medcycle.errors import MedcycleError, QueueFull
 
 log = logging.getLogger(__name__)
 
+
+def route_of(request: Request) -> str:
+    """The route template (``/dicomweb/studies/{study}``), never the concrete path: paths can hold a hospital's
+    original UIDs, which must not reach the logs."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "(no route)"
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -37,7 +45,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.http_status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="medcycle"'}
         if exc.http_status >= 500:
-            log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+            log.warning("%s %s failed: %s", request.method, route_of(request), exc.message)
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -68,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        log.exception("unexpected error on %s %s", request.method, route_of(request))
         return JSONResponse(
             error_body(
                 "internal_error", "an unexpected error occurred", "The server log has the details; please report it."

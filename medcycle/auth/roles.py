@@ -17,6 +17,7 @@ class Role(StrEnum):
 
 class Permission(StrEnum):
     VIEW = "view"  # catalog summaries, runs, models, dashboards
+    BROWSE = "browse"  # item-level catalog metadata (UIDs, fields, dataset diffs): not for annotators
     READ_DATA = "read-data"  # image bytes, pulls, exports
     WRITE_DATA = "write-data"  # ingest, datasets, store maintenance
     LABEL = "label"  # annotate assigned items
@@ -30,6 +31,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ML_ENGINEER: frozenset(
         {
             Permission.VIEW,
+            Permission.BROWSE,
             Permission.READ_DATA,
             Permission.WRITE_DATA,
             Permission.LABEL,
@@ -38,7 +40,8 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.ANNOTATOR: frozenset({Permission.VIEW, Permission.LABEL}),
-    Role.VIEWER: frozenset({Permission.VIEW}),
+    # annotators only ever see the items assigned to them (through the labels layer), so no BROWSE
+    Role.VIEWER: frozenset({Permission.VIEW, Permission.BROWSE}),
 }
 
 

@@ -84,6 +84,9 @@ def start(
         gpus=check_gpus(gpus), docker=docker, child_env=settings_env(settings, cli.config_file),
         echo=None if quiet else (_write_err if json else _write_out), keep_work=keep_work,
         stop_grace_s=stop_grace, actor=cli.actor, name=name or "agent")
+    from medcycle.monitoring.sentry import init_sentry
+
+    init_sentry(settings, component="agent")
     agent = Agent(platform, queue, options, lease_seconds=lease_seconds, say=lambda line: err.print(line))
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -11,10 +11,16 @@ from medcycle.cli import agents as agents_cli
 from medcycle.cli import audit as audit_cli
 from medcycle.cli import data as data_cli
 from medcycle.cli import datasets as datasets_cli
+from medcycle.cli import evaluate as evaluate_cli
 from medcycle.cli import hypotheses as hypotheses_cli
 from medcycle.cli import jobs as jobs_cli
+from medcycle.cli import labels as labels_cli
+from medcycle.cli import models as models_cli
+from medcycle.cli import monitor as monitor_cli
 from medcycle.cli import pipelines as pipelines_cli
 from medcycle.cli import runs as runs_cli
+from medcycle.cli import serve_worker as serve_worker_cli
+from medcycle.cli import serving as serving_cli
 from medcycle.cli import stages, store, system, users
 from medcycle.cli.context import CliState
 from medcycle.cli.errors import run
@@ -70,12 +76,20 @@ app.add_typer(store.app, name="store", help="Object store: put, get, stat, list,
 app.add_typer(users.user_app, name="user", help="Users and roles.")
 app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")
 app.add_typer(audit_cli.app, name="audit", help="The audit log of data reads and privileged changes.")
+app.command("evaluate")(evaluate_cli.evaluate)
+app.command("serve-worker")(serve_worker_cli.worker)
+app.add_typer(models_cli.app, name="model", help="Model registry: versions, aliases, model cards, promotion, rollback.")
 app.add_typer(agents_cli.app, name="agent", help="Agents that take queued tasks and run them on this machine.")
 app.add_typer(
     pipelines_cli.app, name="pipeline",
     help="Pipelines: declarative DAGs of steps, cached on content digests; run locally or on agents.",
 )
+app.add_typer(
+    labels_cli.app, name="labels", help="Labeling: schemas, readers, tasks, queues, adjudication, label sets."
+)
 app.add_typer(jobs_cli.app, name="jobs", help="Durable job queues: list, show, cancel, requeue.")
+serving_cli.register(app)
+app.add_typer(monitor_cli.app, name="monitor", help="Prediction log, scheduled reports, drift detection and alerts.")
 stages.register(app)
 
 

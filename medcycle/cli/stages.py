@@ -9,11 +9,6 @@ from __future__ import annotations
 import typer
 
 STAGES: dict[str, str] = {
-    "labels": "Labeling tasks for several readers, agreement, consensus, adjudication and labeling-tool formats.",
-    "evaluate": "Metric, reproducibility, stress, regression and OOD suites with release gates.",
-    "model": "Model registry: versions, aliases, model cards, promotion and rollback.",
-    "deploy": "Deploy a model version as the batched inference service; canary, shadow, rollback.",
-    "monitor": "Prediction log, scheduled reports, drift detection and alerts.",
 }
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from medcycle.auth import audit
+from medcycle.catalog import rollup
 from medcycle.cli.context import state
 from medcycle.cli.output import JsonOpt, console, emit_json, human_bytes, table
 from medcycle.errors import NotFound
@@ -87,8 +88,15 @@ def ls(
 
 
 @app.command("fsck")
-def fsck(ctx: typer.Context, json: bool = JsonOpt) -> None:
-    """Re-hash every object; report corrupt ones and referenced-but-missing ones. Exit 7 when any."""
+def fsck(
+    ctx: typer.Context,
+    repair_rollup: bool = typer.Option(False, "--repair-rollup", help="Rebuild the catalog summary's rollup "
+                                       "when it differs from a recount (it is kept by triggers; drift means "
+                                       "someone bypassed them)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Re-hash every object; report corrupt ones and referenced-but-missing ones, and check the catalog
+    summary's rollup against a recount. Exit 7 when anything is wrong."""
     platform = state(ctx).platform()
     with platform.session() as session:
         if json:
@@ -104,9 +112,14 @@ def fsck(ctx: typer.Context, json: bool = JsonOpt) -> None:
             ) as bar:
                 task = bar.add_task("fsck", total=None)
                 report = run_fsck(platform.objects, session, progress=lambda n: bar.advance(task, n))
-        audit.record(session, state(ctx).actor, "store.fsck", via="cli", ok=report.ok, checked=report.checked)
+        catalog = rollup.check(session)  # the summary's rollup against a recount of the catalog rows
+        if not catalog.ok and repair_rollup:
+            rollup.rebuild(session.connection())
+            catalog = rollup.check(session)
+        audit.record(session, state(ctx).actor, "store.fsck", via="cli", ok=report.ok and catalog.ok,
+                     checked=report.checked)
     if json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "catalog_rollup": catalog.to_dict()})
     else:
         c = console()
         c.print(f"checked {report.checked} objects ({human_bytes(report.bytes_checked)})")
@@ -119,7 +132,12 @@ def fsck(ctx: typer.Context, json: bool = JsonOpt) -> None:
             if report.ok
             else "[red]store has problems[/]: restore the objects named above from a replica or backup"
         )
-    if not report.ok:
+        for diff in catalog.differences:
+            c.print(f"[red]catalog rollup[/] {diff}")
+        if not catalog.ok:
+            c.print("[red]the catalog summary's rollup drifted[/]: rebuild it with "
+                    "`medcycle store fsck --repair-rollup`")
+    if not report.ok or not catalog.ok:
         raise typer.Exit(7)
 
 

@@ -11,8 +11,13 @@ TABLE_MODULES = (
     "medcycle.experiments.tables",
     "medcycle.hypotheses.tables",
     "medcycle.jobs.tables",
+    "medcycle.labels.tables",
+    "medcycle.models.tables",
+    "medcycle.monitoring.tables",
     "medcycle.objects.tables",
     "medcycle.pipelines.tables",
+    "medcycle.serving.dicom_tables",
+    "medcycle.serving.tables",
 )
 
 

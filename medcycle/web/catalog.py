@@ -55,7 +55,7 @@ from medcycle.objects.base import ObjectStore
 from medcycle.web.render import renderer
 
 router = APIRouter(prefix="/ui/data", include_in_schema=False)
-Viewer = Annotated[Principal, requires(Permission.VIEW)]
+Viewer = Annotated[Principal, requires(Permission.BROWSE)]  # the page lists items: not for annotators
 
 PAGE_SIZE = 50  # instances per table page
 GRID_SIZE = 24  # series per thumbnail page

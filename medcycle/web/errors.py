@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from medcycle.api.deps import resolve_principal
+from medcycle.api.errors import route_of
 from medcycle.auth.roles import Principal
 from medcycle.auth.sessions import COOKIE_NAME
 from medcycle.errors import MedcycleError
@@ -147,7 +148,7 @@ def install_page_error_handlers(app: FastAPI) -> None:
         if api_unexpected is not None:
             api_response = await _call(api_unexpected, request, exc)
         else:
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            log.exception("unexpected error on %s %s", request.method, route_of(request))
             api_response = Response(status_code=500)
         if not is_page_path(request.url.path):
             return api_response

@@ -34,33 +34,10 @@ class NavItem:
 STAGES: tuple[NavItem, ...] = (
     NavItem("overview", "Overview", "/", "Overview"),
     NavItem("hypotheses", "Hypotheses", "/ui/hypotheses", "Hypotheses"),  # medcycle.web.hypotheses
-    NavItem("data", "Data", "/ui/data", "Data catalog"),  # medcycle.web.catalog
-    NavItem(
-        "labels", "Labels", "/ui/labels", "Labels",
-        placeholder=Placeholder(
-            summary="Annotations by our doctors, how well they agree, and the label sets built from them.",
-            will_show=(
-                "Labeling tasks and who reads which studies, with progress per reader",
-                "Agreement between readers and consensus results",
-                "Reader qualification against the gold standard",
-                "Immutable label sets, and the studies active learning suggests labelling next",
-            ),
-            cli=("medcycle labels",),
-        ),
-    ),
+    NavItem("data", "Data", "/ui/data", "Data catalog", Permission.BROWSE),  # medcycle.web.catalog
+    NavItem("labels", "Labels", "/ui/labels", "Labeling tasks", Permission.LABEL),  # medcycle.web.labels
     NavItem("datasets", "Datasets", "/ui/datasets", "Datasets"),  # medcycle.web.datasets
-    NavItem(
-        "experiments", "Experiments", "/ui/experiments", "Experiments",
-        placeholder=Placeholder(
-            summary="Tracked runs: code, parameters, data, metrics and artifacts, and how runs compare.",
-            will_show=(
-                "Runs with their commit and diff, parameters, dataset version and parent models",
-                "Metric curves and side-by-side comparison of runs",
-                "Pipelines that chain runs, and the experiment card of each run",
-            ),
-            cli=("medcycle run",),
-        ),
-    ),
+    NavItem("experiments", "Experiments", "/ui/runs", "Runs"),  # medcycle.web.runs
     NavItem(
         "training", "Training", "/ui/training", "Training queue and agents",
         placeholder=Placeholder(
@@ -73,31 +50,8 @@ STAGES: tuple[NavItem, ...] = (
             cli=("medcycle run", "medcycle agent"),
         ),
     ),
-    NavItem(
-        "evaluation", "Evaluation", "/ui/evaluation", "Evaluation",
-        placeholder=Placeholder(
-            summary="Quality and robustness of each candidate model before it is released.",
-            will_show=(
-                "Suite results: metrics, reproducibility, stress, regression on past problem cases, "
-                "out-of-distribution inputs",
-                "Release gates and whether each candidate passed them",
-                "Predictions set aside for visual review by doctors",
-            ),
-            cli=("medcycle evaluate",),
-        ),
-    ),
-    NavItem(
-        "models", "Models", "/ui/models", "Models",
-        placeholder=Placeholder(
-            summary="The model registry: versions, aliases such as production and staging, and lineage.",
-            will_show=(
-                "Model versions with the run, data and label versions that made them",
-                "Aliases and their history, for fast rollback",
-                "Each version's model card",
-            ),
-            cli=("medcycle model",),
-        ),
-    ),
+    NavItem("evaluation", "Evaluation", "/ui/evaluation", "Evaluation"),  # medcycle.web.models
+    NavItem("models", "Models", "/ui/models", "Models"),  # medcycle.web.models
     NavItem(
         "serving", "Serving", "/ui/serving", "Serving",
         placeholder=Placeholder(
@@ -110,18 +64,7 @@ STAGES: tuple[NavItem, ...] = (
             cli=("medcycle deploy",),
         ),
     ),
-    NavItem(
-        "monitoring", "Monitoring", "/ui/monitoring", "Monitoring",
-        placeholder=Placeholder(
-            summary="How deployed models behave on real inputs, and when someone needs to look.",
-            will_show=(
-                "Reports three times a day: studies processed, errors, requests, prediction histograms",
-                "Drift of inputs and predictions against each model's reference",
-                "Alerts with their state and who took them, and predictions drawn over the studies",
-            ),
-            cli=("medcycle monitor",),
-        ),
-    ),
+    NavItem("monitoring", "Monitoring", "/ui/monitoring", "Monitoring"),  # medcycle.web.monitoring
 )
 
 ADMIN: tuple[NavItem, ...] = (

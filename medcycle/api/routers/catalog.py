@@ -15,6 +15,7 @@ from medcycle.errors import NotFound
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Viewer = Annotated[Principal, requires(Permission.VIEW)]
 Reader = Annotated[Principal, requires(Permission.READ_DATA)]
+Browser = Annotated[Principal, requires(Permission.BROWSE)]
 
 
 @router.get("/summary")
@@ -30,7 +31,7 @@ def summary(
 @router.get("/query")
 def query(
     session: SessionDep,
-    _: Viewer,
+    _: Browser,
     q: str = Query(default="", description='e.g. modality == "CT" and slice_thickness < 1.5'),
     limit: int = Query(default=100, ge=0, le=10_000),
     offset: int = Query(default=0, ge=0),
@@ -77,7 +78,7 @@ def _instance(session: SessionDep, uid: str) -> Any:
 
 
 @router.get("/instances/{uid}")
-def instance(uid: str, session: SessionDep, _: Viewer) -> dict[str, Any]:
+def instance(uid: str, session: SessionDep, _: Browser) -> dict[str, Any]:
     from medcycle.catalog.query import run_query
 
     _instance(session, uid)

@@ -31,6 +31,7 @@ from medcycle.errors import UsageError
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 Viewer = Annotated[Principal, requires(Permission.VIEW)]
+Browser = Annotated[Principal, requires(Permission.BROWSE)]
 Reader = Annotated[Principal, requires(Permission.READ_DATA)]
 Writer = Annotated[Principal, requires(Permission.WRITE_DATA)]
 MAX_CSV = 64 * 1024 * 1024
@@ -167,7 +168,7 @@ def manifest(name: str, ref: str, platform: PlatformDep, session: SessionDep, pr
 def diff(
     name: str,
     session: SessionDep,
-    _: Viewer,
+    _: Browser,
     a: Annotated[str, Query(description="Version ref, e.g. v1")],
     b: Annotated[str, Query(description="Version ref, e.g. v2")],
     limit: Annotated[int, Query(ge=0, le=100_000)] = 1000,
