@@ -7,6 +7,8 @@ Four parts (``bench/README.md`` says how to read every ratio):
 
 1. **Transfer**: 10,000 x 64 KiB and 1,000 x 8 MiB files (--quick: 1,000 x 64 KiB and 50 x 8 MiB).
    * ``cp -r`` of the source folder (flat) into a fresh folder: the reference (ratio 1.00).
+   * SHA-256 of the source files on the pull's threads, nothing written: what verifying the bytes costs by
+     itself (a reference: a verified pull can never be faster than this, nor than writing the bytes).
    * medcycle *push*: ``put_many`` of the files into the object store (a separate local folder, fsync on
      every object as in production), then ``create_dataset`` + label import + ``freeze``. The catalog
      rows that point at the objects are made up front with ``make_catalog`` (ingest has its own part).
@@ -15,8 +17,8 @@ Four parts (``bench/README.md`` says how to read every ratio):
    * ``cp -r`` of the folder that pull wrote (split/patient/study/series tree): a second reference that
      shows what the layout's folders cost by themselves.
    * medcycle *pull* (fresh machine): the store is wrapped so that it is not a ``LocalObjectStore``, i.e. it
-     acts as a **remote** (as S3 would): every object is fetched into an **empty local cache**, verified
-     while it streams, then hard-linked into an empty folder.
+     acts as a **remote** (as S3 would): every object is fetched into an **empty local cache**, hashed and
+     written in one pass, given its name once verified, then hard-linked into an empty folder.
    * DVC 3 (its own throwaway venv, ``--install-peers``): ``dvc add`` + ``dvc push`` to a local remote in a
      temp git repo; ``dvc pull`` in a ``git clone`` of it whose DVC cache, workspace and temp state are
      removed before every pull, so it really fetches from the remote. Each dvc command is a subprocess
@@ -35,7 +37,9 @@ Four parts (``bench/README.md`` says how to read every ratio):
    (and, for the summary, what one pass over the series costs).
 4. **Ingest**: 2,000 synthetic 128 x 128 CT slices (--quick: 400) ingested with ``jobs=2`` (and ``jobs=1``)
    into a fresh home, against a bare loop of ``pydicom.dcmread`` + SHA-256 of the same files in 1 process
-   and in 2 processes.
+   and in 2 processes (both pools started before timing; medcycle's start-up is printed on its own), and
+   the same loop plus de-identification and writing the dataset back (the floor of any ingest that
+   de-identifies with pydicom).
 
 MB is 10^6 bytes. Everything is written under one temp folder, deleted at the end. Results are printed
 and written to ``bench/results/datasets.json``.
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -322,6 +327,19 @@ def cp_runs(src: Path, dst: Path, trash: Trash) -> list[float]:
     return runs
 
 
+def hash_runs(paths: Sequence[Path], workers: int) -> list[float]:
+    """SHA-256 of every file on ``workers`` threads (reads only): what verifying the bytes costs by itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medcycle.datasets.layout import hash_file
+
+    def run() -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(hash_file, paths, chunksize=16))
+
+    return [timed(run) for _ in range(2)]
+
+
 def build_catalog(p: Platform, n: int, seed: int) -> list[str]:
     """``n`` synthetic instances (5 per series, one series per study); their uids, sorted."""
     with p.session() as s:
@@ -387,6 +405,8 @@ def bench_transfer(name: str, count: int, size: int, work: Path, workers: int, d
     cp = cp_runs(src, work / "cp", trash)
     cp_push = add("push", "cp -r", cp)
     cp_pull = add("pull", "cp -r", cp)
+    floor = add("pull", "sha256 of the files (no writes)", hash_runs(paths, workers),
+                f"{workers} threads, {os.cpu_count()} CPUs: the verifying alone (reference only)")
 
     # medcycle: the "remote" store is a separate local folder (fsync on every object, as in production)
     store_dir, cache_dir = work / "store", work / "cache"
@@ -450,7 +470,7 @@ def bench_transfer(name: str, count: int, size: int, work: Path, workers: int, d
         if row is not None:
             row.vs_cp = row.best / cp_push.best
             row.dvc_speedup = dvc_push.best / row.best if dvc_push is not None else None
-    for row in (cp_pull, cp_tree, mc_local, mc_remote, dvc_pull):
+    for row in (cp_pull, floor, cp_tree, mc_local, mc_remote, dvc_pull):
         if row is not None:
             row.vs_cp = row.best / cp_pull.best
             row.dvc_speedup = dvc_pull.best / row.best if dvc_pull is not None else None
@@ -572,7 +592,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def bench_catalog(instances: int, work: Path, res: Results) -> None:
-    from medcycle.catalog.query import count, run_query
+    from medcycle.catalog.query import count
     from medcycle.catalog.summary import summarize
 
     say(f"\n[catalog] make_catalog of {instances:,} instances on SQLite ...")
@@ -592,7 +612,7 @@ def bench_catalog(instances: int, work: Path, res: Results) -> None:
         ("data summary --where (selective)", QUERIES["selective"], lambda s: summarize(s, QUERIES["selective"])),
     ]
     for key, q in QUERIES.items():
-        cases.append((f"data query ({key}, {matches[key]:,} match)", q, lambda s, q=q: run_query(s, q, limit=50)))
+        cases.append((f"data query ({key}, {matches[key]:,} match)", q, functools.partial(_query, expr=q)))
     for stage in ("as built", "after ANALYZE"):
         if stage == "after ANALYZE":  # what the planner does once it has statistics (medcycle never runs it)
             with p.session() as s:
@@ -602,7 +622,7 @@ def bench_catalog(instances: int, work: Path, res: Results) -> None:
             samples = []
             for _ in range(RUNS + 1):
                 with p.session() as s:
-                    samples.append(timed(lambda s=s, fn=fn: fn(s)))
+                    samples.append(timed(functools.partial(fn, s)))
             first, stats = samples[0], percentiles(samples[1:])
             say(f"  {label:<52} {first * 1e3:8.1f} {stats['p50'] * 1e3:8.1f} {stats['p95'] * 1e3:8.1f} "
                 f"{stats['max'] * 1e3:8.1f}")
@@ -617,6 +637,16 @@ def bench_catalog(instances: int, work: Path, res: Results) -> None:
     clear(work / "catalog-home")
 
 
+def _query(session: Any, expr: str) -> object:
+    from medcycle.catalog.query import run_query
+
+    return run_query(session, expr, limit=50)
+
+
+def _run_sql(session: Any, sql: str) -> object:
+    return session.execute(text(sql)).all()
+
+
 def explain_slow(p: Platform, label: str, expr: str, res: Results) -> None:
     """Print the query plan of a slow case and, for the summary, what one pass over the series costs."""
     from medcycle.catalog.query import Everything, parse, select_matching
@@ -627,12 +657,12 @@ def explain_slow(p: Platform, label: str, expr: str, res: Results) -> None:
         stmt: Any = _statement(tree) if label.startswith("data summary") else select_matching(expr, InstanceRow.uid)
         sql = str(stmt.compile(s.get_bind(), compile_kwargs={"literal_binds": True}))
         plan = [str(r[-1]) for r in s.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
-        diag = {"plan": plan}
+        diag: dict[str, Any] = {"plan": plan}
         if label.startswith("data summary"):
             per_series = str(_per_series(tree).compile(s.get_bind(), compile_kwargs={"literal_binds": True}))
             for key, q in (("scan_series_ms", "SELECT count(*) FROM series"),
                            ("per_series_rows_ms", f"SELECT count(*) FROM ({per_series})"), ("whole_statement_ms", sql)):
-                diag[key] = timed(lambda q=q: s.execute(text(q)).all()) * 1e3
+                diag[key] = timed(functools.partial(_run_sql, s, q)) * 1e3
     say("    plan: " + " | ".join(plan))
     if "scan_series_ms" in diag:
         say(f"    one pass over the series table: {diag['scan_series_ms']:.0f} ms; per-series rows (with the "
@@ -660,8 +690,27 @@ def _bare(paths: Sequence[str]) -> int:
     return n
 
 
+def _deid_only(paths: Sequence[str]) -> int:
+    """The bare loop plus what de-identifying a file takes at least: de-identify the dataset and write it back
+    (medcycle's own de-identification, into memory; no pixel decode, statistics, store or catalog)."""
+    import pydicom
+
+    from medcycle.catalog.deid import DeidOptions, Pseudonymizer, deidentify, quiet_pydicom
+
+    pseudo, options = Pseudonymizer(b"bench-key-" * 4), DeidOptions()
+    n = 0
+    for name in paths:
+        data = Path(name).read_bytes()
+        hashlib.sha256(data).hexdigest()
+        with quiet_pydicom():
+            ds = pydicom.dcmread(io.BytesIO(data))
+            deidentify(ds, pseudo, options, issuer="bench").dataset.save_as(io.BytesIO(), enforce_file_format=True)
+        n += len(data)
+    return n
+
+
 def bench_ingest(files: int, work: Path, res: Results) -> None:
-    from medcycle.catalog.ingest import ingest
+    from medcycle.catalog.ingest import ingest, shutdown_workers, start_workers
     from medcycle.testing.dicom import FakePatient, write_ct_series
 
     say(f"\n[ingest] writing {files:,} synthetic CT slices (128 x 128) ...")
@@ -691,28 +740,44 @@ def bench_ingest(files: int, work: Path, res: Results) -> None:
             assert sum(pool.map(_bare, halves)) == total
 
         bare2 = add("bare dcmread+sha256, 2 processes", timed(two))
+    _deid_only(names[:20])
+    deid1 = add("bare + de-identify + write back, 1 proc", timed(lambda: _deid_only(names)),
+                "the floor of any pydicom-based de-identifying ingest (reference only)")
+    # medcycle's worker processes are started before timing, as the bare 2-process pool is; what that costs
+    # once per process (a CLI ingest pays it every time) is printed on its own.
+    start_s = timed(lambda: start_workers(2))
+    say(f"  starting 2 ingest worker processes (once per process, not timed below): {start_s:.2f} s")
+    res.extra["ingest_worker_start_seconds"] = round(start_s, 3)
     rows = []
     trash = Trash(work / "trash-ingest", defer=True)
-    for jobs in (2, 1):
-        home = work / f"ingest-home-{jobs}"
-        p = open_platform(home, 8)
-        summary: Any = None
+    try:
+        for jobs in (2, 1):
+            home = work / f"ingest-home-{jobs}"
+            p = open_platform(home, 8)
+            summary: Any = None
 
-        def run(p: Platform = p, jobs: int = jobs) -> None:
-            nonlocal summary
-            summary = ingest(p, [folder], source="bench", jobs=jobs, actor="bench")
+            def run(p: Platform = p, jobs: int = jobs) -> None:
+                nonlocal summary
+                summary = ingest(p, [folder], source="bench", jobs=jobs, actor="bench")
 
-        seconds = timed(run)
-        assert summary is not None and summary.ingested == len(paths), summary.counts()
-        rows.append(add(f"medcycle ingest --jobs {jobs}", seconds, "de-identify, pixel stats, store (fsync), catalog"))
-        p.close()
-        trash.discard(home)  # deleting its objects now would slow the next run's creates (see Trash)
+            seconds = timed(run)
+            assert summary is not None and summary.ingested == len(paths), summary.counts()
+            rows.append(add(f"medcycle ingest --jobs {jobs}", seconds,
+                            "de-identify, pixel stats, store (one sync a batch), catalog"))
+            p.close()
+            trash.discard(home)  # deleting its objects now would slow the next run's creates (see Trash)
+    finally:
+        shutdown_workers()
     ingest2 = rows[0]
-    for row in rows:
+    for row in (*rows, deid1):
         row.detail["vs_bare_1_process"] = bare1.best / row.best
         row.detail["vs_bare_2_processes"] = bare2.best / row.best
     r1, r2 = bare1.best / ingest2.best, bare2.best / ingest2.best
+    floor1 = bare1.best / deid1.best
     say(f"  throughput ratio, ingest --jobs 2 vs bare 1 process: {r1:.2f}; vs bare 2 processes: {r2:.2f}")
+    say(f"  de-identify + write back alone (1 process) vs bare 1 process: {floor1:.2f}; with 2 processes at "
+        f"best twice that: {2 * floor1:.2f} (the ceiling of the ratio above on this machine)")
+    res.extra["ingest_deid_floor_ratio"] = round(floor1, 4)
     res.check("ingest --jobs 2 / bare dcmread+sha256 (1 process)", r1, ">= 0.5", r1 >= 0.5)
     res.check("ingest --jobs 2 / bare dcmread+sha256 (2 processes)", r2, ">= 0.5", r2 >= 0.5)
     trash.discard(folder)

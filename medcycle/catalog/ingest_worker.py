@@ -4,6 +4,12 @@ A worker never writes catalog rows (the parent does, in batches, as the single w
 the de-identified object (idempotent, atomic) and returns an :class:`Outcome` holding only
 pseudonymous values. Nothing it logs or returns names patient data: error reasons are built from
 our own words and exception class names, never from exception text or attribute values.
+
+Files travel in batches (:func:`process_batch`): each file is read once (small files into memory, which
+the DICOM reader then parses without touching the disk again), whether any of them was ingested before
+is asked in one query per batch rather than one per file, and the stored objects are made durable
+together at the end of the batch (their fsyncs run in the background meanwhile; see ``defer_sync`` in
+:mod:`medcycle.objects.local`), before the outcomes that point at them are returned.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from medcycle.objects.base import CHUNK, ObjectStore
 
 INGESTED, QUARANTINED, DUPLICATE, REJECTED, SKIPPED = "ingested", "quarantined", "duplicate", "rejected", "skipped"
 DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+IN_MEMORY = 64 * CHUNK  # files up to this size are read once into memory; larger ones are streamed from disk
 
 
 @dataclass
@@ -87,30 +94,70 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _known(engine: Engine | None, key: str) -> bool:
-    if engine is None:
-        return False
+def _known(engine: Engine | None, keys: list[str]) -> set[str]:
+    """Which of ``keys`` an earlier ingest recorded (one query)."""
+    if engine is None or not keys:
+        return set()
     with engine.connect() as conn:
-        return conn.execute(select(IngestFileRow.key).where(IngestFileRow.key == key)).first() is not None
+        return set(conn.scalars(select(IngestFileRow.key).where(IngestFileRow.key.in_(keys))))
 
 
-def process(ctx: WorkerContext, item: InputFile) -> Outcome:
-    """Everything that happens to one input file before its catalog rows are written."""
+def _too_large(ctx: WorkerContext, item: InputFile) -> Outcome | None:
     if item.size > ctx.max_bytes:
         return Outcome(
             REJECTED,
             item.display,
             reason=f"file is larger than the limit of {ctx.max_bytes} bytes (setting ingest_max_file_bytes)",
         )
+    return None
+
+
+def process(ctx: WorkerContext, item: InputFile) -> Outcome:
+    """Everything that happens to one input file before its catalog rows are written."""
+    return process_batch(ctx, [item])[0]
+
+
+def process_batch(ctx: WorkerContext, items: list[InputFile]) -> list[Outcome]:
+    """:func:`process` for several files: each file read once, one query for those ingested before."""
+    done: dict[int, Outcome] = {}
+    read: dict[int, tuple[str, bytes | None]] = {}  # plain files: content key, and the bytes when small
+    for i, item in enumerate(items):
+        if (big := _too_large(ctx, item)) is not None:
+            done[i] = big
+        elif item.member is None:  # zip members are keyed once extracted (in _one)
+            try:
+                data = Path(item.path).read_bytes() if item.size <= IN_MEMORY else None
+                digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(Path(item.path))
+            except OSError as exc:
+                done[i] = Outcome(REJECTED, item.display, reason=f"cannot read the file ({type(exc).__name__})")
+                continue
+            read[i] = (ctx.pseudo.content_key(digest), data)
+    known = _known(ctx.engine, [key for key, _ in read.values()])
+    out = []
+    for i, item in enumerate(items):
+        if i in done:
+            out.append(done[i])
+        elif i in read and read[i][0] in known:
+            out.append(Outcome(DUPLICATE, item.display, key=read[i][0], reason="already ingested"))
+        else:
+            key, data = read.get(i, (None, None))
+            out.append(_one(ctx, item, key, data))
+    ctx.store.sync()  # the objects are durable before any outcome that points at them leaves this function
+    return out
+
+
+def _one(ctx: WorkerContext, item: InputFile, key: str | None, data: bytes | None) -> Outcome:
+    """One file whose content key is known (``key``; None for a zip member) and not recorded before."""
     try:
         with materialise(item) as path, warnings.catch_warnings(), quiet_pydicom():
             warnings.simplefilter("ignore")  # third-party warnings may quote patient data
-            key = ctx.pseudo.content_key(_sha256(path))
-            if _known(ctx.engine, key):
-                return Outcome(DUPLICATE, item.display, key=key, reason="already ingested")
+            if key is None:
+                key = ctx.pseudo.content_key(_sha256(path))
+                if _known(ctx.engine, [key]):
+                    return Outcome(DUPLICATE, item.display, key=key, reason="already ingested")
             fmt = sniff(path)
             if fmt == DICOM:
-                return _dicom(ctx, path, item, key)
+                return _dicom(ctx, path, item, key, data)
             if fmt == NIFTI:
                 return _image(ctx, read_nifti(path, item.rel), item, key)
             if fmt in (PNG, JPEG):
@@ -131,15 +178,18 @@ def process(ctx: WorkerContext, item: InputFile) -> Outcome:
         )
 
 
-def _read_dicom(path: Path) -> Any:
+def _read_dicom(path: Path, data: bytes | None = None) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    def source() -> Path | io.BytesIO:
+        return io.BytesIO(data) if data is not None else path
+
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(source())
     except InvalidDicomError:
         try:
-            ds = pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(source(), force=True)
         except Exception:  # noqa: BLE001 - anything unreadable is simply not DICOM
             raise Rejected("not a DICOM, NIfTI, PNG or JPEG file") from None
         if "SOPClassUID" not in ds or "PixelData" not in ds:
@@ -192,8 +242,8 @@ def _text(ds: Any, keyword: str, limit: int = 128) -> str | None:
     return value[:limit] or None
 
 
-def _dicom(ctx: WorkerContext, path: Path, item: InputFile, key: str) -> Outcome:
-    ds = _read_dicom(path)
+def _dicom(ctx: WorkerContext, path: Path, item: InputFile, key: str, data: bytes | None = None) -> Outcome:
+    ds = _read_dicom(path, data)
     sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))
     if sop_class == DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise Skipped("DICOMDIR index (the files it references are ingested)")
@@ -212,7 +262,7 @@ def _dicom(ctx: WorkerContext, path: Path, item: InputFile, key: str) -> Outcome
         clean.save_as(buf, enforce_file_format=True)
     except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot write back is rejected, not stored
         raise Rejected(f"cannot write the de-identified DICOM ({type(exc).__name__})") from None
-    info = ctx.store.put(buf.getvalue())
+    info = ctx.store.put(buf.getbuffer())
     modality = _text(clean, "Modality", 16)
     photometric = _text(clean, "PhotometricInterpretation", 16)
     bits = int(clean.BitsStored) if "BitsStored" in clean else None
