@@ -36,11 +36,17 @@ def evaluate(
     result = run_evaluation(platform, model, on, rules, data_dir=data_dir, actor=cli.actor, via="cli",
                             log=lambda msg: err.print(f"[dim]{msg}[/]"))
     if reference and result.passed:
+        from medcycle.errors import MedcycleError
         from medcycle.monitoring.reference import capture
 
-        capture(platform, result.model, on, split=rules.operating_split, data_dir=data_dir, actor=cli.actor,
-                via="cli", log=lambda msg: err.print(f"[dim]{msg}[/]"))
-        err.print(f"[dim]monitoring reference of {result.model} stored (split {rules.operating_split})[/]")
+        try:
+            capture(platform, result.model, on, split=rules.operating_split, data_dir=data_dir, actor=cli.actor,
+                    via="cli", log=lambda msg: err.print(f"[dim]{msg}[/]"))
+            err.print(f"[dim]monitoring reference of {result.model} stored (split {rules.operating_split})[/]")
+        except MedcycleError as exc:  # the gates passed; the reference is a separate step that can be redone
+            err.print(f"[yellow]no monitoring reference stored: {exc.message}[/]"
+                      + (f"\n  {exc.hint} (`medcycle monitor reference capture {result.model} --on {on}`)"
+                         if exc.hint else ""))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for kind, digest in result.report_digests.items():

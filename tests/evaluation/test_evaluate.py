@@ -94,8 +94,10 @@ def test_cli_exit_codes_and_reports(sqlite_platform: Platform, models: dict[str,
     failing.write_text("metrics: {auroc: {min: 0.99}}\nbootstrap: {resamples: 100}\n")
     code = run_cli(cli_app, ["evaluate", models["good"], "--on", models["data"], "--policy", str(passing),
                              "--out", str(tmp_path / "out"), "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["passed"] and out["report_id"]
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
+    assert out["passed"] and out["report_id"]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is True
     assert "<table>" in (tmp_path / "out" / "report.html").read_text()
     code = run_cli(cli_app, ["evaluate", models["good"], "--on", models["data"], "--policy", str(failing)])
