@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -64,6 +65,7 @@ def _fsync_close(fd: int) -> None:
 
 
 _UNNAMED = getattr(os, "O_TMPFILE", 0)
+_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}  # what a missing O_TMPFILE looks like
 _UNNAMED_OK: dict[str, bool] = {}  # folder, or "dev:N" -> whether unnamed temp files there can be given a name
 _SYNCERS: dict[int, ThreadPoolExecutor] = {}  # process id -> the threads that run deferred fsyncs
 _SYNCERS_LOCK = threading.Lock()
@@ -86,7 +88,9 @@ def unnamed_file(folder: str | Path) -> int | None:
         return None
     try:
         fd = os.open(folder, os.O_WRONLY | _UNNAMED, 0o444)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in _UNSUPPORTED:
+            raise  # a real failure (no such folder, no permission, out of descriptors)
         _UNNAMED_OK[key] = False
         return None
     if key not in _UNNAMED_OK:  # a new folder: ask its file system once (linking one needs /proc)
