@@ -107,6 +107,7 @@ def doctor(
 def demo(
     ctx: typer.Context,
     serve_ui: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the UI when done.")] = True,
+    profile: Annotated[str, typer.Option(help="full (what `make run` does) or quick (smaller, for tests).")] = "full",
 ) -> None:
     """The main job: walk through the platform on embedded defaults, then serve the UI."""
     if ctx.invoked_subcommand is not None:
@@ -115,7 +116,7 @@ def demo(
 
     st = state(ctx)
     platform = st.platform(migrate=False)
-    token = run_demo(platform, console())
+    token = run_demo(platform, console(), profile=profile)
     if serve_ui:
         import uvicorn
 

@@ -1,32 +1,142 @@
-"""The main job (`make run` → `medcycle demo`) runs end to end, and a second run adds nothing."""
+"""The main job (`make run` → `medcycle demo`) runs the whole cycle end to end, and a second run adds nothing.
+
+The test runs the ``quick`` profile (the same stages on smaller images and shorter training); ``make run`` runs
+``full``. It checks what each stage left behind in the platform, not only what the demo printed.
+"""
 
 from __future__ import annotations
 
 import io
+import re
 
+import numpy as np
+import pytest
 from rich.console import Console
+from sqlalchemy import func, select
 
 from medcycle.auth.users import authenticate
-from medcycle.catalog.summary import summarize
 from medcycle.datasets import versions
 from medcycle.demo import run_demo
+from medcycle.demo.context import MODEL, PRODUCTION, XR_DATASET, profile_of
+from medcycle.demo.readers import READERS, SENIOR, blob, outline
+from medcycle.errors import UsageError
 from medcycle.platform import Platform
+from medcycle.store.base import Base
+from tests.training.conftest import pin_deid_key
+
+# Logs of what happened rather than what exists: a second run may add to them (each ingest call is an ingest
+# run; logins, page views and reads are audited).
+LOGS = {"audit_events", "tokens", "ingest_runs"}
+STAGES = ("Generate the demo data", "What data do we have", "Dataset v1", "labeling task", "Agreement and consensus",
+          "Dataset v2", "hypothesis", "training runs", "release gates", "REST and DICOM C-STORE",
+          "injected drift", "Check the object store", "Where to look")
 
 
-def test_demo_runs_twice(sqlite_platform: Platform) -> None:
+def _counts(platform: Platform) -> dict[str, int]:
+    from medcycle.store.registry import import_all_tables
+
+    import_all_tables()
+    with platform.session(write=False) as s:
+        return {t.name: int(s.scalar(select(func.count()).select_from(t)) or 0)
+                for t in Base.metadata.sorted_tables if t.name not in LOGS}
+
+
+def test_the_whole_cycle_then_a_second_run_adds_nothing(sqlite_platform: Platform) -> None:
+    from medcycle.hypotheses import links
+    from medcycle.hypotheses.lookup import get_hypothesis
+    from medcycle.labels import tasks
+    from medcycle.models import registry
+    from medcycle.monitoring import alerts
+    from medcycle.monitoring.tables import PredictionRow, ReportRow
+    from medcycle.serving.results import job_out
+    from medcycle.training.demo_data import read_studies
+
+    p = sqlite_platform
+    pin_deid_key(p)  # the same pseudonyms, hence the same splits and the same trained models, every run
     out = io.StringIO()
-    token = run_demo(sqlite_platform, Console(file=out, width=120))
+    token = run_demo(p, Console(file=out, width=300), profile="quick")
     text = out.getvalue()
-    for step in ("Ingest DICOM", "What data do we have", "versioned dataset", "Where to look"):
-        assert step in text
-    assert "LEAKS" not in text
-    with sqlite_platform.session() as s:
+    for stage in STAGES:
+        assert stage in text, stage
+    assert "LEAKS" not in text and "left out" not in text
+    where = text[text.index("Where to look"):]
+    states = re.findall(r"\(stage \d+, ([^)]*)\)", where)
+    assert len(states) >= 20 and all(s == "ok" or "not mounted" in s or "placeholder" in s for s in states), states
+
+    with p.session(write=False) as s:
         assert authenticate(s, token).role.value == "admin"
-        first = summarize(s).to_dict()["totals"]
-        assert [tuple(v.tags) for v in versions.log(s, "chest-ct")] == [("v1",)]
-    assert first["instances"] >= 80
-    run_demo(sqlite_platform, Console(file=io.StringIO(), width=120))
-    with sqlite_platform.session() as s:
-        assert summarize(s).to_dict()["totals"] == first
-        assert len(versions.log(s, "chest-ct")) == 1
-    assert (sqlite_platform.settings.home / "pulls" / "chest-ct-v1" / "manifest.csv").is_file()
+        log = versions.log(s, XR_DATASET)
+        assert sorted(t for v in log for t in v.tags) == ["v1", "v2"]
+        v1, v2 = versions.get_version(s, f"{XR_DATASET}@v1"), versions.get_version(s, f"{XR_DATASET}@v2")
+        lesions = sum(r["label"] == "lesion" for r in read_studies(p.settings.home / "demo-data" / "cycle")
+                      if r["kind"] == "xr")
+        assert v1.n_items == profile_of("quick").radiographs and v2.n_items > v1.n_items  # v2 adds the consensus masks
+        assert v1.leakage.get("ok", True) and v2.split_counts.keys() == v1.split_counts.keys()
+        task = tasks.get_task(s, "T-1")
+        assert task.readers == tuple(sorted(r.name for r in READERS)) and task.items == v1.n_items
+        assert task.done == task.items and task.item_states["resolved"] > 0  # disagreements went to the senior
+        assert v2.n_items - v1.n_items == pytest.approx(lesions, abs=3)  # one consensus mask per lesion, about
+        hyp = get_hypothesis(s, "H-1")
+        assert hyp.status == "exploring"
+        linked = {link.kind.value for link in links.links(s, hyp.id)}
+        assert linked == {"run", "dataset"}
+        versions_ = registry.versions(s, MODEL)
+        assert [v.version for v in versions_] == [1, 2]
+        assert all(registry.gate_reports(s, v.ref)[0].passed for v in versions_)
+        history = [(m.action, m.to_ref) for m in registry.alias_history(s, MODEL, PRODUCTION)]
+        assert history == [("promote", f"{MODEL}@v1"), ("promote", f"{MODEL}@v2"), ("rollback", f"{MODEL}@v1")]
+        assert registry.resolve(s, f"{MODEL}@{PRODUCTION}").version == 1
+        drift_alerts = [a for a in alerts.list_alerts(s) if a.kind == "drift"]
+        assert [a.model_version for a in drift_alerts] == [f"{MODEL}@v2"]
+        assert drift_alerts[0].state == "acknowledged" and drift_alerts[0].severity == "page"
+        by_version = dict(s.execute(select(PredictionRow.model_version, func.count())
+                                    .group_by(PredictionRow.model_version)).all())
+        quick = profile_of("quick")
+        assert by_version[f"{MODEL}@v2"] == quick.rest_studies + 1 + quick.cstore_studies + quick.drift_studies
+        assert by_version[f"{MODEL}@v1"] == 1  # the study after the rollback
+        outcomes = dict(s.execute(select(PredictionRow.outcome, func.count()).group_by(PredictionRow.outcome)).all())
+        assert outcomes.get("refused", 0) >= 1 and outcomes["ok"] >= quick.drift_studies  # the MR slice is refused
+        assert s.scalar(select(func.count()).select_from(ReportRow).where(ReportRow.slot == "demo-cycle")) == 1
+        last = s.scalar(select(PredictionRow.job_id).where(PredictionRow.model_version == f"{MODEL}@v1"))
+    assert last is not None
+    answer = job_out(p, p.jobs.get(last))
+    assert answer.result is not None and answer.result.model.ref == f"{MODEL}@v1"
+    assert answer.result.model.requested == f"{MODEL}@{PRODUCTION}"
+    assert "all intact" in text
+
+    first = _counts(p)
+    again = io.StringIO()
+    run_demo(p, Console(file=again, width=300), profile="quick")
+    assert _counts(p) == first
+    second = again.getvalue()
+    assert "every reading was already in" in second and "rolled back before" in second
+    assert "left out" not in second
+
+
+def test_simulated_readers_follow_their_skill() -> None:
+    size = 128
+    truth = np.zeros((size, size), bool)
+    truth[40:60, 50:70] = True
+    empty = np.zeros_like(truth)
+    expert, novice = READERS[0], READERS[-1]
+    items = [f"item-{i}" for i in range(300)]
+    found = {r.name: np.mean([r.read(truth, i)[0].any() for i in items]) for r in (expert, novice)}
+    false = {r.name: np.mean([r.read(empty, i)[0].any() for i in items]) for r in (expert, novice)}
+    assert found[expert.name] == pytest.approx(expert.sensitivity, abs=0.05)
+    assert found[novice.name] == pytest.approx(novice.sensitivity, abs=0.08)
+    assert false[expert.name] == pytest.approx(1 - expert.specificity, abs=0.04)
+    assert false[novice.name] == pytest.approx(1 - novice.specificity, abs=0.06)
+    mask, seconds = SENIOR.read(truth, "item-1")
+    assert np.array_equal(mask, SENIOR.read(truth, "item-1")[0]) and seconds >= 5  # the same reading every time
+    rng = np.random.default_rng(0)
+    drawn = outline(truth, rng, 2.0, 0.1)
+    dice = 2 * (drawn & truth).sum() / (drawn.sum() + truth.sum())
+    assert 0.6 < dice < 1.0
+    spot = blob((size, size), rng)
+    assert spot.any() and spot.sum() < 0.05 * size * size
+
+
+def test_an_unknown_profile_is_refused(sqlite_platform: Platform) -> None:
+    with pytest.raises(UsageError, match="unknown demo profile") as info:
+        run_demo(sqlite_platform, Console(file=io.StringIO()), profile="huge")
+    assert "full" in (info.value.hint or "")
