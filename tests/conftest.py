@@ -1,1 +1,5 @@
 pytest_plugins = ["medcycle.testing.plugin"]
+
+# One definition of the browser fixtures for the whole suite: two session-scoped Playwright instances in one
+# process (one per conftest that imported them) cannot run side by side.
+from medcycle.testing.browser import browser, console_errors, page  # noqa: E402, F401

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from medcycle.monitoring.reference import Policy, Reference, build
-from medcycle.testing.browser import browser, console_errors, page  # noqa: F401 - browser fixtures
 from tests.monitoring.phantoms import cases
 from tests.training.conftest import demo, pin_deid_key, run_options  # noqa: F401
 

@@ -94,6 +94,9 @@ def test_deploy_rollback_canary_shadow_and_stop_with_real_processes(env: Env) ->
     # -- rollback: a job in flight finishes on v2, the next job runs on v1 within a second --------------------
     in_flight = submit(platform, env.images, model="xr@production")
     assert wait_for(lambda: platform.jobs.get(in_flight.id).state == JobState.RUNNING, 30)
+    # taken is not yet computing: the batch is decoded and its version resolved first; v2 needs ~3 s for these
+    # 8 images, so 1.5 s after the take the job is computing on v2 (asserted below: it is still running)
+    time.sleep(1.5)
     with platform.session() as session:
         move = registry.rollback(session, "xr", "production")
     flipped = time.monotonic()
