@@ -69,7 +69,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         with platform.session() as session:
             registry.promote(session, "xr@v1", "production", force_reason="test")
             registry.promote(session, "xr@v2", "production", force_reason="test")
-        images = [write_radiograph(tmp / f"dx{i}.dcm", seed=i) for i in range(8)]
+        images = [write_radiograph(tmp / f"dx{i}.dcm", seed=i) for i in range(16)]  # one full batch
         try:
             yield Env(platform, tmp, free_port(), images)
         finally:
@@ -94,9 +94,10 @@ def test_deploy_rollback_canary_shadow_and_stop_with_real_processes(env: Env) ->
     # -- rollback: a job in flight finishes on v2, the next job runs on v1 within a second --------------------
     in_flight = submit(platform, env.images, model="xr@production")
     assert wait_for(lambda: platform.jobs.get(in_flight.id).state == JobState.RUNNING, 30)
-    # taken is not yet computing: the batch is decoded and its version resolved first; v2 needs ~3 s for these
-    # 8 images, so 1.5 s after the take the job is computing on v2 (asserted below: it is still running)
-    time.sleep(1.5)
+    # taken is not yet computing: the batch is decoded and its version resolved first (well under a second for
+    # 16 small radiographs); v2 then needs seconds for them, so 1 s after the take the job is computing on v2
+    # (asserted below: it is still running)
+    time.sleep(1.0)
     with platform.session() as session:
         move = registry.rollback(session, "xr", "production")
     flipped = time.monotonic()
