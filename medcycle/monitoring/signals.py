@@ -27,6 +27,7 @@ shifts fire.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -111,21 +112,24 @@ class Stat:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class Signal:
-    """A fitted reference for one signal. Subclasses set ``name`` and implement the three methods."""
+class Signal(ABC):
+    """A fitted reference for one signal. Subclasses set ``name`` and implement the three abstract methods."""
 
     name: ClassVar[str] = ""
     min_share: ClassVar[float] = 0.5  # a window needs this share of cases with the signal's data
 
     @classmethod
+    @abstractmethod
     def fit(cls, ref: Cases) -> Signal | None:  # None: the reference lacks this signal's data
-        raise NotImplementedError
+        """The signal fitted on the reference cases."""
 
+    @abstractmethod
     def statistic(self, win: Cases) -> Stat:
-        raise NotImplementedError
+        """The signal's statistic on a window of live cases."""
 
+    @abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The fitted reference as JSON."""
 
     def null(self, pool: Cases, windows: Sequence[I64]) -> F64:
         """Statistics of ``windows`` (index arrays into ``pool``) against a reference refitted on the rest."""
