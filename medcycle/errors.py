@@ -50,45 +50,61 @@ class MedcycleError(Exception):
 
 
 class ConfigError(MedcycleError):
+    """A setting is missing or wrong (or a backend is not supported); fix the configuration, nothing ran."""
+
     code = "config_error"
     exit_code = 78
 
 
 class UsageError(MedcycleError):
+    """The request or command line asks for something that cannot be done as given."""
+
     code = "bad_request"
     http_status = 400
     exit_code = 2
 
 
 class ValidationFailed(UsageError):
+    """Input data failed validation (a file, a schema, a policy); the message names what and where."""
+
     code = "validation_failed"
     http_status = 422
 
 
 class NotFound(MedcycleError):
+    """A named thing (dataset, version, model, job, object …) does not exist."""
+
     code = "not_found"
     http_status = 404
     exit_code = 4
 
 
 class Conflict(MedcycleError):
+    """The thing exists in another state (immutable version, name taken, referenced data)."""
+
     code = "conflict"
     http_status = 409
     exit_code = 5
 
 
 class AuthError(MedcycleError):
+    """No valid token or session."""
+
     code = "unauthorized"
     http_status = 401
     exit_code = 6
 
 
 class PermissionDenied(AuthError):
+    """Authenticated, but the role does not allow this."""
+
     code = "forbidden"
     http_status = 403
 
 
 class IntegrityError(MedcycleError):
+    """Stored bytes or rows are not what their digest or invariants say; run `medcycle store fsck`."""
+
     code = "integrity_error"
     http_status = 500
     exit_code = 7
@@ -107,6 +123,8 @@ class QueueFull(MedcycleError):
 
 
 class BackendUnavailable(MedcycleError):
+    """The database, queue or object store cannot be reached; check it runs and the URL."""
+
     code = "backend_unavailable"
     http_status = 503
     exit_code = 9

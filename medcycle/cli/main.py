@@ -9,6 +9,7 @@ import typer
 
 from medcycle.cli import agents as agents_cli
 from medcycle.cli import audit as audit_cli
+from medcycle.cli import backup as backup_cli
 from medcycle.cli import data as data_cli
 from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import evaluate as evaluate_cli
@@ -73,6 +74,7 @@ app.add_typer(
     datasets_cli.app, name="dataset", help="Versioned datasets: items, labels, splits, versions, cards, pull/push."
 )
 app.add_typer(store.app, name="store", help="Object store: put, get, stat, list, fsck, gc.")
+app.add_typer(backup_cli.app, name="backup", help="Consistent backups of the database and objects; restore.")
 app.add_typer(users.user_app, name="user", help="Users and roles.")
 app.add_typer(users.token_app, name="token", help="API tokens (shown once, stored hashed).")
 app.add_typer(audit_cli.app, name="audit", help="The audit log of data reads and privileged changes.")
