@@ -27,6 +27,12 @@ class ApiMetrics:
         self.queue_jobs = Gauge(
             "medcycle_queue_jobs", "Jobs per queue and state", ["queue", "state"], registry=self.registry
         )
+        self.queue_age = Gauge(
+            "medcycle_queue_oldest_queued_seconds",
+            "Age of the oldest job still waiting per queue (0 when none waits)",
+            ["queue"],
+            registry=self.registry,
+        )
         self.backend_up = Gauge(
             "medcycle_backend_up", "Backend reachable (1) or not (0)", ["backend"], registry=self.registry
         )
@@ -34,8 +40,10 @@ class ApiMetrics:
     def render(self, platform: Platform) -> Response:
         try:
             for queue in platform.jobs.queues():
-                for state, n in platform.jobs.stats(queue).counts.items():
+                stats = platform.jobs.stats(queue)
+                for state, n in stats.counts.items():
                     self.queue_jobs.labels(queue, state).set(n)
+                self.queue_age.labels(queue).set(stats.oldest_queued_seconds or 0.0)
         except Exception:  # noqa: BLE001 - a scrape must not fail because a backend is down
             self.backend_up.labels("jobs").set(0)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

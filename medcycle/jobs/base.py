@@ -96,6 +96,7 @@ class QueueStats:
     queue: str
     counts: dict[str, int] = field(default_factory=dict)
     limit: int = 0
+    oldest_queued_seconds: float | None = None  # age of the oldest job still waiting (since it was submitted)
 
     @property
     def active(self) -> int:

@@ -355,9 +355,15 @@ class RedisJobQueue(JobQueue):
             pipe = self._r.pipeline(transaction=False)
             for st in states:
                 pipe.zcard(self._qkey(queue, f"st:{st.value}"))
-            counts: list[int] = pipe.execute()
+            pipe.zrange(self._qkey(queue, f"st:{JobState.QUEUED.value}"), 0, 0)  # lowest sequence = oldest
+            pipe.time()
+            *counts, first, (now_s, now_us) = pipe.execute()
+            created = self._r.hget(self._jkey(str(first[0])), "created_at") if first else None
         found = {st.value: int(n) for st, n in zip(states, counts, strict=True) if n}
-        return QueueStats(queue=queue, counts=found, limit=self.limit)
+        age = None
+        if created is not None:
+            age = max(0.0, (int(now_s) * 1000 + int(now_us) // 1000 - int(created)) / 1000)
+        return QueueStats(queue=queue, counts=found, limit=self.limit, oldest_queued_seconds=age)
 
     def queues(self) -> list[str]:
         with self._guard():

@@ -15,7 +15,7 @@ import uuid
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, func, or_, select, text, update
@@ -395,7 +395,14 @@ class SqlJobQueue(JobQueue):
     def stats(self, queue: str) -> QueueStats:
         with self._read() as conn:
             rows = conn.execute(select(T.c.state, func.count()).where(T.c.queue == queue).group_by(T.c.state)).all()
-        return QueueStats(queue=queue, counts={s: int(n) for s, n in rows}, limit=self.limit)
+            oldest = conn.scalar(select(func.min(T.c.created_at)).where(
+                T.c.queue == queue, T.c.state == JobState.QUEUED.value))
+        age = None
+        if oldest is not None:
+            oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+            age = max(0.0, (utcnow() - oldest).total_seconds())
+        return QueueStats(queue=queue, counts={s: int(n) for s, n in rows}, limit=self.limit,
+                          oldest_queued_seconds=age)
 
     def queues(self) -> builtins.list[str]:
         with self._read() as conn:

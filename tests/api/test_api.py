@@ -44,6 +44,15 @@ def test_probes_and_metrics_need_no_token(client: TestClient) -> None:
     assert "medcycle_http_requests_total" in metrics.text
 
 
+def test_metrics_show_queue_depth_and_age(client: TestClient, platform: Platform) -> None:
+    platform.jobs.enqueue("inference", {"n": 1})
+    text = client.get("/metrics").text
+    assert 'medcycle_queue_jobs{queue="inference",state="queued"} 1.0' in text
+    gauge = 'medcycle_queue_oldest_queued_seconds{queue="inference"}'
+    age = [line for line in text.splitlines() if line.startswith(gauge)]
+    assert len(age) == 1 and 0 <= float(age[0].split()[-1]) < 60
+
+
 def test_token_required_and_one_error_shape(client: TestClient, platform: Platform) -> None:
     r = client.get("/v1/info")
     assert r.status_code == 401

@@ -80,6 +80,19 @@ class QueueContract:
         assert set(jq.queues()) == {"lst", "other"}
         jq.ping()
 
+    def test_stats_give_the_age_of_the_oldest_waiting_job(self, jq: JobQueue) -> None:
+        assert jq.stats("age").oldest_queued_seconds is None
+        jq.enqueue("age", {"n": 1})
+        time.sleep(0.3)
+        jq.enqueue("age", {"n": 2})
+        age = jq.stats("age").oldest_queued_seconds
+        assert age is not None and 0.25 <= age < 30, age  # the first job's age, not the second's
+        _take_one(jq, "age")  # the oldest leaves the queue: the age is now the second job's
+        later = jq.stats("age").oldest_queued_seconds
+        assert later is not None and later < age
+        jq.complete(_take_one(jq, "age"))
+        assert jq.stats("age").oldest_queued_seconds is None
+
     def test_updates_need_a_leased_job(self, jq: JobQueue) -> None:
         job = jq.enqueue("tok", {})
         _take_one(jq, "tok")

@@ -30,6 +30,7 @@ def exported(platform: Platform) -> set[str]:
     names = set(re.findall(r"^(medcycle_[a-z_]+)", generate_latest(registry).decode(), re.M))
     api = ApiMetrics()
     api.queue_jobs.labels("inference", "queued").set(0)
+    api.queue_age.labels("inference").set(0)
     api.backend_up.labels("jobs").set(1)
     api.requests.labels("GET", "/", "200").inc()
     api.latency.labels("GET", "/").observe(0.1)
