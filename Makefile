@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint format bench browser-deps clean help
+.PHONY: setup run test test-fast lint format bench browser-deps helm-deps clean help
 
 help:
 	@echo "make run    set up, initialise ~/.medcycle on embedded defaults, run the demo, serve the UI on :8080"
@@ -32,6 +32,19 @@ browser-deps:
 	  else echo "WARNING: chromium missing and not root; install it with: sudo apt-get install -y chromium"; fi; \
 	fi
 
+# Helm's linter for the chart test (helm-sdkpy bundles it and needs Python 3.12; pyenv's is used when the
+# plain `python3.12` is not on PATH). Best effort: without it the chart-lint test is skipped with the reason.
+HELM_VENV := $(VENV)/helm
+helm-deps:
+	@if [ ! -x $(HELM_VENV)/bin/python ] || ! $(HELM_VENV)/bin/python -c 'import helm_sdkpy' 2>/dev/null; then \
+	  PY312=""; \
+	  if python3.12 --version >/dev/null 2>&1; then PY312="python3.12"; \
+	  elif command -v pyenv >/dev/null 2>&1; then V=$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | tail -1); \
+	    [ -n "$$V" ] && PY312="env PYENV_VERSION=$$V python3.12"; fi; \
+	  if [ -n "$$PY312" ] && $$PY312 -m venv $(HELM_VENV) && $(HELM_VENV)/bin/pip install --quiet helm-sdkpy; then :; \
+	  else echo "WARNING: no Python 3.12 for helm-sdkpy; the Helm chart lint test will be skipped"; fi; \
+	fi
+
 run: setup
 	$(VENV)/bin/medcycle demo
 
@@ -39,7 +52,7 @@ lint: setup
 	$(VENV)/bin/ruff check medcycle tests bench
 	$(VENV)/bin/mypy
 
-test: setup browser-deps lint
+test: setup browser-deps helm-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

@@ -102,6 +102,14 @@ def test_the_manifests_run_what_the_code_provides() -> None:
     worker = container(objects[("Deployment", "medcycle-worker")])
     assert worker["command"][-2:] == ["-m", "medcycle.serving.routing"]
     assert objects[("Deployment", "medcycle-worker")]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    agent = container(objects[("Deployment", "medcycle-agent")])
+    assert agent["args"][:2] == ["agent", "start"] and "--queue=training" in agent["args"]
+    from medcycle.cli.main import app as cli_app
+    from medcycle.cli.reference import render
+
+    reference = render(cli_app).split("## `medcycle agent start`")[1].split("\n## ")[0]
+    for arg in agent["args"][2:]:  # every option the manifests pass exists on `medcycle agent start`
+        assert f"`{arg.split('=')[0]}" in reference or f", {arg.split('=')[0]} " in reference, arg
     scp = container(objects[("Deployment", "medcycle-scp")])
     assert scp["args"][0] == "serve-scp" and "--port=11112" in scp["args"]
     spec = DeploymentSpec.from_dict(json.loads(objects[("ConfigMap", "medcycle-config")]["data"]["deployment.json"]))
@@ -132,11 +140,15 @@ def test_the_chart_defaults_match_the_plain_manifests() -> None:
     assert json.loads(config["deployment.json"])["model"] == values["deployment"]["model"]
     assert objects[("Deployment", "medcycle-api")]["spec"]["replicas"] == values["api"]["replicas"]
     assert objects[("Deployment", "medcycle-worker")]["spec"]["replicas"] == values["worker"]["replicas"]
+    assert objects[("Deployment", "medcycle-agent")]["spec"]["replicas"] == values["agent"]["replicas"]
+    agent_args = container(objects[("Deployment", "medcycle-agent")])["args"]
+    assert f"--queue={values['agent']['queue']}" in agent_args
     assert container(objects[("Deployment", "medcycle-api")])["image"] == (
         f"{values['image']['repository']}:{values['image']['tag']}")
     assert chart["appVersion"] == values["image"]["tag"]
     templates = {p.name for p in (CHART / "templates").iterdir()}
-    assert {"api.yaml", "worker.yaml", "scp.yaml", "configmap.yaml", "migrate-job.yaml", "hpa.yaml"} <= templates
+    assert {"api.yaml", "worker.yaml", "agent.yaml", "scp.yaml", "configmap.yaml", "migrate-job.yaml",
+                          "hpa.yaml"} <= templates
 
 
 def helm_python() -> Path | None:
