@@ -15,6 +15,10 @@ Images come from :mod:`medcycle.web.labels_images` rather than the catalog's thu
 ``read-data`` (annotators lack it) and shows only the middle slice; every image served is audited as
 ``image.view``. Forms post back here with the SameSite session cookie; each submission calls one library
 function (:func:`medcycle.labels.tasks.submit`, :func:`medcycle.labels.adjudication.adjudicate`).
+
+On an item's page a reader draws what the schema allows (``labels_draw.js``: boxes, polygons, brush and
+eraser masks, per slice); the drawing arrives as JSON form fields and is checked against the image's grid
+and the schema (:func:`medcycle.web.labels_data.drawn_annotations`) before anything is stored.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ Labeler = Annotated[Principal, requires(Permission.LABEL)]
 VIA = "web"
 TOOL = "medcycle-web"
 ITEMS_PER_PAGE = 100
+TOOLS = (("box", Kind.BOX), ("polygon", Kind.POLYGON), ("brush", Kind.MASK), ("eraser", Kind.MASK))
+DRAWN = frozenset({Kind.BOX, Kind.POLYGON, Kind.MASK})
+MAX_MASK_FIELD = 64_000_000  # characters of run lengths: far more than a hand-painted reading needs
 T = TypeVar("T")
 
 STATE_CLASS = {"open": "state-queued", "complete": "status-ok", "adjudication": "badge-warn",
@@ -195,13 +202,25 @@ def agreement_page(request: Request, ref: str, platform: PlatformDep, session: S
 
 
 # -- labeling one item ------------------------------------------------------------------------------
+def drawing(schema: SchemaInfo, stack: images.Stack, width: int, height: int) -> dict[str, Any]:
+    """What ``labels_draw.js`` needs: the image's pixel grid and the classes each tool may draw, with colours."""
+    drawable = [c for c in schema.classes if set(c.kinds) & DRAWN]
+    classes = [{"name": c.name, "kinds": [k.value for k in c.kinds if k in DRAWN],
+                "color": c.color or images.PALETTE[i % len(images.PALETTE)]} for i, c in enumerate(drawable)]
+    tools = [t for t, kind in TOOLS if any(kind in c.kinds for c in drawable)]
+    return {"classes": classes, "tools": tools, "width": width, "height": height, "slices": stack.slices}
+
+
 def label_page(request: Request, session: Session, objects: ObjectStore, principal: Principal, row: LabelTaskRow,
                item: str, *, done: str = "", error: Exception | None = None, chosen: tuple[str, ...] = (),
-               boxes: str = "[]", status_code: int = 200) -> Response:
-    """The labeling view (also shown again, with the error, when a submission is refused)."""
+               boxes: str = "[]", polygons: str = "[]", masks: str = "[]", status_code: int = 200) -> Response:
+    """The labeling view (also shown again, with the error and what was drawn, when a submission is refused)."""
     ref = tasks.ref_of(row.id)
     schema = schema_of(session, row)
     stack = images.item_stack(session, row.level, item)
+    if stack.width <= 0 or stack.height <= 0:  # the catalog lacks the size: read it from the first plane
+        grid = images.stack_geometry(session, objects, stack, placed=False)
+        stack = images.Stack(stack.item, stack.planes, grid.width, grid.height, stack.modality)
     assignment = session.get(AssignmentRow, (row.id, item, principal.name))
     submitted = assignment is not None and assignment.state == "submitted"
     records = access.visible_annotations(session, principal, row, item, reader=principal.name) if submitted else []
@@ -215,9 +234,8 @@ def label_page(request: Request, session: Session, objects: ObjectStore, princip
                                                                     else ""),
         submitted=submitted, records=records, mine=mine, remaining=len(queue), following=following,
         progress=my_progress(session, row, principal.name), done=done, error=error, chosen=chosen, boxes=boxes,
+        polygons=polygons, masks=masks, draw=drawing(schema, stack, stack.width, stack.height),
         class_options=[c for c in schema.classes if Kind.CLASS in c.kinds],
-        box_options=[c for c in schema.classes if Kind.BOX in c.kinds],
-        other_kinds=sorted(k.value for k in schema.kinds - {Kind.CLASS, Kind.BOX}),
         colors=layer_colors(session, principal, row, access.check_item(session, principal, row, item), item),
         **HELPERS,
     )
@@ -243,9 +261,16 @@ def submit_form(
     request: Request, ref: str, item: str, platform: PlatformDep, principal: Labeler,
     classes: Annotated[list[str], Form(max_length=128)] = [],  # noqa: B006 - FastAPI copies form defaults
     boxes: Annotated[str, Form(max_length=200_000)] = "",
+    polygons: Annotated[str, Form(max_length=2_000_000)] = "",
+    masks: Annotated[str, Form(max_length=MAX_MASK_FIELD)] = "",
     seconds: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    """Submit the caller's reading through :func:`medcycle.labels.tasks.submit`; then on to the next item."""
+    """Submit the caller's reading through :func:`medcycle.labels.tasks.submit`; then on to the next item.
+
+    What was drawn is checked against the image it was drawn on and the task's schema first
+    (:func:`medcycle.web.labels_data.drawn_annotations`); a refusal shows the page again with the error
+    and the drawing kept.
+    """
     with platform.session(write=False) as session:
         def check() -> LabelTaskRow:
             row = access.check_task(session, principal, ref)
@@ -256,8 +281,12 @@ def submit_form(
 
         row = guarded(platform, principal, "labels.submit", ref, check, item=item)
         task_ref = tasks.ref_of(row.id)
+        schema = schema_of(session, row)
+        stack = images.item_stack(session, row.level, item)
+        grid = images.stack_geometry(session, platform.objects, stack, placed=bool(masks.strip()))
     try:
-        anns = data.form_annotations(item, principal.name, classes, boxes)
+        anns = data.drawn_annotations(item, principal.name, schema=schema, grid=grid, classes=classes, boxes=boxes,
+                                      polygons=polygons, masks=masks)
         spent = data.parse_seconds(seconds)
         with platform.session() as session:
             tasks.submit(session, platform.objects, task_ref, item, principal.name, anns, seconds=spent, tool=TOOL,
@@ -267,6 +296,7 @@ def submit_form(
             row = tasks.get_task_row(session, task_ref)
             return label_page(request, session, platform.objects, principal, row, item, error=exc,
                               chosen=tuple(classes), boxes=boxes if boxes.strip() else "[]",
+                              polygons=polygons if polygons.strip() else "[]", masks=masks if masks.strip() else "[]",
                               status_code=exc.http_status)
     with platform.session(write=False) as session:
         following = next((e.item for e in tasks.reader_queue(session, principal.name, task=task_ref, limit=10_000)),

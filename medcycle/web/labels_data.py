@@ -3,6 +3,12 @@
 * :func:`form_annotations` turns the labeling form (class choices and the boxes drawn on the canvas, as
   JSON) into annotations through :func:`medcycle.labels.store.annotation_from_dict`, so a bad box gets the
   same error, naming the field, as it would through the API.
+* :func:`drawn_annotations` turns what the reader drew on the item page — boxes, polygons and painted masks
+  (JSON in hidden form fields) — into annotations, checked against the image they were drawn on (every
+  vertex inside it, a mask the size of its slices, a slice that exists) and against the task's schema (a
+  class that allows that kind), each error naming the field (``polygons[1].points[3]``). Masks come as
+  row-major run lengths per class and slice and are stored one per class: ``(rows, cols)`` on a 2D image,
+  ``(slices, rows, cols)`` on a volume, on the grid of :func:`medcycle.web.labels_images.stack_geometry`.
 * :func:`item_consensus` is the consensus a reviewer sees next to the readings: class majority (ties go to
   the class listed first in the schema), box clustering, mask majority vote — the library's
   :mod:`medcycle.labels.consensus`, on the item's submitted readings (a reader who read the item and drew
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -36,14 +44,19 @@ from medcycle.labels.agreement import (
 )
 from medcycle.labels.box_agreement import box_matrix
 from medcycle.labels.consensus import MaskMethod, cluster_boxes, majority_class, mask_consensus
+from medcycle.labels.formats.rle import unruns
 from medcycle.labels.mask_agreement import MaskMetric, mask_matrix
 from medcycle.labels.model import Annotation, Box, Kind, Mask, Polygon
 from medcycle.labels.policy import json_number
 from medcycle.labels.schemas import SchemaInfo
 from medcycle.labels.tables import AdjudicationRow, AssignmentRow, TaskItemRow
 from medcycle.objects.base import ObjectStore
+from medcycle.web.labels_images import Grid
 
 MAX_BOXES = 500  # boxes in one submission from the page
+MAX_POLYGONS = 500  # polygons in one submission from the page
+MAX_VERTICES = 10_000  # vertices of one polygon
+MAX_MASK_PIXELS = 1 << 28  # painted slices × rows × cols in one submission (256 Mi pixels)
 MAX_SECONDS = 7 * 24 * 3600.0  # time on one item: a week means the page was left open, not read
 
 
@@ -86,6 +99,159 @@ def form_annotations(item: str, reader: str, classes: Sequence[str], boxes: str)
             raise ValidationFailed(f"boxes[{i}]: expected a mapping with label and box", hint="Draw the box again.")
         out.append(store.annotation_from_dict({"label": entry.get("label"), "kind": "box", "box": entry.get("box"),
                                                "z": entry.get("z")}, item=item, reader=reader, where=f"boxes[{i}]"))
+    return out
+
+
+def _entries(text: str, field: str, example: str, limit: int) -> list[dict[str, Any]]:
+    """The JSON list of mappings a drawing field holds (blank: none)."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    try:
+        drawn = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"{field}: not JSON ({exc.msg} at character {exc.pos})",
+                               hint="Draw on the image; the page fills this field.") from None
+    if not isinstance(drawn, list):
+        raise ValidationFailed(f"{field}: expected a list", hint=f"e.g. {example}.")
+    if len(drawn) > limit:
+        raise ValidationFailed(f"{field}: {len(drawn)} entries in one reading (at most {limit})",
+                               hint="Submit the item through the API if it really needs that many.")
+    for i, entry in enumerate(drawn):
+        if not isinstance(entry, dict):
+            raise ValidationFailed(f"{field}[{i}]: expected a mapping with label", hint=f"e.g. {example}.")
+    return drawn
+
+
+def _check_class(label: Any, kind: Kind, schema: SchemaInfo, where: str) -> str:
+    if not isinstance(label, str) or not label:
+        raise ValidationFailed(f"{where}.label: give the class name", hint="Choose the class before drawing.")
+    cls = schema.label_class(label)
+    allowed = ", ".join(c.name for c in schema.classes if kind in c.kinds) or "none"
+    if cls is None:
+        raise ValidationFailed(f"{where}.label: {label!r} is not a class of {schema.ref}",
+                               hint=f"Choose a {kind.value} class: {allowed}.")
+    if kind not in cls.kinds:
+        raise ValidationFailed(f"{where}.label: {label!r} may be a {'/'.join(k.value for k in cls.kinds)} in "
+                               f"{schema.ref}, not a {kind.value}", hint=f"Choose a {kind.value} class: {allowed}.")
+    return label
+
+
+def _check_slice(z: Any, grid: Grid, where: str, *, required: bool) -> int | None:
+    if z is None:
+        if required and grid.slices > 1:
+            raise ValidationFailed(f"{where}.z: this item has {grid.slices} slices; say which one it was drawn on",
+                                   hint="Draw it again: the page records the slice shown.")
+        return None
+    if not isinstance(z, int) or isinstance(z, bool) or not 0 <= z < grid.slices:
+        raise ValidationFailed(f"{where}.z: {z!r} is not a slice of this item (0 to {grid.slices - 1})",
+                               hint="Slices count from 0; draw it again on the slice shown.")
+    return z
+
+
+def _inside(x: float, y: float, grid: Grid) -> bool:
+    return 0 <= x <= grid.width and 0 <= y <= grid.height
+
+
+def _outside(where: str, x: float, y: float, grid: Grid) -> ValidationFailed:
+    return ValidationFailed(f"{where}: ({x:g}, {y:g}) lies outside the {grid.width} × {grid.height} image",
+                            hint=f"Coordinates are pixels: x from 0 to {grid.width} (columns), y from 0 to "
+                            f"{grid.height} (rows).")
+
+
+def _polygon(entry: Mapping[str, Any], item: str, reader: str, schema: SchemaInfo, grid: Grid,
+             where: str) -> Annotation:
+    label = _check_class(entry.get("label"), Kind.POLYGON, schema, where)
+    points = entry.get("points")
+    if not isinstance(points, list):
+        raise ValidationFailed(f"{where}.points: give the vertices as [[x, y], …]", hint="Click at least three.")
+    if len(points) < 3:
+        raise ValidationFailed(f"{where}.points: a polygon needs at least 3 vertices, got {len(points)}",
+                               hint="Click at least three points on the image, then close the polygon.")
+    if len(points) > MAX_VERTICES:
+        raise ValidationFailed(f"{where}.points: {len(points)} vertices (at most {MAX_VERTICES})",
+                               hint="Outline it with fewer points.")
+    z = _check_slice(entry.get("z"), grid, where, required=True)
+    ann = store.annotation_from_dict({"label": label, "kind": "polygon", "points": points, "z": z}, item=item,
+                                     reader=reader, where=where)
+    assert isinstance(ann.geometry, Polygon)
+    for i, (x, y) in enumerate(ann.geometry.points):
+        if not _inside(x, y, grid):
+            raise _outside(f"{where}.points[{i}]", x, y, grid)
+    xs = np.array([p[0] for p in ann.geometry.points])
+    ys = np.array([p[1] for p in ann.geometry.points])
+    if abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))) < 1e-9:
+        raise ValidationFailed(f"{where}.points: the vertices lie on one line (the polygon encloses nothing)",
+                               hint="Outline an area: at least three points not on one line.")
+    return ann
+
+
+def _mask_plane(entry: Mapping[str, Any], grid: Grid, where: str) -> npt.NDArray[np.bool_]:
+    rows, cols = entry.get("rows"), entry.get("columns")
+    if (rows, cols) != (grid.height, grid.width):
+        raise ValidationFailed(f"{where}: a mask of {rows!r} × {cols!r} (rows × columns) does not fit the image's "
+                               f"{grid.height} × {grid.width}", hint="Paint it again on this item: the page "
+                               "paints on the image's own pixels.")
+    counts = entry.get("counts")
+    if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        raise ValidationFailed(f"{where}.counts: expected run lengths (whole numbers)",
+                               hint="Row-major runs, starting with a run of background.")
+    if len(counts) > grid.width * grid.height + 1:
+        raise ValidationFailed(f"{where}.counts: more runs than pixels", hint="Paint it again.")
+    try:
+        flat = unruns(counts, grid.width * grid.height)
+    except ValueError as exc:
+        raise ValidationFailed(f"{where}.counts: {exc}", hint="Paint it again: the runs must cover the image "
+                               "exactly once.") from None
+    return flat.reshape(grid.height, grid.width)
+
+
+def _masks(entries: Sequence[Mapping[str, Any]], item: str, reader: str, schema: SchemaInfo,
+           grid: Grid) -> list[Annotation]:
+    if len(entries) * grid.width * grid.height > MAX_MASK_PIXELS:
+        raise ValidationFailed(f"masks: {len(entries)} painted slices of {grid.width} × {grid.height} are too "
+                               "much for one submission from the page", hint="Submit large masks through the API "
+                               "(`medcycle labels submit … --file`).")
+    painted: dict[str, npt.NDArray[np.uint8]] = {}
+    seen: set[tuple[str, int | None]] = set()
+    for i, entry in enumerate(entries):
+        where = f"masks[{i}]"
+        label = _check_class(entry.get("label"), Kind.MASK, schema, where)
+        z = _check_slice(entry.get("z"), grid, where, required=True)
+        if (label, z) in seen:
+            raise ValidationFailed(f"{where}: a second mask of {label!r}" + (f" on slice {z}" if z is not None
+                                                                           else ""),
+                                   hint="Send one mask per class and slice.")
+        seen.add((label, z))
+        plane = _mask_plane(entry, grid, where)
+        volume = painted.setdefault(label, grid.empty())
+        if volume.ndim == 3:
+            assert z is not None
+            volume[z][plane] = 1
+        else:
+            volume[plane] = 1
+    return [Annotation(item, label, Kind.MASK, grid.mask(arr), reader=reader)
+            for label, arr in painted.items() if arr.any()]  # a mask erased to nothing is nothing found
+
+
+def drawn_annotations(item: str, reader: str, *, schema: SchemaInfo, grid: Grid, classes: Sequence[str], boxes: str,
+                      polygons: str, masks: str) -> list[Annotation]:
+    """The reading of the item page: class labels, boxes, polygons and masks, checked against image and schema."""
+    out = form_annotations(item, reader, classes, boxes)
+    for i, a in enumerate(x for x in out if x.kind == Kind.BOX):
+        g = a.geometry
+        assert isinstance(g, Box)
+        _check_class(a.label, Kind.BOX, schema, f"boxes[{i}]")
+        _check_slice(g.z, grid, f"boxes[{i}]", required=False)
+        for x, y in ((g.x0, g.y0), (g.x1, g.y1)):
+            if not _inside(x, y, grid):
+                raise _outside(f"boxes[{i}].box", x, y, grid)
+    example = '[{"label": "nodule", "points": [[x, y], [x, y], [x, y]], "z": 3}]'
+    out.extend(_polygon(e, item, reader, schema, grid, f"polygons[{i}]")
+               for i, e in enumerate(_entries(polygons, "polygons", example, MAX_POLYGONS)))
+    example = '[{"label": "nodule", "z": 3, "rows": 512, "columns": 512, "counts": [0, 12, …]}]'
+    limit = max(1, grid.slices) * max(1, len(schema.classes))
+    out.extend(_masks(_entries(masks, "masks", example, limit), item, reader, schema, grid))
     return out
 
 

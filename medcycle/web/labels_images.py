@@ -7,6 +7,11 @@ box drawn on it carries ``z = k``, and a 3D mask's ``array[k]`` lies on it. For 
 are shown as :mod:`medcycle.catalog.render` shows its middle slice (``[:, :, k]`` turned a quarter), and
 masks are taken in that displayed orientation.
 
+A mask painted in the browser is stored on the grid it was drawn on (:func:`stack_geometry`): a 2D image
+gives a ``(rows, cols)`` mask with its pixel spacing; a volume a ``(slices, rows, cols)`` mask whose slice
+``k`` is plane ``k``, with the series' spacing, origin and direction when the planes are one evenly spaced
+single-frame DICOM series in slice order (either way along the normal), else in pixel units (no spacing).
+
 Windowing is :func:`medcycle.catalog.render.to_uint8`'s: CT presets in HU, the file's own window, or the
 1st-99th percentiles; MONOCHROME1 inverted as a viewer shows it. Overlays are drawn here, server-side, so
 what a reviewer sees is exactly what the PNG holds: boxes and polygons as outlines, masks as contours
@@ -30,8 +35,9 @@ from sqlalchemy.orm import Session
 
 from medcycle.catalog import render
 from medcycle.catalog.tables import InstanceRow, SeriesRow
-from medcycle.errors import NotFound, UsageError
+from medcycle.errors import NotFound, UsageError, ValidationFailed
 from medcycle.labels.model import Annotation, Box, Level, Mask, Polygon
+from medcycle.objects.base import ObjectStore
 
 # Distinct on grey images and for the common colour-vision deficiencies (Sasha Trubetskoy's list, reordered);
 # yellow is kept for the consensus.
@@ -124,6 +130,93 @@ def item_stack(session: Session, level: Level | str, item: str) -> Stack:
     first = rows[0]
     width, height = _display_size(first.format, first.rows, first.columns)
     return Stack(item, tuple(planes), width, height, first.modality)
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The pixel grid an item's masks are painted on: its size and, when known, where it lies (mm, LPS).
+
+    ``spacing`` is in array order: ``(row, col)`` for one image, ``(slice, row, col)`` for a volume;
+    ``origin`` and ``direction`` follow :mod:`medcycle.labels.formats.geometry` (volumes only).
+    """
+
+    width: int
+    height: int
+    slices: int
+    spacing: tuple[float, ...] | None = None
+    origin: tuple[float, ...] | None = None
+    direction: tuple[float, ...] | None = None
+
+    def empty(self) -> npt.NDArray[np.uint8]:
+        shape = (self.height, self.width) if self.slices == 1 else (self.slices, self.height, self.width)
+        return np.zeros(shape, dtype=np.uint8)
+
+    def mask(self, array: npt.NDArray[Any]) -> Mask:
+        return Mask(array, spacing=self.spacing, origin=self.origin, direction=self.direction)
+
+
+def _positive(*values: float | None) -> bool:
+    return all(v is not None and v > 0 for v in values)
+
+
+def _pixel_spacing(session: Session, stack: Stack, series: set[str]) -> tuple[float, ...] | None:
+    """(row, col) spacing of a single image from its series; volumes get theirs from the slice headers only
+    (slice thickness is not the distance between slices)."""
+    if len(series) != 1 or stack.slices != 1:
+        return None
+    row = session.get(SeriesRow, next(iter(series)))
+    if row is None or not _positive(row.pixel_spacing_row, row.pixel_spacing_col):
+        return None
+    return float(row.pixel_spacing_row or 0), float(row.pixel_spacing_col or 0)
+
+
+def _placed(objects: ObjectStore, stack: Stack) -> tuple[tuple[float, ...], tuple[float, ...],
+                                                          tuple[float, ...]] | None:
+    """(spacing, origin, direction) of a single-frame DICOM volume whose planes are in slice order."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from medcycle.labels.formats.geometry import SeriesGeometry
+
+    try:
+        datasets = [pydicom.dcmread(io.BytesIO(objects.get(p.digest)), stop_before_pixels=True)
+                    for p in stack.planes]
+        geometry = SeriesGeometry.from_datasets(datasets)
+    except (InvalidDicomError, ValidationFailed, ValueError, TypeError, AttributeError, KeyError):
+        return None
+    if geometry.shape != (stack.slices, stack.height, stack.width):
+        return None
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
+    along = np.array([np.dot([float(v) for v in ds.ImagePositionPatient], direction[:, 2]) for ds in datasets])
+    steps = np.diff(along)
+    if np.all(steps > 0):
+        return geometry.spacing, geometry.origin, geometry.direction
+    if np.all(steps < 0):  # planes run against the normal: the same grid seen from its last slice
+        direction[:, 2] = -direction[:, 2]
+        origin = tuple(float(v) for v in datasets[0].ImagePositionPatient)
+        return geometry.spacing, origin, tuple(float(v) for v in direction.ravel())
+    return None
+
+
+def stack_geometry(session: Session, objects: ObjectStore, stack: Stack, *, placed: bool = True) -> Grid:
+    """The grid masks of ``stack`` are painted on (the size read from the first plane if the catalog lacks it).
+
+    ``placed=False`` skips reading the slice headers for origin and direction (the size and spacing suffice).
+    """
+    width, height = stack.width, stack.height
+    if width <= 0 or height <= 0:
+        plane = stack.planes[0]
+        rows, cols = load_plane(objects.get(plane.digest), plane).values.shape[:2]
+        width, height = int(cols), int(rows)
+    uids = sorted({p.instance for p in stack.planes})
+    series = set(session.scalars(select(InstanceRow.series_uid).where(InstanceRow.uid.in_(uids[:1000]))))
+    spacing = _pixel_spacing(session, stack, series)
+    one_volume = stack.slices > 1 and len(series) == 1
+    if placed and one_volume and all(p.format == "dicom" and p.frame is None for p in stack.planes):
+        where = _placed(objects, Stack(stack.item, stack.planes, width, height, stack.modality))
+        if where is not None:
+            return Grid(width, height, stack.slices, *where)
+    return Grid(width, height, stack.slices, spacing)
 
 
 # -- loading one plane ------------------------------------------------------------------------------
