@@ -103,10 +103,20 @@ class Demo:
     promoted: list[str] = field(default_factory=list)
     served_jobs: list[str] = field(default_factory=list)
     alert_id: str | None = None
+    # where the stages find the services: None runs the API (and a serving worker per drain) in this process;
+    # a URL sends REST requests to that running API, and workers_elsewhere waits for separate worker processes
+    api_url: str | None = None
+    workers_elsewhere: bool = False
     _client: Any = None
 
     def http(self) -> Any:
-        """An in-process HTTP client of the app (REST API and web UI), logged in with the admin token."""
+        """An HTTP client of the app (REST API and web UI), logged in with the admin token: in-process, or to
+        :attr:`api_url` when the API runs elsewhere."""
+        if self._client is None and self.api_url is not None:
+            import httpx
+
+            self._client = httpx.Client(base_url=self.api_url, timeout=60.0, trust_env=False,
+                                        headers={"Authorization": f"Bearer {self.token}"})
         if self._client is None:
             from fastapi.testclient import TestClient
 

@@ -108,6 +108,12 @@ def _config(demo: Demo, name: str, epochs: int, width: int, scheduler: str) -> A
     })
 
 
+def training_config(demo: Demo, name: str, epochs: int, width: int, scheduler: str = "cosine") -> Any:
+    """The validated training config of one of :func:`run_specs`' runs (a file for ``medcycle run enqueue``
+    is its ``params()``)."""
+    return _config(demo, name, epochs, width, scheduler)
+
+
 def _finished_run(demo: Demo, name: str) -> str | None:
     from medcycle.experiments.tables import ProjectRow, RunRow
 

@@ -30,12 +30,15 @@ def incoming(demo: Demo) -> list[dict[str, str]]:
 
 
 def drain(demo: Demo, job_ids: Sequence[str], *, timeout_s: float = 300.0) -> dict[str, Any]:
-    """Run a serving worker thread until every job of ``job_ids`` has finished (it takes at most that many)."""
+    """Run a serving worker thread until every job of ``job_ids`` has finished (it takes at most that many);
+    with :attr:`Demo.workers_elsewhere`, wait for the worker processes to finish them instead."""
     from medcycle.serving.worker import ServingWorker
 
     pending = [j for j in dict.fromkeys(job_ids) if demo.platform.jobs.get(j).state.value not in FINISHED]
     if not pending:
         return {"computed": 0, "batches": 0}
+    if demo.workers_elsewhere:
+        return wait_for(demo, pending, timeout_s=timeout_s)
     worker = ServingWorker(demo.platform, max_batch_images=8, max_delay_ms=20, idle_wait_ms=100, device="cpu",
                            name="demo-worker")
     stop = threading.Event()
@@ -55,6 +58,29 @@ def drain(demo: Demo, job_ids: Sequence[str], *, timeout_s: float = 300.0) -> di
     s = worker.stats
     return {"computed": s.computed, "cached": s.cached, "refused": s.refused, "failed": s.failed,
             "batches": s.batches, "images": s.images}
+
+
+def wait_for(demo: Demo, job_ids: Sequence[str], *, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Wait until every job of ``job_ids`` has finished (taken by workers elsewhere); how they ended, counted.
+
+    Raises:
+        WaitTimedOut: some are still queued or running after ``timeout_s`` (no worker is taking them).
+    """
+    from medcycle.agents.errors import WaitTimedOut
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = {j: demo.platform.jobs.get(j).state.value for j in job_ids}
+        if all(s in FINISHED for s in states.values()):
+            break
+        if time.monotonic() > deadline:
+            left = sorted(j for j, s in states.items() if s not in FINISHED)
+            raise WaitTimedOut(f"{len(left)} serving job(s) unfinished after {timeout_s:g} s, e.g. {left[0]}",
+                               hint="Check that `medcycle serve-worker` processes run on the same queue and store.",
+                               job_id=left[0], state=states[left[0]])
+        time.sleep(0.1)
+    ended = list(states.values())
+    return {"computed": ended.count("succeeded"), "failed": len(ended) - ended.count("succeeded")}
 
 
 def describe_job(demo: Demo, job_id: str) -> str:
@@ -191,8 +217,11 @@ def deploy_and_serve(demo: Demo) -> None:
     demo.served_jobs = ids + ood + jobs
     computed = stats.get("computed", 0) + stats2.get("computed", 0)
     batches = stats.get("batches", 0) + stats2.get("batches", 0)
-    demo.say(f"worker thread: {computed} jobs computed in {batches} dynamic batches now; every prediction "
-             "is in the prediction log")
+    if demo.workers_elsewhere:
+        demo.say(f"serving worker processes: {computed} jobs answered; every prediction is in the prediction log")
+    else:
+        demo.say(f"worker thread: {computed} jobs computed in {batches} dynamic batches now; every prediction "
+                 "is in the prediction log")
     if first is not None:
         demo.look("A job's answer over REST (send the token as a Bearer header)", f"/v1/jobs/{first}")
     demo.look("Inference queue", "/ui/admin/queues")

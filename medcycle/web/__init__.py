@@ -10,8 +10,9 @@ Each module holds one page group and only calls library functions and renders:
 * :mod:`medcycle.web.labels` — labeling tasks, a reader's queue, labeling an item, review, agreement
 * :mod:`medcycle.web.runs` — tracked runs: the table, one run, compare (:mod:`~medcycle.web.runs_compare`)
   and the experiment card (:mod:`~medcycle.web.runs_card`)
-* :mod:`medcycle.web.labels` — labeling tasks, a reader's queue, labeling an item, review, agreement
-* :mod:`medcycle.web.runs` — tracked runs, comparison, experiment cards; :mod:`medcycle.web.pipelines` — DAGs
+* :mod:`medcycle.web.pipelines` — pipeline DAGs and their runs
+* :mod:`medcycle.web.agents` — training tasks per queue and the agents running them (cancel a task)
+* :mod:`medcycle.web.serving` — deployments and aliases, workers holding jobs, the inference queue, recent jobs
 * :mod:`medcycle.web.models` — the model registry, version lineage and cards, gate reports (evaluation)
 * :mod:`medcycle.web.admin` — users and tokens, audit log, queues, object store
 * :mod:`medcycle.web.auth_views` — log in with an API token, log out
@@ -32,6 +33,7 @@ def mount_web(app: FastAPI, platform: Platform) -> None:
     """Add the web UI's routes, static files and HTML error pages to ``app``."""
     from medcycle.web import (
         admin,
+        agents,
         assets,
         auth_views,
         catalog,
@@ -43,6 +45,7 @@ def mount_web(app: FastAPI, platform: Platform) -> None:
         pages,
         pipelines,
         runs,
+        serving,
     )
     from medcycle.web.errors import install_page_error_handlers
     from medcycle.web.render import Renderer
@@ -50,7 +53,8 @@ def mount_web(app: FastAPI, platform: Platform) -> None:
     app.state.web_renderer = Renderer(auth_enabled=platform.settings.auth_enabled)
     for router in (
         auth_views.router, labels.router, pages.router, hypotheses.router, catalog.router, datasets.router, runs.router,
-        pipelines.router, models.router, monitoring.router, admin.router, assets.router,
+        pipelines.router, agents.router, models.router, serving.router, monitoring.router, admin.router,
+        assets.router,
     ):
         app.include_router(router)
     app.mount("/static", assets.static_files(), name="static")

@@ -38,32 +38,10 @@ STAGES: tuple[NavItem, ...] = (
     NavItem("labels", "Labels", "/ui/labels", "Labeling tasks", Permission.LABEL),  # medcycle.web.labels
     NavItem("datasets", "Datasets", "/ui/datasets", "Datasets"),  # medcycle.web.datasets
     NavItem("experiments", "Experiments", "/ui/runs", "Runs"),  # medcycle.web.runs
-    NavItem(
-        "training", "Training", "/ui/training", "Training queue and agents",
-        placeholder=Placeholder(
-            summary="Queued training work and the agents on GPU machines that take it.",
-            will_show=(
-                "Training jobs waiting, running and finished, per queue",
-                "Agents with their machine, GPUs, current job and last heartbeat",
-                "Resource use of running jobs",
-            ),
-            cli=("medcycle run", "medcycle agent"),
-        ),
-    ),
+    NavItem("training", "Training", "/ui/training", "Training queue and agents"),  # medcycle.web.agents
     NavItem("evaluation", "Evaluation", "/ui/evaluation", "Evaluation"),  # medcycle.web.models
     NavItem("models", "Models", "/ui/models", "Models"),  # medcycle.web.models
-    NavItem(
-        "serving", "Serving", "/ui/serving", "Serving",
-        placeholder=Placeholder(
-            summary="Deployed models and the requests they answer.",
-            will_show=(
-                "Deployments with their model version, replicas and configuration",
-                "Inference jobs: queued, running, finished, with latency",
-                "One-step deploy and rollback of a deployment",
-            ),
-            cli=("medcycle deploy",),
-        ),
-    ),
+    NavItem("serving", "Serving", "/ui/serving", "Serving"),  # medcycle.web.serving
     NavItem("monitoring", "Monitoring", "/ui/monitoring", "Monitoring"),  # medcycle.web.monitoring
 )
 

@@ -1,4 +1,8 @@
-"""Drive the web UI in headless Chromium: log in, open every page in the navigation, log out."""
+"""Drive the web UI in headless Chromium: log in, open every page in the navigation, log out.
+
+Every page is saved as a screenshot in ``test-artifacts/screenshots/``; a console error, an uncaught page
+error (the ``page`` fixture) or a failed request for the page or anything it loads fails the test.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ def test_log_in_visit_every_page_and_log_out(
         live_server.platform.jobs.enqueue("inference", {"i": i})
     live_server.platform.jobs.enqueue("training", {"run": "r1"})
 
+    failed: list[str] = []  # responses of 400 and above from our server: the page or an asset it loads
+    page.on("response", lambda r: failed.append(f"{r.status} {r.request.method} {r.url}")
+            if r.status >= 400 and r.url.startswith(live_server.url) else None)
+
     page.goto(f"{live_server.url}/ui/data")
     page.wait_for_url(re.compile(r"/login\?next="))
     assert page.locator("h1").inner_text() == "Log in to medcycle"
@@ -46,6 +54,8 @@ def test_log_in_visit_every_page_and_log_out(
     shot(page, "login-refused")
     # The refused attempt is a 401 document load, which Chromium reports on the console; that is expected.
     console_errors[:] = [e for e in console_errors if "401" not in e]
+    failed[:] = [f for f in failed if not f.startswith("401 POST") or not f.endswith("/login")]
+    assert failed == [], failed
 
     page.fill("#token", live_server.token)
     page.click("button[type=submit]")
@@ -68,11 +78,13 @@ def test_log_in_visit_every_page_and_log_out(
             page.wait_for_selector("#queue-chart .main-svg")  # plotly drew the chart
             assert page.locator("#queue-chart .bars path").count() >= 2, "one bar per queue"
         assert console_errors == [], f"{label}: {console_errors}"
+        assert failed == [], f"{label}: {failed}"
         shot(page, slug(href))
 
     page.goto(f"{live_server.url}/ui/no-such-page")
     assert page.locator("main h1").inner_text() == "Page not found"
     console_errors[:] = [e for e in console_errors if "404" not in e]
+    assert failed == [f"404 GET {live_server.url}/ui/no-such-page"], failed
 
     page.click("form.logout button")
     page.wait_for_url(f"{live_server.url}/login")
