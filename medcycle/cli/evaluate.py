@@ -25,7 +25,8 @@ def evaluate(
     json: bool = JsonOpt,
 ) -> None:
     """Judge a model version on a dataset version: metrics with CIs, subgroups, non-inferiority, regression,
-    stress and OOD suites. Records the gate report that promotion needs; exits 1 when any gate fails."""
+    stress, OOD, reproducibility and load suites. Records the gate report that promotion needs and the cases
+    of the review gallery; exits 1 when any gate fails."""
     from medcycle.evaluation.policy import load_policy
     from medcycle.evaluation.run import evaluate as run_evaluation
 
@@ -59,8 +60,24 @@ def evaluate(
               [(g.name, "pass" if g.passed else "FAIL", "; ".join(g.reasons) or None) for g in result.gates])
         table("Metrics", ["metric", "value", "95% CI"],
               [(k, v["value"], f"{v['ci_low']}–{v['ci_high']}") for k, v in result.metrics.items()])
+        for gate in result.gates:
+            if gate.name == "load":
+                d = gate.data
+                console().print(f"load: {d['requests']} cases, p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms, "
+                                f"{d['throughput']} cases/s")
+            if gate.name == "reproducibility":
+                same = gate.data.get("same_seed")
+                if same:
+                    console().print(f"reproducibility: same seed → identical weights {same['identical_weights']}, "
+                                    f"identical metrics {same['identical_metrics']}")
+                for name, sp in gate.data.get("spread", {}).items():
+                    console().print(f"reproducibility: {name} spread {sp['spread']} over "
+                                    f"{len(gate.data.get('seeds', []))} seeds")
         verdict = "[green]all gates passed[/]" if result.passed else "[red]a gate failed[/]"
         console().print(f"{verdict} · gate report {result.report_id}"
                         + (f" · reports in {out}" if out is not None else ""))
+        if result.cases_list and result.report_id:
+            console().print(f"review the {len(result.cases_list)} worst cases: "
+                            f"/ui/evaluation/{result.report_id}/review")
     if not result.passed:
         raise typer.Exit(1)

@@ -15,6 +15,10 @@
     stress: {noise: [0.05], blur: [1.0], contrast: [0.7], resolution: [0.5], jpeg: [30],
              max_drop: {auroc: 0.10}}
     ood: {path: ood-cases, false_alarm_rate: 0.05, min_flagged: 0.95}
+    segmentation: {nsd_tolerance: 1.0}  # mm; metrics/subgroups may then name dice, hd95, asd, nsd
+    reproducibility: {retrain: true, seeds: [1, 2], max_metric_spread: {auroc: 0.05}}
+    load: {requests: 64, batch: 8, p99_ms_max: 500, min_throughput: 20}
+    gallery: {limit: 200}             # cases drawn for the review gallery (0: none)
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from medcycle.errors import UsageError, ValidationFailed
 
 TOP_KEYS = {"split", "positive", "operating_point", "bootstrap", "factors", "min_group", "metrics", "subgroups",
-            "non_inferiority", "regression", "stress", "ood"}
+            "non_inferiority", "regression", "stress", "ood", "segmentation", "reproducibility", "load", "gallery"}
 STRESS_KINDS = ("noise", "blur", "contrast", "resolution", "jpeg")
 
 
@@ -70,6 +74,86 @@ class Policy:
     stress: dict[str, tuple[float, ...]] = field(default_factory=dict)
     stress_max_drop: dict[str, float] = field(default_factory=dict)
     ood: dict[str, Any] | None = None
+    nsd_tolerance: float = 1.0
+    spacing: tuple[float, ...] | None = None
+    reproducibility: Reproducibility | None = None
+    load: Load | None = None
+    gallery_limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Reproducibility:
+    """Retrain from the version's recorded run: the same seed must give the same weights and metrics; other
+    seeds show how much the metrics move (``max_metric_spread`` bounds max - min over all seeds)."""
+
+    retrain: bool = True
+    seeds: tuple[int, ...] = ()
+    max_metric_spread: dict[str, float] = field(default_factory=dict)
+    require_identical: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A bounded load smoke test of the version behind the serving predictor."""
+
+    requests: int = 64
+    batch: int = 1
+    warmup: int = 2
+    p99_ms_max: float | None = None
+    p50_ms_max: float | None = None
+    min_throughput: float | None = None
+
+
+def _number(data: Any, key: str, where: str, *, integer: bool = False, low: float = 0.0) -> Any:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)) \
+            or value < low:
+        kind = "an integer" if integer else "a number"
+        raise ValidationFailed(f"{where}.{key} must be {kind} >= {low:g}", hint=f"E.g. {key}: {max(low, 1):g}.")
+    return int(value) if integer else float(value)
+
+
+def _reproducibility(data: Any, name: str) -> Reproducibility:
+    where = f"{name}: reproducibility"
+    keys = {"retrain", "seeds", "max_metric_spread", "require_identical"}
+    if data is True:
+        return Reproducibility()
+    if not isinstance(data, dict) or set(data) - keys:
+        raise ValidationFailed(f"{where} takes {', '.join(sorted(keys))}",
+                               hint="E.g. reproducibility: {retrain: true, seeds: [1, 2], "
+                                    "max_metric_spread: {auroc: 0.05}}.")
+    seeds = data.get("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32
+                                              for x in seeds) or len(seeds) > 10:
+        raise ValidationFailed(f"{where}.seeds must be a list of up to 10 seeds (integers >= 0)",
+                               hint="E.g. seeds: [1, 2].")
+    spread = data.get("max_metric_spread", {})
+    if not isinstance(spread, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+                                               for v in spread.values()):
+        raise ValidationFailed(f"{where}.max_metric_spread maps metrics to numbers >= 0", hint="E.g. {auroc: 0.05}.")
+    return Reproducibility(retrain=bool(data.get("retrain", True)), seeds=tuple(int(x) for x in seeds),
+                           max_metric_spread={str(k): float(v) for k, v in spread.items()},
+                           require_identical=bool(data.get("require_identical", True)))
+
+
+def _load(data: Any, name: str) -> Load:
+    where = f"{name}: load"
+    keys = {"requests", "batch", "warmup", "p99_ms_max", "p50_ms_max", "min_throughput"}
+    if not isinstance(data, dict) or set(data) - keys:
+        raise ValidationFailed(f"{where} takes {', '.join(sorted(keys))}",
+                               hint="E.g. load: {requests: 64, p99_ms_max: 500, min_throughput: 20}.")
+    kw: dict[str, Any] = {}
+    for key in ("requests", "batch", "warmup"):
+        if key in data:
+            kw[key] = _number(data, key, where, integer=True, low=0 if key == "warmup" else 1)
+    for key in ("p99_ms_max", "p50_ms_max", "min_throughput"):
+        if key in data:
+            kw[key] = _number(data, key, where)
+    out = Load(**kw)
+    if out.requests > 10_000 or out.batch > out.requests:
+        raise ValidationFailed(f"{where}: requests must be at most 10000 and batch at most requests",
+                               hint="It is a smoke test: e.g. requests: 64, batch: 8.")
+    return out
 
 
 def _bounds(data: Any, where: str) -> dict[str, Bound]:
@@ -100,6 +184,8 @@ def parse(data: Any, name: str = "policy") -> Policy:
     if "positive" in data:
         kw["positive"] = str(data["positive"])
     op = data.get("operating_point")
+    if isinstance(op, dict):  # YAML 1.1 reads an unquoted `on:` key as the boolean true
+        op = {("on" if k is True else k): v for k, v in op.items()}
     if op is not None:
         if not isinstance(op, dict) or (("threshold" in op) == ("sensitivity" in op)) or set(op) - {
                 "threshold", "sensitivity", "on"}:
@@ -158,6 +244,30 @@ def parse(data: Any, name: str = "policy") -> Policy:
             raise ValidationFailed(f"{name}: ood takes path, false_alarm_rate, min_flagged, max_false_alarms",
                                    hint="E.g. ood: {path: ood-cases, false_alarm_rate: 0.05, min_flagged: 0.95}.")
         kw["ood"] = dict(ood)
+    seg = data.get("segmentation")
+    if seg is not None:
+        if not isinstance(seg, dict) or set(seg) - {"nsd_tolerance", "spacing"}:
+            raise ValidationFailed(f"{name}: segmentation takes nsd_tolerance and spacing",
+                                   hint="E.g. segmentation: {nsd_tolerance: 1.0} (mm).")
+        if "nsd_tolerance" in seg:
+            kw["nsd_tolerance"] = _number(seg, "nsd_tolerance", f"{name}: segmentation")
+        if "spacing" in seg:
+            sp = seg["spacing"]
+            if not isinstance(sp, list) or len(sp) not in (2, 3) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in sp):
+                raise ValidationFailed(f"{name}: segmentation.spacing must be 2 or 3 voxel sizes in mm (> 0)",
+                                       hint="Leave it out to read the spacing from each image's header.")
+            kw["spacing"] = tuple(float(v) for v in sp)
+    if "reproducibility" in data and data["reproducibility"] is not None:
+        kw["reproducibility"] = _reproducibility(data["reproducibility"], name)
+    if "load" in data and data["load"] is not None:
+        kw["load"] = _load(data["load"], name)
+    gallery = data.get("gallery")
+    if gallery is not None:
+        if not isinstance(gallery, dict) or set(gallery) - {"limit"}:
+            raise ValidationFailed(f"{name}: gallery takes limit", hint="E.g. gallery: {limit: 200}.")
+        if "limit" in gallery:
+            kw["gallery_limit"] = _number(gallery, "limit", f"{name}: gallery", integer=True)
     return Policy(**kw)
 
 

@@ -48,6 +48,10 @@ class CasePrediction:
     probs: tuple[float, ...] = ()  # classification: class probabilities
     dice: float | None = None  # segmentation: Dice of the foreground against the mask
     factors: dict[str, str | None] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # segmentation: dice, hd95, asd, nsd (surface.py)
+    spacing: tuple[float, ...] | None = None  # segmentation: mm per voxel at the network's input size
+    split: str = ""
+    preview: bytes | None = None  # PNG of the input with truth and prediction drawn (``render=True``)
 
 
 def _classes(params: dict[str, Any]) -> list[str] | None:
@@ -110,11 +114,64 @@ def _factors(root: Path) -> dict[str, dict[str, str | None]]:
     return out
 
 
+def source_spacing(paths: Sequence[str]) -> tuple[tuple[float, ...], tuple[int, ...]] | None:
+    """Voxel size (mm) and shape of an image as the training readers give it (``(rows, cols)`` or
+    ``(slices, rows, cols)``), from the DICOM or NIfTI header; None for rasters, which carry no spacing."""
+    first = Path(paths[0])
+    name = first.name.lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            img: Any = nib.load(str(first))
+            zooms = [float(z) for z in img.header.get_zooms()[:3]]
+            shape = [int(n) for n in img.shape[:3]]
+            while len(shape) > 2 and shape[-1] == 1:
+                shape, zooms = shape[:-1], zooms[:-1]
+            return tuple(reversed(zooms)), tuple(reversed(shape))
+        if name.endswith((".png", ".jpg", ".jpeg")):
+            return None
+        import pydicom
+
+        ds = pydicom.dcmread(str(first), stop_before_pixels=True)
+        pixel = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)  # radiographs: detector
+        if not pixel:
+            return None
+        row, col = (float(v) for v in pixel)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        slices = len(paths) if len(paths) > 1 else frames
+        if slices > 1:
+            thick = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0)
+            return (thick, row, col), (slices, int(ds.Rows), int(ds.Columns))
+        return (row, col), (int(ds.Rows), int(ds.Columns))
+    except Exception:  # noqa: BLE001 - no readable spacing: distances are then in voxels
+        return None
+
+
+def _input_spacing(paths: Sequence[str], size: Sequence[int], dims: int) -> tuple[float, ...] | None:
+    found = source_spacing(paths)
+    if found is None:
+        return None
+    spacing, shape = found
+    spacing, shape = spacing[-dims:], shape[-dims:]
+    if len(spacing) != dims or len(shape) != dims:
+        return None
+    return tuple(s * n / m for s, n, m in zip(spacing, shape, size, strict=True))
+
+
 def predict(loaded: Loaded, data_dir: str | Path, split: str, *, perturb: Perturb | None = None,
-            keys: Sequence[str] | None = None) -> list[CasePrediction]:
-    """One prediction per case of ``split`` (or of ``keys`` only) in the pulled folder ``data_dir``."""
+            keys: Sequence[str] | None = None, tolerance: float = 1.0, render: bool = False,
+            spacing: Sequence[float] | None = None) -> list[CasePrediction]:
+    """One prediction per case of ``split`` (or of ``keys`` only) in the pulled folder ``data_dir``.
+
+    Segmentation cases carry Dice, HD95, ASD and NSD (at ``tolerance`` mm) of the prediction against the
+    mask at the network's input size, in mm from the image header's spacing scaled to that size (or
+    ``spacing`` when given, else voxels). ``render`` adds a PNG preview of each case (the gallery's).
+    """
     import torch
 
+    from medcycle.evaluation.gallery import preview
+    from medcycle.evaluation.surface import case_metrics
     from medcycle.training.data import index, make_dataset, make_loader
 
     root = Path(data_dir)
@@ -148,13 +205,20 @@ def predict(loaded: Loaded, data_dir: str | Path, split: str, *, perturb: Pertur
                 sample = chosen[i]
                 i += 1
                 f = factors.get(sample.key, {"source": sample.source or None})
+                image = x[k].numpy() if render else None
                 if seg:
-                    pred = logits[k].argmax(dim=0) > 0
-                    truth = batch["mask"][k, 0] > 0
-                    inter, total = float((pred & truth).sum()), float(pred.sum() + truth.sum())
-                    out.append(CasePrediction(sample.key, -1, dice=1.0 if total == 0 else 2 * inter / total,
-                                              factors=f))
+                    pred = (logits[k].argmax(dim=0) > 0).numpy()
+                    truth = (batch["mask"][k, 0] > 0).numpy()
+                    size = tuple(int(n) for n in pred.shape)
+                    sp = tuple(float(v) for v in spacing) if spacing is not None else _input_spacing(
+                        sample.image, size, len(size))
+                    values = case_metrics(pred, truth, sp, tolerance=tolerance)
+                    png = preview(image, truth=truth, pred=pred) if image is not None else None
+                    out.append(CasePrediction(sample.key, -1, dice=values["dice"], factors=f, metrics=values,
+                                              spacing=sp, split=split, preview=png))
                 else:
                     probs = torch.softmax(logits[k], dim=0).tolist()
-                    out.append(CasePrediction(sample.key, sample.label, probs=tuple(probs), factors=f))
+                    png = preview(image) if image is not None else None
+                    out.append(CasePrediction(sample.key, sample.label, probs=tuple(probs), factors=f, split=split,
+                                              preview=png))
     return out

@@ -3,10 +3,14 @@
 Suites, each a gate with reasons: **metrics** (with bootstrap intervals, overall and per subgroup),
 **non-inferiority** against the version an alias points at (paired bootstrap on the same cases),
 **regression** (every case pinned for the model must pass), **stress** (noise, blur, contrast, resolution,
-JPEG artefacts: metric curves and a maximum drop) and **OOD** (the image-statistics gate fitted on the
-training split, calibrated on validation, judged on the evaluated split and on a folder of OOD cases). The
-report is written as JSON, Markdown and HTML, stored as objects and recorded as the version's gate report,
-which promotion requires.
+JPEG artefacts: metric curves and a maximum drop), **OOD** (the image-statistics gate fitted on the
+training split, calibrated on validation, judged on the evaluated split and on a folder of OOD cases),
+**reproducibility** (retrain from the version's run: same seed → same weights and metrics; other seeds → the
+metrics' spread; :mod:`medcycle.evaluation.reproducibility`) and **load** (a bounded number of cases through
+the serving predictor: p50/p99 latency and throughput; :mod:`medcycle.evaluation.load`). Segmentation is
+judged per case by Dice, HD95, ASD and NSD (:mod:`medcycle.evaluation.surface`). The report is written as
+JSON, Markdown and HTML, stored as objects and recorded as the version's gate report, which promotion
+requires; the cases with previews go to the review gallery (:mod:`medcycle.evaluation.gallery`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from medcycle.errors import NotFound, ValidationFailed
 from medcycle.evaluation import metrics as m
 from medcycle.evaluation.policy import Policy
 from medcycle.evaluation.predict import CasePrediction, Loaded, Perturb, load, predict
+from medcycle.evaluation.surface import SEGMENTATION
 from medcycle.platform import Platform
 
 F32 = npt.NDArray[np.float32]
@@ -55,6 +60,7 @@ class Evaluation:
     disaggregated: dict[str, Any]
     report_id: str | None = None
     report_digests: dict[str, str] = field(default_factory=dict)
+    cases_list: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -132,10 +138,26 @@ def _factors(preds: list[CasePrediction], names: tuple[str, ...]) -> dict[str, l
 def _point(loaded: Loaded, preds: list[CasePrediction], pos: int, threshold: float, names: list[str]
            ) -> dict[str, float]:
     if loaded.config.task.segmentation:
-        d = [p.dice for p in preds if p.dice is not None]
-        return {"dice": float(np.mean(d)) if d else math.nan}
+        out = {}
+        for name in SEGMENTATION:
+            values = [p.metrics[name] for p in preds if name in p.metrics and math.isfinite(p.metrics[name])]
+            out[name] = float(np.mean(values)) if values else math.nan
+        return out
     y, s = _scores(preds, pos)
     return {n: m.CLASSIFICATION[n].fn(y, s, threshold) for n in names if n in m.CLASSIFICATION}
+
+
+def _per_case(preds: list[CasePrediction], name: str) -> list[float]:
+    return [p.metrics.get(name, math.nan) for p in preds]
+
+
+def _segmentation_estimates(preds: list[CasePrediction], policy: Policy) -> dict[str, Any]:
+    out = {}
+    for name in SEGMENTATION:
+        values = _per_case(preds, name)
+        est = m.summarise_per_case(values, resamples=policy.resamples, seed=policy.seed, alpha=policy.alpha)
+        out[name] = {**est.to_dict(), "undefined": int(sum(1 for v in values if not math.isfinite(v)))}
+    return out
 
 
 def _num(x: float) -> float | None:
@@ -145,8 +167,11 @@ def _num(x: float) -> float | None:
 # -- the run ------------------------------------------------------------------------------------------------
 def evaluate(platform: Platform, ref: str, dataset: str, policy: Policy, *, data_dir: Path | None = None,
              actor: str = "system", via: str = "library", record: bool = True,
-             log: Callable[[str], None] = lambda _m: None) -> Evaluation:
-    """Judge model version ``ref`` on dataset version ``dataset`` (``NAME@TAG``) by ``policy``."""
+             log: Callable[[str], None] = lambda _m: None, journal_dir: Path | None = None) -> Evaluation:
+    """Judge model version ``ref`` on dataset version ``dataset`` (``NAME@TAG``) by ``policy``.
+
+    ``journal_dir`` is where the reproducibility suite's training runs keep their journals (default
+    ``HOME/journals``)."""
     from medcycle.datasets import transfer
     from medcycle.datasets.versions import resolve as resolve_dataset
 
@@ -161,27 +186,25 @@ def evaluate(platform: Platform, ref: str, dataset: str, policy: Policy, *, data
     pos = -1 if seg else _positive(loaded, policy)
     threshold = policy.threshold if policy.threshold is not None else 0.5
     if not seg and policy.target_sensitivity is not None:
-        y_val, s_val = _scores(predict(loaded, folder, policy.operating_split), pos)
+        y_val, s_val = _scores(predict(loaded, folder, policy.operating_split, **_seg_options(policy)), pos)
         threshold = m.threshold_for_sensitivity(y_val, s_val, policy.target_sensitivity)
         log(f"operating point {threshold:.4f} for sensitivity {policy.target_sensitivity} on {policy.operating_split}")
-    preds = predict(loaded, folder, policy.split)
+    render = record and policy.gallery_limit > 0
+    preds = predict(loaded, folder, policy.split, **_seg_options(policy))
     log(f"{len(preds)} cases of split {policy.split} predicted by {loaded.version.ref}")
     gates: list[Gate] = []
     factors = _factors(preds, policy.factors)
     overall: dict[str, Any]
     groups: dict[str, Any]
     if seg:
-        dice = [p.dice for p in preds if p.dice is not None]
-        est = m.summarise_per_case(dice, resamples=policy.resamples, seed=policy.seed, alpha=policy.alpha)
-        overall = {"dice": est.to_dict()}
+        overall = _segmentation_estimates(preds, policy)
         groups = {}
         for f, values in factors.items():
             groups[f] = {}
             for g in sorted({v for v in values if v is not None}):
-                sub = [p.dice for p, v in zip(preds, values, strict=True) if v == g and p.dice is not None]
+                sub = [p for p, v in zip(preds, values, strict=True) if v == g]
                 if len(sub) >= policy.min_group:
-                    groups[f][g] = {"dice": m.summarise_per_case(sub, resamples=policy.resamples,
-                                                                 seed=policy.seed).to_dict()}
+                    groups[f][g] = _segmentation_estimates(sub, policy)
     else:
         y, s = _scores(preds, pos)
         report = m.evaluate_classification(y, s, threshold=threshold, factors=factors, resamples=policy.resamples,
@@ -207,13 +230,26 @@ def evaluate(platform: Platform, ref: str, dataset: str, policy: Policy, *, data
     if policy.non_inferiority is not None:
         gates.append(_non_inferiority(platform, loaded, folder, policy, preds, pos, threshold, log))
     if policy.regression:
-        gates.append(_regression(platform, loaded, folder, pos, threshold))
+        gates.append(_regression(platform, loaded, folder, policy, pos, threshold))
     if policy.stress:
         gates.append(_stress(loaded, folder, policy, preds, pos, threshold, log))
     if policy.ood is not None:
         gates.append(_ood(loaded, folder, policy))
+    if policy.reproducibility is not None:
+        gates.append(_reproducibility(platform, loaded, folder, policy, preds, pos, threshold, log, journal_dir))
+    if policy.load is not None:
+        gates.append(_load(loaded, folder, policy, log))
     result = Evaluation(loaded.version.ref, dataset, digest, policy.name, policy.split, len(preds), gates,
                         overall, groups)
+    if render:
+        from medcycle.evaluation.gallery import case_entries
+
+        def draw(keys: list[str]) -> dict[str, bytes]:  # only the chosen cases are drawn
+            return {p.key: p.preview for p in predict(loaded, folder, policy.split, keys=keys, render=True,
+                                                      **_seg_options(policy)) if p.preview is not None}
+
+        result.cases_list = case_entries(preds, loaded.classes, segmentation=seg, threshold=threshold, positive=pos,
+                                         objects=platform.objects, limit=policy.gallery_limit, previews=draw)
     if record:
         _record(platform, result, policy, actor=actor, via=via)
     return result
@@ -235,19 +271,21 @@ def _non_inferiority(platform: Platform, loaded: Loaded, folder: Path, policy: P
         return Gate("non_inferiority", True, [], {"skipped": f"{against} is the version evaluated"})
     reference = load(platform, against)
     log(f"comparing with {reference.version.ref} on the same {len(preds)} cases")
-    ref_preds = {p.key: p for p in predict(reference, folder, policy.split)}
+    ref_preds = {p.key: p for p in predict(reference, folder, policy.split, **_seg_options(policy))}
     margin, metric = float(ni["margin"]), str(ni["metric"])
     if loaded.config.task.segmentation:
-        diffs = [p.dice - ref_preds[p.key].dice for p in preds  # type: ignore[operator]
-                 if p.dice is not None and p.key in ref_preds and ref_preds[p.key].dice is not None]
+        metric = metric if metric in SEGMENTATION else "dice"
+        diffs = [p.metrics[metric] - ref_preds[p.key].metrics[metric] for p in preds
+                 if p.key in ref_preds and math.isfinite(p.metrics.get(metric, math.nan))
+                 and math.isfinite(ref_preds[p.key].metrics.get(metric, math.nan))]
         est = m.summarise_per_case(diffs, resamples=policy.resamples, seed=policy.seed, alpha=policy.alpha)
-        metric = "dice"
     else:
         y, s_new = _scores(preds, pos)
         s_ref = np.asarray([ref_preds[p.key].probs[pos] for p in preds], dtype=np.float64)
         est = m.paired_difference(metric, y, s_new, s_ref, threshold=threshold, resamples=policy.resamples,
                                   seed=policy.seed, alpha=policy.alpha)
-    higher = m.CLASSIFICATION[metric].higher_is_better if metric in m.CLASSIFICATION else True
+    higher = (m.CLASSIFICATION[metric].higher_is_better if metric in m.CLASSIFICATION
+              else SEGMENTATION[metric].higher_is_better if metric in SEGMENTATION else True)
     ok = (est.low > -margin) if higher else (est.high < margin)
     reasons = [] if ok else [f"{metric} difference {est.value:+.4f} (95% CI {est.low:+.4f} to {est.high:+.4f}) "
                              f"against {reference.version.ref} crosses the margin {margin:g}"]
@@ -255,7 +293,8 @@ def _non_inferiority(platform: Platform, loaded: Loaded, folder: Path, policy: P
                                                   "margin": margin, "difference": est.to_dict()})
 
 
-def _regression(platform: Platform, loaded: Loaded, folder: Path, pos: int, threshold: float) -> Gate:
+def _regression(platform: Platform, loaded: Loaded, folder: Path, policy: Policy, pos: int, threshold: float
+                ) -> Gate:
     from medcycle.models.registry import pinned_cases
     from medcycle.training.data import index
 
@@ -267,7 +306,7 @@ def _regression(platform: Platform, loaded: Loaded, folder: Path, pos: int, thre
     where = {s.key: split for split, items in samples.splits.items() for s in items}
     found: dict[str, CasePrediction] = {}
     for split in sorted({where[c.case_key] for c in pinned if c.case_key in where}):
-        for p in predict(loaded, folder, split, keys=[c.case_key for c in pinned]):
+        for p in predict(loaded, folder, split, keys=[c.case_key for c in pinned], **_seg_options(policy)):
             found[p.key] = p
     reasons, rows = [], []
     for case in pinned:
@@ -300,8 +339,8 @@ def _stress(loaded: Loaded, folder: Path, policy: Policy, preds: list[CasePredic
     for kind, levels in policy.stress.items():
         curves[kind] = []
         for level in levels:
-            got = _point(loaded, predict(loaded, folder, policy.split, perturb=perturbation(kind, level, policy.seed)),
-                         pos, threshold, watched)
+            got = _point(loaded, predict(loaded, folder, policy.split, perturb=perturbation(kind, level, policy.seed),
+                                         **_seg_options(policy)), pos, threshold, watched)
             curves[kind].append({"level": level, **{k: _num(v) for k, v in got.items()}})
             log(f"stress {kind} {level:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in got.items()))
             for name, drop in policy.stress_max_drop.items():
@@ -310,6 +349,43 @@ def _stress(loaded: Loaded, folder: Path, policy: Policy, preds: list[CasePredic
                                    f"(from {base[name]:.4f}) > {drop:g}")
     return Gate("stress", not reasons, reasons, {"baseline": {k: _num(v) for k, v in base.items()},
                                                  "curves": curves})
+
+
+def _seg_options(policy: Policy) -> dict[str, Any]:
+    return {"tolerance": policy.nsd_tolerance, "spacing": policy.spacing}
+
+
+def _reproducibility(platform: Platform, loaded: Loaded, folder: Path, policy: Policy, preds: list[CasePrediction],
+                     pos: int, threshold: float, log: Callable[[str], None], journal_dir: Path | None) -> Gate:
+    from medcycle.evaluation.reproducibility import run_suite
+
+    spec = policy.reproducibility
+    assert spec is not None
+    watched = list(spec.max_metric_spread) or list(policy.metrics) or (
+        ["dice"] if loaded.config.task.segmentation else ["auroc"])
+
+    def score(model: Loaded) -> dict[str, float | None]:
+        got = _point(model, predict(model, folder, policy.split, **_seg_options(policy)), pos, threshold, watched)
+        return {k: _num(v) for k, v in got.items()}
+
+    baseline = {k: _num(v) for k, v in _point(loaded, preds, pos, threshold, watched).items()}
+    reasons, data = run_suite(platform, loaded, spec, baseline=baseline, score=score,
+                              journal_dir=journal_dir, log=log)
+    return Gate("reproducibility", not reasons, reasons, data)
+
+
+def _load(loaded: Loaded, folder: Path, policy: Policy, log: Callable[[str], None]) -> Gate:
+    from medcycle.evaluation.load import failures, run_load
+
+    spec = policy.load
+    assert spec is not None
+    result = run_load(loaded, folder, policy.split, spec)
+    log(f"load: {result.requests} cases in batches of {result.batch}: p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, {result.throughput:.1f} cases/s")
+    reasons = failures(result, spec)
+    limits = {k: v for k, v in (("p99_ms_max", spec.p99_ms_max), ("p50_ms_max", spec.p50_ms_max),
+                                ("min_throughput", spec.min_throughput)) if v is not None}
+    return Gate("load", not reasons, reasons, {**result.to_dict(), "limits": limits})
 
 
 def _ood(loaded: Loaded, folder: Path, policy: Policy) -> Gate:
@@ -367,6 +443,20 @@ def markdown(ev: Evaluation) -> str:
             lines += [f"| {g} | {k} | {e['value']} | {e['ci_low']}–{e['ci_high']} | {e['n']} |"
                       for k, e in values.items()]
     for g in ev.gates:
+        if g.name == "reproducibility":
+            lines += ["", "## Reproducibility", ""]
+            same = g.data.get("same_seed")
+            if same:
+                lines.append(f"* same seed ({g.data.get('seed')}): weights identical {same['identical_weights']}, "
+                             f"metrics identical {same['identical_metrics']} (run {same['run']})")
+            for row in g.data.get("seeds", []):
+                lines.append(f"* seed {row['seed']}: " + ", ".join(f"{k} {v}" for k, v in row["metrics"].items()))
+            for name, sp in g.data.get("spread", {}).items():
+                lines.append(f"* spread of {name}: {sp['spread']} ({sp['min']}–{sp['max']})")
+        if g.name == "load":
+            d = g.data
+            lines += ["", "## Load", "", f"{d['requests']} cases in batches of {d['batch']}: p50 {d['p50_ms']} ms, "
+                      f"p99 {d['p99_ms']} ms, {d['throughput']} cases/s"]
         if g.name == "stress":
             lines += ["", "## Stress curves", ""]
             for kind, points in g.data["curves"].items():
@@ -389,6 +479,10 @@ def _record(platform: Platform, ev: Evaluation, policy: Policy, *, actor: str, v
     body = ev.to_dict()
     digests = {"json": platform.objects.put(json.dumps(body, indent=2, default=str).encode()).digest,
                "md": platform.objects.put(md.encode()).digest, "html": platform.objects.put(page.encode()).digest}
+    if ev.cases_list:
+        cases = {"segmentation": bool(ev.cases_list and ev.cases_list[0].get("truth") == "mask"),
+                 "cases": ev.cases_list}
+        digests["cases"] = platform.objects.put(json.dumps(cases, default=str).encode()).digest
     summary = {"passed": ev.passed, "gates": [{"name": g.name, "passed": g.passed, "reasons": g.reasons}
                                               for g in ev.gates],
                "metrics": ev.metrics, "disaggregated": ev.disaggregated, "factors": list(policy.factors),
@@ -397,8 +491,12 @@ def _record(platform: Platform, ev: Evaluation, policy: Policy, *, actor: str, v
     with platform.session() as session:
         from medcycle.objects.refs import add_ref
 
-        for kind in ("md", "html"):
-            add_ref(session, digests[kind], "gate_report_" + kind, ev.model)
+        for kind in ("md", "html", "cases"):
+            if kind in digests:
+                add_ref(session, digests[kind], "gate_report_" + kind, ev.model)
+        for case in ev.cases_list:
+            if case.get("preview"):
+                add_ref(session, case["preview"], "gate_report_preview", ev.model)
         ev.report_id = record_gate_report(session, ev.model, passed=ev.passed, summary=summary, policy=policy.name,
                                           dataset_digest=ev.dataset_digest, report_digest=digests["json"],
                                           actor=actor, via=via)

@@ -100,6 +100,12 @@ def _training_data(session: Session, row: ModelVersionRow) -> dict[str, Any]:
     return data
 
 
+def _suite(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The data of one suite of the latest gate report (None when the policy did not run it)."""
+    suite = (summary.get("suites") or {}).get(name)
+    return dict(suite) if isinstance(suite, dict) else None
+
+
 def build(session: Session, ref: str) -> dict[str, Any]:
     """The card of a version as the registry knows it now (not yet stored)."""
     row = resolve(session, ref)
@@ -129,7 +135,8 @@ def build(session: Session, ref: str) -> dict[str, Any]:
         "metrics": dict(row.metrics or {}),
         "evaluation": {"gate_passed": latest.passed if latest else None, "policy": latest.policy if latest else None,
                        "dataset_digest": latest.dataset_digest if latest else None,
-                       "disaggregated": summary.get("disaggregated", {}), "suites": summary.get("suites", {})},
+                       "disaggregated": summary.get("disaggregated", {}), "suites": summary.get("suites", {}),
+                       "reproducibility": _suite(summary, "reproducibility"), "load": _suite(summary, "load")},
         "training_data": _training_data(session, row),
         "software": _software(packages),
         "changes": _changes(_previous(session, row), row),
@@ -204,6 +211,23 @@ def markdown(card: dict[str, Any]) -> str:
         lines.append("")
     for suite, result in (ev.get("suites") or {}).items():
         lines += [f"* **{suite}**: {_fmt(result.get('passed') if isinstance(result, dict) else result)}"]
+    rep = ev.get("reproducibility")
+    if isinstance(rep, dict):
+        lines += ["", "### Reproducibility", ""]
+        same = rep.get("same_seed")
+        if isinstance(same, dict):
+            lines.append(f"* Retrained with seed {_fmt(rep.get('seed'))}: identical weights "
+                         f"{_fmt(same.get('identical_weights'))}, identical metrics "
+                         f"{_fmt(same.get('identical_metrics'))}")
+        for name, sp in (rep.get("spread") or {}).items():
+            seeds = ", ".join(str(r.get("seed")) for r in rep.get("seeds") or [])
+            lines.append(f"* {name} across seeds {seeds}: {_fmt(sp.get('min'))}–{_fmt(sp.get('max'))} "
+                         f"(spread {_fmt(sp.get('spread'))})")
+    load = ev.get("load")
+    if isinstance(load, dict):
+        lines += ["", "### Load", "", f"* {_fmt(load.get('requests'))} cases in batches of {_fmt(load.get('batch'))}: "
+                  f"p50 {_fmt(load.get('p50_ms'))} ms, p99 {_fmt(load.get('p99_ms'))} ms, "
+                  f"{_fmt(load.get('throughput'))} cases/s"]
     td = card.get("training_data", {})
     lines += ["", "## Training data", "", f"* Dataset {_fmt(td.get('dataset_ref'))} "
               f"(`{_fmt(td.get('dataset_digest'))}`), label set {_fmt(td.get('label_set'))}",

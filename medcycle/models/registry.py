@@ -146,6 +146,11 @@ def resolve(session: Session, ref: str) -> ModelVersionRow:
     return version
 
 
+def run_lineage(session: Session, run_id: str, artifact: str = "model") -> dict[str, Any]:
+    """What registering the run's model would record: weights digest, data, commit, final metrics, params."""
+    return _from_run(session, run_id, artifact)
+
+
 def _from_run(session: Session, run_id: str, artifact: str) -> dict[str, Any]:
     """Weights, data and code of a tracked run (the experiments layer)."""
     from medcycle.experiments.tables import ArtifactRow, CaptureRow, MetricSeriesRow, RunParamRow, RunRow

@@ -3,7 +3,7 @@
 A version is immutable once registered (its weights are an object by digest; the run, dataset version,
 label set and commit it came from are recorded). An alias (``production``, ``staging``, any name) points at
 one version; every move is an :class:`AliasEventRow`, which is what ``rollback`` walks back. Migration
-``0009`` creates exactly these tables.
+``0009`` creates these tables; ``0014`` adds :class:`CaseReviewRow` (the review gallery's verdicts).
 """
 
 from __future__ import annotations
@@ -107,3 +107,20 @@ class PinnedCaseRow(Base):
     from_version_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     pinned_by: Mapped[str] = mapped_column(String(64))
     pinned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CaseReviewRow(Base):
+    """A reviewer's verdict on one case of an evaluation (the review gallery): ok, model error, label error or
+    unsure, with a note. One verdict per case and report; changing it is audited like setting it."""
+
+    __tablename__ = "model_case_reviews"
+    __table_args__ = (Index("ix_model_case_reviews_model_case", "model", "case_key"),)
+
+    report_id: Mapped[str] = mapped_column(ForeignKey("model_gate_reports.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    case_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    verdict: Mapped[str] = mapped_column(String(16))  # ok | model_error | label_error | unsure
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,16 +1,19 @@
 """Model registry pages: models (``/ui/models``), one model's versions, aliases and history
-(``/ui/models/NAME``), one version's lineage, card and gate reports (``/ui/models/NAME/vN``), and the gate
-reports of every model (``/ui/evaluation``).
+(``/ui/models/NAME``), one version's lineage, card and gate reports (``/ui/models/NAME/vN``), the gate
+reports of every model (``/ui/evaluation``) and the review gallery of one report
+(``/ui/evaluation/REPORT/review``).
 
 Reading needs ``view``; the promote and rollback forms need ``deploy`` and call the same library functions as
-``medcycle model promote|rollback`` (audited, a forced promotion needs a reason).
+``medcycle model promote|rollback`` (audited, a forced promotion needs a reason). The gallery shows patient
+pixels, so it needs ``read-data``; its verdict and pin buttons call the REST API
+(``/v1/models/reports/REPORT/cases/...``: ``label`` to record a verdict, ``train`` to pin a case).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 from sqlalchemy import select
@@ -107,6 +110,47 @@ def rollback_form(name: str, session: SessionDep, principal: Deployer,
     return RedirectResponse(f"/ui/models/{name}#history", status_code=303)
 
 
+Reader = Annotated[Principal, requires(Permission.READ_DATA)]
+
+
+@router.get("/ui/evaluation/{report_id}/review")
+def review_page(request: Request, report_id: str, session: SessionDep, platform: PlatformDep, principal: Reader,
+                sort: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+    from medcycle.auth import audit
+    from medcycle.evaluation.gallery import metric_names
+    from medcycle.models import reviews
+
+    review = reviews.load(session, platform.objects, report_id)
+    metric, cases = reviews.ordered(review, sort)
+    # the previews are patient pixels: the read is audited before the page goes out (fail-closed)
+    audit.record_read(platform, principal, "evaluation.review.read", target_kind="gate_report", target_id=report_id,
+                      via=VIA, model=review.ref, cases=len(cases))
+    done = reviews.verdicts(session, report_id)
+    pins = reviews.pinned(session, review.model)
+    counts: dict[str, int] = {}
+    for row in done.values():
+        counts[row.verdict] = counts.get(row.verdict, 0) + 1
+    return renderer(request).render(
+        request, "evaluation_review.html", principal=principal, active="evaluation", review=review, cases=cases,
+        metric=metric, metrics=metric_names(review.segmentation), verdicts=done, pins=pins, counts=counts,
+        can_review=principal.can(Permission.LABEL), can_pin=principal.can(Permission.TRAIN),
+        choices=VERDICT_LABELS)
+
+
+VERDICT_LABELS = (("ok", "OK"), ("model_error", "Model error"), ("label_error", "Label error"), ("unsure", "Unsure"))
+
+
+@router.get("/ui/evaluation/{report_id}/preview/{digest}.png")
+def review_preview(report_id: str, digest: str, session: SessionDep, platform: PlatformDep, _: Reader) -> Response:
+    from medcycle.models import reviews
+
+    review = reviews.load(session, platform.objects, report_id)
+    if not any(c.get("preview") == digest for c in review.cases):
+        raise NotFound(f"no preview {digest[:12]}… in report {report_id}", hint="Open the gallery again.")
+    return Response(platform.objects.get(digest), media_type="image/png",
+                    headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=3600"})
+
+
 @router.get("/ui/evaluation")
 def evaluation_page(request: Request, session: SessionDep, principal: Viewer) -> Response:
     rows = session.execute(
@@ -114,7 +158,8 @@ def evaluation_page(request: Request, session: SessionDep, principal: Viewer) ->
         .order_by(GateReportRow.created_at.desc()).limit(200)).all()
     reports = [{"ref": f"{v.model}@v{v.version}", "model": v.model, "version": v.version, "id": r.id,
                 "passed": r.passed, "policy": r.policy, "at": r.created_at, "by": r.created_by,
-                "gates": (r.summary or {}).get("gates", []), "has_html": bool((r.summary or {}).get("reports"))}
+                "gates": (r.summary or {}).get("gates", []), "has_html": bool((r.summary or {}).get("reports")),
+                "has_gallery": bool(((r.summary or {}).get("reports") or {}).get("cases"))}
                for r, v in rows]
     return renderer(request).render(request, "evaluation.html", principal=principal, active="evaluation",
                                     reports=reports)
