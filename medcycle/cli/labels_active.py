@@ -30,6 +30,7 @@ from medcycle.labels.schemas import resolve_schema
 
 if TYPE_CHECKING:
     from medcycle.evaluation.predict import Loaded
+    from medcycle.objects.base import ObjectStore
     from medcycle.platform import Platform
 
 active_app = typer.Typer(no_args_is_help=True, help="Active learning: the next batch to label, by a model.")
@@ -65,17 +66,7 @@ class ModelScorer:
 
     def images_only(self, session: Session, items: Sequence[str]) -> tuple[str, ...]:
         """``items`` without the masks (instances or series of the model's mask modality, e.g. SEG)."""
-        from medcycle.catalog.tables import InstanceRow, SeriesRow
-
-        if self.level == "study":
-            return tuple(items)
-        column = InstanceRow.uid if self.level == "instance" else SeriesRow.uid
-        masks: set[str] = set()
-        for part in range(0, len(items), 500):
-            stmt = (select(column).select_from(InstanceRow).join(SeriesRow, SeriesRow.uid == InstanceRow.series_uid)
-                    .where(column.in_(items[part:part + 500]), func.upper(SeriesRow.modality) == self.mask_modality))
-            masks.update(session.scalars(stmt))
-        return tuple(i for i in items if i not in masks)
+        return images_only(session, items, level=self.level, mask_modality=self.mask_modality)
 
     def _instance(self, session: Session, item: str) -> tuple[str, str, str]:
         from medcycle.catalog.tables import InstanceRow, SeriesRow
@@ -163,6 +154,38 @@ class ModelScorer:
         return out
 
 
+def images_only(session: Session, items: Sequence[str], *, level: str, mask_modality: str | None) -> tuple[str, ...]:
+    """``items`` without the masks: instances or series of ``mask_modality`` (e.g. SEG); study items stay."""
+    from medcycle.catalog.tables import InstanceRow, SeriesRow
+
+    if level == "study" or mask_modality is None:
+        return tuple(items)
+    column = InstanceRow.uid if level == "instance" else SeriesRow.uid
+    masks: set[str] = set()
+    for part in range(0, len(items), 500):
+        stmt = (select(column).select_from(InstanceRow).join(SeriesRow, SeriesRow.uid == InstanceRow.series_uid)
+                .where(column.in_(items[part:part + 500]), func.upper(SeriesRow.modality) == mask_modality.upper()))
+        masks.update(session.scalars(stmt))
+    return tuple(i for i in items if i not in masks)
+
+
+def mask_modality(session: Session, objects: ObjectStore, model: str) -> str | None:
+    """The mask modality of a model version's training config, without loading its weights (``None``: the
+    version has no training run, so no config to say)."""
+    from medcycle.experiments.runs import get_run
+    from medcycle.models.registry import resolve
+    from medcycle.training.config import TrainingConfig
+
+    row = resolve(session, model)
+    if row.run_id is None:
+        return None
+    run = get_run(session, row.run_id)
+    art = next((a for a in reversed(run.artifacts) if a.name == "config.json" and a.digest), None)
+    if art is None or art.digest is None:
+        return None
+    return TrainingConfig.model_validate_json(objects.get(art.digest)).data.mask_modality.upper()
+
+
 def _items(session: Session, schema: str, dataset: str | None, query: str | None) -> tasks.TaskItems:
     from medcycle.cli.labels import dataset_instances
 
@@ -170,6 +193,16 @@ def _items(session: Session, schema: str, dataset: str | None, query: str | None
 
 
 # -- active learning ------------------------------------------------------------------------------------
+AGGREGATE_HELP = "Pixel uncertainty → one number per item: foreground (default), top<P>% (e.g. top1%) or mean."
+
+
+def _version(platform: Platform, model: str) -> str:
+    from medcycle.models.registry import info, resolve
+
+    with platform.session(write=False) as session:
+        return info(session, resolve(session, model)).ref
+
+
 @active_app.command("next")
 def active_next(
     ctx: typer.Context,
@@ -180,6 +213,11 @@ def active_next(
     size: Annotated[int, typer.Option(help="How many items.")] = 20,
     model: Annotated[str | None, typer.Option(help="The model version that scores, NAME@VERSION.")] = None,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout passes.")] = 10,
+    aggregate: Annotated[str, typer.Option(help=AGGREGATE_HELP)] = "foreground",
+    diversity: Annotated[float, typer.Option(help="> 1: k-center on the features among the diversity × size most "
+                                                  "uncertain (uncertainty + diversity).")] = 1.0,
+    cached: Annotated[bool, typer.Option("--cached", help="Rank by the model version's cached scores only (from "
+                                                           "`active score`); do not load the model.")] = False,
     seed: Annotated[int, typer.Option(help="Seed (random picks, core-set start).")] = 0,
     json: bool = JsonOpt,
 ) -> None:
@@ -188,13 +226,18 @@ def active_next(
     with platform.session(write=False) as session:
         items = _items(session, schema, dataset, query)
         level = resolve_schema(session, schema).level
-    scorer = ModelScorer(platform, model, level=level) if model is not None else None
+    scorer = ModelScorer(platform, model, level=level) if model is not None and not cached else None
+    version = _version(platform, model) if model is not None and cached else None
     candidates = items.uids
-    if scorer is not None:
-        with platform.session(write=False) as session:
+    with platform.session(write=False) as session:
+        if scorer is not None:
             candidates = scorer.images_only(session, candidates)
+        elif version is not None:  # the model's mask instances were never scored: leave them out
+            candidates = images_only(session, candidates, level=level,
+                                     mask_modality=mask_modality(session, platform.objects, version))
     with platform.session() as session:
-        info = active.next_batch(session, candidates, size, strategy, scorer=scorer, seed=seed, mc_samples=mc_samples,
+        info = active.next_batch(session, candidates, size, strategy, scorer=scorer, model_version=version, seed=seed,
+                                 mc_samples=mc_samples, aggregate=aggregate, diversity=diversity,
                                  actor=state(ctx).actor, via=VIA)
     if json:
         emit_json(info.to_dict())
@@ -205,6 +248,38 @@ def active_next(
                     + f"; make it a task: `medcycle labels active task {info.ref} --schema {schema}`")
     table("Next batch", ["#", "item", "score"], [(k + 1, i, f"{s:.4f}" if s is not None else None)
                                                   for k, (i, s) in enumerate(zip(b.items, b.scores, strict=True))])
+
+
+@active_app.command("score")
+def active_score(
+    ctx: typer.Context,
+    schema: Annotated[str, typer.Option(help="The label schema (gives the item level).")],
+    model: Annotated[str, typer.Option(help="The model version that scores, NAME@VERSION.")],
+    dataset: Annotated[str | None, typer.Option(help="Items of a dataset version, NAME@TAG.")] = None,
+    query: Annotated[str | None, typer.Option(help="Items matching a catalog filter.")] = None,
+    strategy: Annotated[str, typer.Option(help="entropy, margin, mc-dropout, tta or coreset.")] = "entropy",
+    mc_samples: Annotated[int, typer.Option(help="MC-dropout passes.")] = 10,
+    aggregate: Annotated[str, typer.Option(help=AGGREGATE_HELP)] = "foreground",
+    features: Annotated[bool | None, typer.Option("--features/--no-features", help="Also cache feature vectors "
+                                                  "(default: for coreset; needed by --diversity).")] = None,
+    json: bool = JsonOpt,
+) -> None:
+    """A scoring run: cache a model version's scores of every item (then `next --cached` and the API rank by them)."""
+    platform = state(ctx).platform()
+    with platform.session(write=False) as session:
+        items = _items(session, schema, dataset, query)
+        level = resolve_schema(session, schema).level
+    scorer = ModelScorer(platform, model, level=level)
+    with platform.session(write=False) as session:
+        candidates = scorer.images_only(session, items.uids)
+    with platform.session() as session:
+        run = active.score_items(scorer, candidates, strategy, active.SqlCache(session), mc_samples=mc_samples,
+                                 aggregate=aggregate, features=features)
+    if json:
+        emit_json({**run.to_dict(), "items": len(candidates)})
+        return
+    table(f"Scores of {run.model_version} ({len(candidates)} items)", ["measure", "scored now", "already cached"],
+          [(m, c["scored"], c["cached"]) for m, c in run.measures.items()])
 
 
 @active_app.command("task")

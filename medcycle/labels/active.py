@@ -9,19 +9,27 @@ Strategies (:mod:`.strategies` has the arithmetic):
 
 ==============  ========================================================================================
 ``random``      a seeded uniform sample (the baseline; needs no scorer)
-``entropy``     highest mean predictive entropy first
+``entropy``     highest predictive entropy first
 ``margin``      smallest gap between the two most likely classes first
-``mc-dropout``  highest BALD over ``mc_samples`` passes with dropout on
+``mc-dropout``  highest BALD over ``mc_samples`` passes with dropout on (``mc_dropout`` is read the same)
 ``tta``         highest variance under test-time augmentations (MONAI ``Flip`` and ``Rotate90``, undone on
                 the output before comparing)
 ``coreset``     k-center greedy on the scorer's features, away from what is already labelled
 ==============  ========================================================================================
 
+A segmenter's per-pixel uncertainty is aggregated per item over the probable foreground by default
+(``aggregate="foreground"``; also ``top<P>%`` and ``mean``: :func:`.strategies.aggregate`), and
+``diversity`` > 1 turns an uncertainty strategy into uncertainty + diversity (k-center on the features
+among the ``diversity × size`` most uncertain).
+
 **Scores are cached per model version** (:class:`ScoreCache`; in the database: ``label_active_scores``,
-keyed by model version, measure — e.g. ``mc-dropout:bald:t=10`` — and item), so asking for the next batch
-again, or with another batch size, scores only items the version has not scored. A new model version
-scores afresh. Random and core-set picks are not cached as scores (they depend on the seed and on what is
-labelled); core-set caches the feature vectors instead.
+keyed by model version, measure — e.g. ``mc-dropout:bald:t=10``, ``entropy@top1%`` for a non-default
+aggregation — and item), so asking for the next batch again, or with another batch size, scores only items
+the version has not scored. A new model version scores afresh. :func:`score_items` is a scoring run that
+only fills the cache; :func:`select_batch` given a ``model_version`` and no scorer then ranks from the cache
+alone, and raises :class:`NotScored` (naming the calls that compute them) where scores are missing. Random
+and core-set picks are not cached as scores (they depend on the seed and on what is labelled); core-set
+caches the feature vectors instead.
 
 The output, :class:`Batch`, is an ordered list of items with their scores. :func:`next_batch` also records it
 (``label_active_batches``: strategy, parameters, model version, what was picked and why) and
@@ -42,7 +50,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from medcycle.auth import audit
@@ -213,28 +221,54 @@ class Batch:
                 "labelled": self.n_labelled, "scored": self.scored, "seed": self.seed, "params": dict(self.params)}
 
 
-def measure_of(strategy: Strategy, *, mc_samples: int, augmentations: Sequence[Augmentation]) -> str | None:
-    if strategy is Strategy.MC_DROPOUT:
-        return f"mc-dropout:bald:t={mc_samples}"
-    if strategy is Strategy.TTA:
-        return "tta:variance:" + ",".join(a.name for a in augmentations)
+def parse_strategy(strategy: str) -> Strategy:
+    """``strategy`` as a :class:`Strategy` (``mc_dropout`` is read as ``mc-dropout``), else a usage error."""
+    try:
+        return Strategy(strategy.strip().lower().replace("_", "-"))
+    except ValueError:
+        raise UsageError(f"{strategy!r} is not a strategy",
+                         hint=f"Choose one of: {', '.join(s.value for s in Strategy)}.") from None
+
+
+def measure_of(strategy: Strategy, *, mc_samples: int, augmentations: Sequence[Augmentation],
+               aggregate: str = strategies.DEFAULT_AGGREGATE) -> str | None:
+    """The cache key of a strategy's per-item number (``None``: random). The default aggregation over
+    pixels (``foreground``) is implied; another one is appended, e.g. ``entropy@top1%``."""
     if strategy is Strategy.CORESET:
         return "features"
-    return None if strategy is Strategy.RANDOM else strategy.value
+    if strategy is Strategy.RANDOM:
+        return None
+    if strategy is Strategy.MC_DROPOUT:
+        base = f"mc-dropout:bald:t={mc_samples}"
+    elif strategy is Strategy.TTA:
+        base = "tta:variance:" + ",".join(a.name for a in augmentations)
+    else:
+        base = strategy.value
+    return base if aggregate == strategies.DEFAULT_AGGREGATE else f"{base}@{aggregate}"
 
 
 def _score(scorer: Scorer, strategy: Strategy, items: Sequence[str], mc_samples: int,
-           augmentations: Sequence[Augmentation]) -> dict[str, float]:
+           augmentations: Sequence[Augmentation], aggregate: str) -> dict[str, float]:
     if strategy in (Strategy.ENTROPY, Strategy.MARGIN):
         fn = strategies.entropy if strategy is Strategy.ENTROPY else strategies.margin
-        return {i: fn(p) for i, p in zip(items, _predict(scorer, items), strict=True)}
+        return {i: fn(p, aggregate) for i, p in zip(items, _predict(scorer, items), strict=True)}
     if strategy is Strategy.MC_DROPOUT:
         passes = [_predict(scorer, items, dropout=True) for _ in range(mc_samples)]
-        return {i: strategies.bald([p[k] for p in passes]) for k, i in enumerate(items)}
-    outputs = [[a.inverse(np.asarray(y)) for y in _predict(scorer, items, transform=a.forward)]
-               for a in augmentations]
+        return {i: strategies.bald([p[k] for p in passes], aggregate) for k, i in enumerate(items)}
+    outputs = [_undo(a, _predict(scorer, items, transform=a.forward)) for a in augmentations]
     plain = _predict(scorer, items)
-    return {i: strategies.variance([plain[k], *(o[k] for o in outputs)]) for k, i in enumerate(items)}
+    return {i: strategies.variance([plain[k], *(o[k] for o in outputs)], aggregate) for k, i in enumerate(items)}
+
+
+def _undo(aug: Augmentation, outputs: Sequence[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    """Each output brought back onto its item's grid; outputs of one shape in one call (their channels
+    stacked: the inverse acts on the spatial axes only), which saves a MONAI call per item."""
+    arrays = [np.asarray(y) for y in outputs]
+    if len(arrays) < 2 or len({a.shape for a in arrays}) != 1 or arrays[0].ndim < 3:
+        return [aug.inverse(a) for a in arrays]
+    c = arrays[0].shape[0]
+    back = aug.inverse(np.concatenate(arrays))
+    return [back[k * c:(k + 1) * c] for k in range(len(arrays))]
 
 
 def _predict(scorer: Scorer, items: Sequence[str], **kw: Any) -> list[npt.NDArray[Any]]:
@@ -245,72 +279,179 @@ def _predict(scorer: Scorer, items: Sequence[str], **kw: Any) -> list[npt.NDArra
     return out
 
 
+SCORE_HINT = ("compute them once per model version: `medcycle labels active score --model {version} --strategy "
+              "{strategy} ...` (CLI), POST /v1/labels/active/scores (API) or medcycle.labels.active.score_items "
+              "(SDK)")
+
+
+class NotScored(Conflict):
+    """The cache holds no score of a model version for some candidates, and no scorer was given to compute them."""
+
+
+def _missing(version: str, measure: str, strategy: Strategy, missing: Sequence[str], of: int) -> NotScored:
+    hint = SCORE_HINT.format(version=version, strategy=strategy.value)
+    if measure == "features":
+        hint += "; feature vectors are also cached by a scoring run of any strategy with --features"
+    return NotScored(f"model version {version} has no cached {measure!r} scores for {len(missing)} of {of} items "
+                     f"(e.g. {missing[0]})", hint=hint + ".")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRun:
+    """What a scoring run did: per measure, how many items it scored now and how many were cached already."""
+
+    model_version: str
+    strategy: Strategy
+    measures: dict[str, dict[str, int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_version": self.model_version, "strategy": self.strategy.value, "measures": self.measures}
+
+
+def score_items(
+    scorer: Scorer, items: Sequence[str], strategy: str, cache: ScoreCache, *, mc_samples: int = 10,
+    aggregate: str = strategies.DEFAULT_AGGREGATE, augmentations: Sequence[Augmentation] | None = None,
+    features: bool | None = None,
+) -> ScoreRun:
+    """Score ``items`` with the scorer's model version and cache what it has not scored yet (a scoring run).
+
+    Afterwards :func:`select_batch` with ``model_version`` and no scorer ranks from the cache alone (the API
+    does). ``features`` (default: for core-set only) also caches feature vectors, which core-set and the
+    uncertainty-then-diversity hybrid (``diversity`` > 1) need.
+    """
+    how = parse_strategy(strategy)
+    if how is Strategy.RANDOM:
+        raise UsageError("random picks need no scores", hint="Ask for a batch with strategy random directly.")
+    _check_options(mc_samples, aggregate)
+    augs = _augs(how, augmentations)
+    uniq = sorted(set(items))
+    measures: dict[str, dict[str, int]] = {}
+    if how is not Strategy.CORESET:
+        measure = measure_of(how, mc_samples=mc_samples, augmentations=augs, aggregate=aggregate)
+        assert measure is not None
+        _known, fresh = _uncertainty(scorer, how, uniq, cache, measure, mc_samples, augs, aggregate)
+        measures[measure] = {"scored": fresh, "cached": len(uniq) - fresh}
+    if features or (features is None and how is Strategy.CORESET):
+        _vectors, fresh = _features(scorer, scorer.version, "features", uniq, cache)
+        measures["features"] = {"scored": fresh, "cached": len(uniq) - fresh}
+    return ScoreRun(scorer.version, how, measures)
+
+
+def _check_options(mc_samples: int, aggregate: str) -> None:
+    if mc_samples < 2:
+        raise UsageError(f"MC-dropout needs at least 2 passes, got {mc_samples}", hint="e.g. --mc-samples 10.")
+    strategies.check_aggregate(aggregate)
+
+
+def _augs(how: Strategy, augmentations: Sequence[Augmentation] | None) -> list[Augmentation]:
+    if augmentations is not None:
+        return list(augmentations)
+    return tta_augmentations() if how is Strategy.TTA else []
+
+
+def _uncertainty(scorer: Scorer | None, how: Strategy, pool: Sequence[str], cache: ScoreCache | None, measure: str,
+                 mc_samples: int, augs: Sequence[Augmentation], aggregate: str,
+                 version: str | None = None) -> tuple[dict[str, float], int]:
+    """Each item's score under ``measure``: from the cache, the rest from the scorer (then cached)."""
+    version = scorer.version if scorer is not None else version
+    assert version is not None
+    known = dict(cache.get(version, measure, pool)) if cache is not None else {}
+    missing = [i for i in pool if i not in known]
+    if missing and scorer is None:
+        raise _missing(version, measure, how, missing, len(pool))
+    fresh: dict[str, float] = {}
+    for part in range(0, len(missing), 64):
+        assert scorer is not None
+        fresh.update(_score(scorer, how, missing[part:part + 64], mc_samples, augs, aggregate))
+    if cache is not None and fresh:
+        cache.put(version, measure, fresh)
+    known.update(fresh)
+    return known, len(fresh)
+
+
 def select_batch(
     candidates: Sequence[str], size: int, strategy: str, *, scorer: Scorer | None = None,
     labelled: Sequence[str] = (), cache: ScoreCache | None = None, seed: int = 0, mc_samples: int = 10,
-    augmentations: Sequence[Augmentation] | None = None,
+    augmentations: Sequence[Augmentation] | None = None, aggregate: str = strategies.DEFAULT_AGGREGATE,
+    diversity: float = 1.0, model_version: str | None = None,
 ) -> Batch:
     """The next ``size`` items out of ``candidates`` by ``strategy`` (no database needed).
 
     ``labelled`` are the items already labelled: never picked, and what core-set keeps away from.
+    ``aggregate`` turns a segmenter's per-pixel uncertainty into one number per item (``foreground``: the
+    mean over the probable foreground; ``top<P>%``: the mean of the P% most uncertain pixels; ``mean``).
+    ``diversity`` > 1 makes an uncertainty strategy a hybrid: k-center greedy on the features among the
+    ``diversity × size`` most uncertain candidates.
+    Without a ``scorer``, ``model_version`` names a version whose scores are all in ``cache`` (nothing is
+    computed; :class:`NotScored` says what is missing and how to compute it).
     """
-    try:
-        how = Strategy(strategy)
-    except ValueError:
-        raise UsageError(f"{strategy!r} is not a strategy",
-                         hint=f"Choose one of: {', '.join(s.value for s in Strategy)}.") from None
+    how = parse_strategy(strategy)
     if size < 1:
         raise UsageError(f"batch size {size} is not positive", hint="e.g. --size 20.")
-    if mc_samples < 2:
-        raise UsageError(f"MC-dropout needs at least 2 passes, got {mc_samples}", hint="e.g. --mc-samples 10.")
+    _check_options(mc_samples, aggregate)
+    if diversity < 1 or not math.isfinite(diversity):
+        raise UsageError(f"the diversity factor {diversity} is below 1",
+                         hint="1 ranks by uncertainty only; e.g. 3 picks k-center among the 3 × size most "
+                              "uncertain.")
     done = set(labelled)
     pool = sorted(set(candidates) - done)
     if not pool:
         raise UsageError("no unlabelled candidates to choose from", hint="Give items that are not labelled yet.")
-    if how is not Strategy.RANDOM and scorer is None:
+    version = (scorer.version if scorer is not None else model_version) if how is not Strategy.RANDOM else None
+    if how is not Strategy.RANDOM and version is None:
         raise UsageError(f"the {how.value} strategy needs a model to score the items",
-                         hint="Pass a model version (or use --strategy random).")
-    augs = list(augmentations) if augmentations is not None else (tta_augmentations() if how is Strategy.TTA else [])
-    measure = measure_of(how, mc_samples=mc_samples, augmentations=augs)
-    version = scorer.version if scorer is not None and how is not Strategy.RANDOM else None
+                         hint="Pass a model version (--model NAME@VERSION), or use --strategy random.")
+    if scorer is None and version is not None and cache is None:
+        raise UsageError("ranking by cached scores needs the score cache", hint="Pass the cache (or a scorer).")
+    augs = _augs(how, augmentations)
+    measure = measure_of(how, mc_samples=mc_samples, augmentations=augs, aggregate=aggregate)
     params: dict[str, Any] = {"mc_samples": mc_samples} if how is Strategy.MC_DROPOUT else {}
     if how is Strategy.TTA:
         params["augmentations"] = [a.name for a in augs]
+    if aggregate != strategies.DEFAULT_AGGREGATE and how not in (Strategy.RANDOM, Strategy.CORESET):
+        params["aggregate"] = aggregate
+    hybrid = diversity > 1 and how not in (Strategy.RANDOM, Strategy.CORESET)
+    if hybrid:
+        params["diversity"] = diversity
     rng = np.random.default_rng(seed)
     scored = 0
     if how is Strategy.RANDOM:
         picked = [pool[i] for i in rng.choice(len(pool), size=min(size, len(pool)), replace=False)]
         scores: list[float | None] = [None] * len(picked)
     elif how is Strategy.CORESET:
-        assert scorer is not None and version is not None and measure is not None
-        vectors, scored = _features(scorer, version, measure, pool + sorted(done), cache)
+        assert version is not None
+        vectors, scored = _features(scorer, version, "features", pool + sorted(done), cache)
         lab = np.array([vectors[i] for i in sorted(done)]) if done else None
         x = np.array([vectors[i] for i in pool])
         order = strategies.k_center_greedy(x, size, labelled=lab, rng=rng)
         picked = [pool[i] for i in order]
         scores = [None] * len(picked)
     else:
-        assert scorer is not None and version is not None and measure is not None
-        known = dict(cache.get(version, measure, pool)) if cache is not None else {}
-        missing = [i for i in pool if i not in known]
-        fresh: dict[str, float] = {}
-        for part in range(0, len(missing), 64):
-            fresh.update(_score(scorer, how, missing[part:part + 64], mc_samples, augs))
-        if cache is not None and fresh:
-            cache.put(version, measure, fresh)
-        known.update(fresh)
-        scored = len(fresh)
-        ranked = sorted(pool, key=lambda i: (-known[i], i))[:size]
-        picked, scores = ranked, [known[i] for i in ranked]
+        assert measure is not None
+        known, scored = _uncertainty(scorer, how, pool, cache, measure, mc_samples, augs, aggregate, version)
+        if hybrid:
+            assert version is not None
+            vectors, more = _features(scorer, version, "features", pool + sorted(done), cache)
+            scored += more
+            lab = np.array([vectors[i] for i in sorted(done)]) if done else None
+            order = strategies.uncertain_then_diverse([known[i] for i in pool], np.array([vectors[i] for i in pool]),
+                                                      size, factor=diversity, labelled=lab)
+            picked = [pool[i] for i in order]
+        else:
+            picked = sorted(pool, key=lambda i: (-known[i], i))[:size]
+        scores = [known[i] for i in picked]
     return Batch(how, version, tuple(picked), tuple(scores), measure, len(pool), len(done), scored, seed, params)
 
 
-def _features(scorer: Scorer, version: str, measure: str, items: Sequence[str],
+def _features(scorer: Scorer | None, version: str, measure: str, items: Sequence[str],
               cache: ScoreCache | None) -> tuple[dict[str, list[float]], int]:
     known = dict(cache.get_vectors(version, measure, items)) if cache is not None else {}
     missing = [i for i in items if i not in known]
+    if missing and scorer is None:
+        raise _missing(version, measure, Strategy.CORESET, missing, len(items))
     fresh: dict[str, list[float]] = {}
     for part in range(0, len(missing), 256):
+        assert scorer is not None
         chunk = missing[part:part + 256]
         x = np.asarray(scorer.features(chunk), dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != len(chunk):
@@ -334,6 +475,13 @@ def labelled_items(session: Session, items: Iterable[str]) -> set[str]:
         found.update(session.scalars(select(AnnotationRow.item_uid).where(AnnotationRow.item_uid.in_(chunk))
                                      .distinct()))
     return found
+
+
+def cached_measures(session: Session, model_version: str) -> dict[str, int]:
+    """The measures cached for a model version, with how many items each holds."""
+    rows = session.execute(select(ActiveScoreRow.measure, func.count()).where(
+        ActiveScoreRow.model_version == model_version).group_by(ActiveScoreRow.measure))
+    return {str(m): int(n) for m, n in rows}
 
 
 def batch_ref(batch_id: int) -> str:
@@ -367,15 +515,18 @@ class BatchInfo:
 def next_batch(
     session: Session, candidates: Sequence[str], size: int, strategy: str, *, scorer: Scorer | None = None,
     labelled: Sequence[str] | None = None, seed: int = 0, mc_samples: int = 10,
-    augmentations: Sequence[Augmentation] | None = None, actor: str = "system", via: str = "library",
+    augmentations: Sequence[Augmentation] | None = None, aggregate: str = strategies.DEFAULT_AGGREGATE,
+    diversity: float = 1.0, model_version: str | None = None, actor: str = "system", via: str = "library",
 ) -> BatchInfo:
     """Choose and record the next batch; ``labelled`` defaults to the candidates already in a task or annotated.
 
-    Scores come from (and go to) the database cache for the scorer's model version.
+    Scores come from (and go to) the database cache for the scorer's model version; without a scorer, from
+    the cache of ``model_version`` alone (:class:`NotScored` if some are missing).
     """
     done = sorted(labelled_items(session, candidates)) if labelled is None else list(labelled)
     batch = select_batch(candidates, size, strategy, scorer=scorer, labelled=done, cache=SqlCache(session), seed=seed,
-                         mc_samples=mc_samples, augmentations=augmentations)
+                         mc_samples=mc_samples, augmentations=augmentations, aggregate=aggregate,
+                         diversity=diversity, model_version=model_version)
     row = ActiveBatchRow(model_version=batch.model_version, strategy=batch.strategy.value,
                          params={**batch.params, "measure": batch.measure, "scored": batch.scored}, seed=seed,
                          n_candidates=batch.n_candidates, n_labelled=batch.n_labelled, items=list(batch.items),

@@ -3,8 +3,21 @@
 Every function here is plain numpy over what a model returned; none knows about models, items or the
 database (:mod:`.active` does the bookkeeping). Probabilities are channel-first: ``(C,)`` for a classifier,
 ``(C, H, W)`` or ``(C, D, H, W)`` for a segmenter (``C`` = 1 is read as the foreground probability of a
-binary task). A segmenter's per-pixel uncertainty becomes one number per item by its mean over pixels, so
-images are compared on the same scale whatever their content.
+binary task).
+
+A segmenter's per-pixel uncertainty becomes one number per item by an **aggregation** (:func:`aggregate`):
+
+``foreground``  the mean over the *probable foreground*: pixels the model gives at least 10% probability of
+                some class other than the background (channel 0), boundary included; 0 where there is none.
+                Structure-wise uncertainty (as in Roy et al. 2019): a small faint lesion the model half sees
+                scores high, a large lesion it segments confidently scores low whatever its size. The
+                default of :func:`medcycle.labels.active.select_batch`.
+``top<P>%``     the mean of the ``P`` percent most uncertain pixels (at least one).
+``mean``        the mean over all pixels — dominated by the background: a large, easy lesion's boundary
+                band outweighs a small lesion the model misses. The default of the functions below (what
+                they compute by hand is then the plain average).
+
+A classifier's ``(C,)`` output is one "pixel": every aggregation gives its value.
 
 =============  ========================================================================================
 entropy        ``-Σ p log p`` over classes (nats)
@@ -16,21 +29,65 @@ TTA            variance of the class probabilities over test-time augmentations 
                averaged over classes
 core-set       k-center greedy on feature vectors (Sener & Savarese 2018): each pick is the candidate
                farthest from everything labelled or picked so far — diversity, not uncertainty
+hybrid         :func:`uncertain_then_diverse`: the ``factor × k`` most uncertain, then k-center among them,
+               so one batch does not spend its labels on near-copies of the same hard case
 =============  ========================================================================================
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from medcycle.errors import ValidationFailed
+from medcycle.errors import UsageError, ValidationFailed
 
 FloatArray = npt.NDArray[np.float64]
 EPS = 1e-12
+MEAN = "mean"
+FOREGROUND = "foreground"
+FOREGROUND_MIN = 0.1  # a pixel is probable foreground from this probability of a non-background class on
+DEFAULT_AGGREGATE = FOREGROUND
+TOP_RE = re.compile(r"^top(\d+(?:\.\d+)?)%$")
+AGGREGATE_HINT = ("Use foreground (the mean over the probable foreground), top<P>% (the mean of the P% most "
+                  "uncertain pixels, e.g. top1%) or mean.")
+
+
+def check_aggregate(how: str) -> str:
+    """``how`` if it names an aggregation (``foreground``, ``mean`` or ``top<P>%``, 0 < P <= 100), else a
+    usage error."""
+    m = TOP_RE.match(how)
+    if how in (MEAN, FOREGROUND) or (m and 0 < float(m.group(1)) <= 100):
+        return how
+    raise UsageError(f"{how!r} is not a way to aggregate pixel uncertainty", hint=AGGREGATE_HINT)
+
+
+def aggregate(values: Any, how: str = MEAN, *, foreground: Any | None = None) -> float:
+    """One number from per-pixel (or per-voxel) uncertainty ``values``: ``mean``, the mean of the top ``P``%,
+    or (``foreground``) the mean where the ``foreground`` probability map is at least 10%."""
+    u = np.asarray(values, dtype=np.float64).ravel()
+    if u.size == 0:
+        raise ValidationFailed("no pixels to aggregate", hint="Return at least one output value per item.")
+    check_aggregate(how)
+    if how == MEAN or u.size == 1:
+        return float(u.mean())
+    if how == FOREGROUND:
+        if foreground is None:
+            raise ValidationFailed("the foreground aggregation needs the foreground probabilities",
+                                   hint="Pass foreground=1 - p[0] (the probability of any non-background class).")
+        fg = np.asarray(foreground, dtype=np.float64).ravel()
+        if fg.shape != u.shape:
+            raise ValidationFailed(f"foreground map of {fg.size} values for {u.size} uncertainties",
+                                   hint="Give both on the same grid.")
+        region = fg >= FOREGROUND_MIN
+        return float(u[region].mean()) if region.any() else 0.0
+    m = TOP_RE.match(how)
+    assert m is not None
+    k = max(1, int(np.ceil(u.size * float(m.group(1)) / 100.0)))
+    return float(np.partition(u, u.size - k)[u.size - k:].mean())
 
 
 def as_probabilities(probs: Any, *, what: str = "the scorer's output") -> FloatArray:
@@ -55,15 +112,22 @@ def pixel_entropy(p: FloatArray) -> FloatArray:
     return out
 
 
-def entropy(probs: Any) -> float:
-    """Mean (over pixels) entropy of one item's class probabilities."""
-    return float(np.mean(pixel_entropy(as_probabilities(probs))))
+def entropy(probs: Any, aggregate: str = MEAN) -> float:
+    """Entropy of one item's class probabilities, aggregated over pixels (``mean`` or ``top<P>%``)."""
+    p = as_probabilities(probs)
+    return _agg(pixel_entropy(p), aggregate, p)
 
 
-def margin(probs: Any) -> float:
-    """Mean (over pixels) of one minus the gap between the two most likely classes."""
-    p = np.sort(as_probabilities(probs), axis=0)
-    return float(np.mean(1.0 - (p[-1] - p[-2])))
+def margin(probs: Any, aggregate: str = MEAN) -> float:
+    """One minus the gap between the two most likely classes, aggregated over pixels."""
+    p = as_probabilities(probs)
+    q = np.sort(p, axis=0)
+    return _agg(1.0 - (q[-1] - q[-2]), aggregate, p)
+
+
+def _agg(values: FloatArray, how: str, p: FloatArray) -> float:
+    """Aggregate with the probable foreground of the (mean) class probabilities ``p``."""
+    return aggregate(values, how, foreground=1.0 - p[0] if how == FOREGROUND else None)
 
 
 def _stack(samples: Sequence[Any], what: str) -> FloatArray:
@@ -77,16 +141,18 @@ def _stack(samples: Sequence[Any], what: str) -> FloatArray:
     return np.stack(arrays)
 
 
-def bald(samples: Sequence[Any]) -> float:
-    """Mean (over pixels) mutual information of ``T`` stochastic predictions of one item (MC-dropout)."""
+def bald(samples: Sequence[Any], aggregate: str = MEAN) -> float:
+    """Mutual information of ``T`` stochastic predictions of one item (MC-dropout), aggregated over pixels."""
     s = _stack(samples, "MC-dropout")
     info = pixel_entropy(s.mean(axis=0)) - np.mean([pixel_entropy(x) for x in s], axis=0)
-    return float(np.mean(np.maximum(info, 0.0)))
+    return _agg(np.maximum(info, 0.0), aggregate, s.mean(axis=0))
 
 
-def variance(samples: Sequence[Any]) -> float:
-    """Mean (over classes and pixels) variance of predictions of one item under augmentations (TTA)."""
-    return float(np.mean(_stack(samples, "test-time augmentation").var(axis=0)))
+def variance(samples: Sequence[Any], aggregate: str = MEAN) -> float:
+    """Variance of one item's predictions under augmentations (TTA): averaged over classes, then aggregated
+    over pixels."""
+    s = _stack(samples, "test-time augmentation")
+    return _agg(s.var(axis=0).mean(axis=0), aggregate, s.mean(axis=0))
 
 
 def k_center_greedy(features: Any, k: int, *, labelled: Any | None = None,
@@ -125,3 +191,28 @@ def k_center_greedy(features: Any, k: int, *, labelled: Any | None = None,
         picks.append(i)
         nearest = np.minimum(nearest, ((x - x[i]) ** 2).sum(axis=1))
     return picks
+
+
+def uncertain_then_diverse(scores: Any, features: Any, k: int, *, factor: float,
+                           labelled: Any | None = None) -> list[int]:
+    """``k`` indices: the ``ceil(factor × k)`` highest ``scores`` (N) shortlisted, then k-center greedy on
+    their ``features`` (N × D), away from the ``labelled`` feature rows; without labelled rows the most
+    uncertain comes first. ``factor`` 1 is plain ranking by score."""
+    u = np.asarray(scores, dtype=np.float64)
+    x = np.asarray(features, dtype=np.float64)
+    if factor < 1:
+        raise UsageError(f"the diversity factor {factor} is below 1",
+                         hint="Give 1 (rank by uncertainty only) or more, e.g. 3: k-center among the 3k most "
+                              "uncertain.")
+    if x.ndim != 2 or x.shape[0] != u.shape[0]:
+        raise ValidationFailed(f"{u.shape[0]} scores but features of shape {x.shape}",
+                               hint="Give one score and one feature vector per candidate.")
+    order = sorted(range(u.shape[0]), key=lambda i: (-u[i], i))
+    short = order[:max(min(k, len(order)), int(np.ceil(factor * k)))]
+    if len(short) <= k:
+        return short
+    lab = labelled if labelled is not None and np.asarray(labelled).size else None
+    if lab is None:  # start from the most uncertain, then k-center
+        rest = k_center_greedy(x[short[1:]], k - 1, labelled=x[short[:1]])
+        return [short[0], *(short[1:][i] for i in rest)]
+    return [short[i] for i in k_center_greedy(x[short], k, labelled=lab)]

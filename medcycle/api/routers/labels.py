@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
@@ -38,6 +38,9 @@ from medcycle.labels import (
     tasks,
 )
 from medcycle.platform import Platform
+
+if TYPE_CHECKING:
+    from medcycle.cli.labels_active import ModelScorer
 
 router = APIRouter(prefix="/v1/labels", tags=["labels"])
 Viewer = Annotated[Principal, requires(Permission.VIEW)]
@@ -494,14 +497,40 @@ def reader_scorecard(name: str, platform: PlatformDep, session: SessionDep, prin
 
 
 # -- active learning ------------------------------------------------------------------------------------
-class BatchIn(BaseModel):
+# A batch by any strategy: random needs no model; the others rank by a model version's scores, read from
+# the score cache (computed once per version by POST /v1/labels/active/scores, `medcycle labels active score`
+# or medcycle.labels.active.score_items), or — with "score": true — computed in the request for what is not
+# cached yet (the model loaded as the CLI loads it).
+STRATEGIES = "random, entropy, margin, mc_dropout (or mc-dropout), tta or coreset"
+
+
+class ActiveOptions(BaseModel):
+    strategy: str = Field(default="random", description=f"One of {STRATEGIES}.")
+    model: str | None = Field(default=None, max_length=200,
+                              description="The model version whose scores rank the items, NAME@vN (not random).")
+    mc_samples: int = Field(default=10, ge=2, le=100, description="MC-dropout passes (part of the cache key).")
+    aggregate: str = Field(default="foreground", max_length=32,
+                           description="Pixel uncertainty → one number per item: foreground, top<P>% or mean.")
+
+
+class BatchIn(ActiveOptions):
     schema_: str = Field(alias="schema", description="The label schema (gives the item level).")
     dataset: str | None = Field(default=None, description="Candidates: a dataset version, NAME@TAG.")
     query: str | None = Field(default=None, description="Candidates: a catalog filter expression.")
-    strategy: str = Field(default="random", description="Only random here: model-scored batches need the model "
-                          "loaded (`medcycle labels active next --model`).")
     size: int = Field(default=20, ge=1, le=10_000)
     seed: int = 0
+    diversity: float = Field(default=1.0, ge=1.0, le=100.0, description="> 1: k-center on the features among "
+                             "the diversity × size most uncertain (needs cached features).")
+    score: bool = Field(default=False, description="Score what the model version has not scored yet, now (loads "
+                        "the model; 2D models). Default: cached scores only.")
+
+
+class ScoreIn(ActiveOptions):
+    schema_: str = Field(alias="schema", description="The label schema (gives the item level).")
+    dataset: str | None = Field(default=None, description="Items of a dataset version, NAME@TAG.")
+    query: str | None = Field(default=None, description="Items matching a catalog filter expression.")
+    features: bool | None = Field(default=None, description="Also cache feature vectors (default: for coreset; "
+                                  "needed by coreset and by diversity > 1).")
 
 
 class BatchTaskIn(BaseModel):
@@ -515,6 +544,27 @@ class BatchTaskIn(BaseModel):
     name: str | None = Field(default=None, max_length=128)
 
 
+def _model_version(session: Session, strategy: active.Strategy, model: str | None) -> str | None:
+    """The model version's canonical reference (``None`` for random); a clear 4xx when it is missing or unknown."""
+    if strategy is active.Strategy.RANDOM:
+        return None
+    if model is None:
+        raise UsageError(f"the {strategy.value} strategy ranks items by a model version's scores; give \"model\"",
+                         hint='Send "model": "NAME@vN" with scores cached by `medcycle labels active score --model '
+                              'NAME@vN --strategy ...` (or POST /v1/labels/active/scores), or "strategy": "random".')
+    from medcycle.models.registry import info, resolve
+
+    return info(session, resolve(session, model)).ref
+
+
+def _scorer(platform: Platform, session: Session, schema: str, model: str) -> ModelScorer:
+    """The registered model loaded as the CLI loads it (the interface layer's wiring of the scorer protocol)."""
+    from medcycle.cli.labels_active import ModelScorer
+    from medcycle.labels.schemas import resolve_schema
+
+    return ModelScorer(platform, model, level=resolve_schema(session, schema).level)
+
+
 @router.get("/active/batches")
 def list_batches(session: SessionDep, _: Reader) -> list[dict[str, Any]]:
     return [b.to_dict() for b in active.list_batches(session)]
@@ -526,14 +576,56 @@ def show_batch(ref: str, session: SessionDep, _: Reader) -> dict[str, Any]:
 
 
 @router.post("/active/batches", status_code=status.HTTP_201_CREATED)
-def create_batch(body: BatchIn, session: SessionDep, principal: Writer) -> dict[str, Any]:
-    if body.strategy != active.Strategy.RANDOM:
-        raise UsageError(f"the API chooses random batches only; {body.strategy!r} needs a model loaded",
-                         hint="Run `medcycle labels active next --model NAME@VERSION --strategy ...`.")
+def create_batch(body: BatchIn, platform: PlatformDep, session: SessionDep, principal: Writer) -> dict[str, Any]:
+    """The next batch among the candidates not yet labelled, by any strategy; recorded (B-N), ready to become a
+    task (POST /v1/labels/active/batches/{ref}/task)."""
+    how = active.parse_strategy(body.strategy)
+    version = _model_version(session, how, body.model)
     items = tasks.task_items(session, schema=body.schema_, dataset=body.dataset, query=body.query,
                              dataset_resolver=dataset_instances)
-    return active.next_batch(session, items.uids, body.size, body.strategy, seed=body.seed, actor=principal.name,
-                             via=VIA).to_dict()
+    candidates: Sequence[str] = items.uids
+    scorer = None
+    if body.score and version is not None:
+        scorer = _scorer(platform, session, body.schema_, version)
+        candidates = scorer.images_only(session, candidates)
+    elif version is not None:  # the model's mask instances were never scored: leave them out
+        from medcycle.cli.labels_active import images_only, mask_modality
+        from medcycle.labels.schemas import resolve_schema
+
+        candidates = images_only(session, candidates, level=resolve_schema(session, body.schema_).level,
+                                 mask_modality=mask_modality(session, platform.objects, version))
+    return active.next_batch(session, candidates, body.size, how.value, scorer=scorer, model_version=version,
+                             seed=body.seed, mc_samples=body.mc_samples, aggregate=body.aggregate,
+                             diversity=body.diversity, actor=principal.name, via=VIA).to_dict()
+
+
+@router.post("/active/scores")
+def score_items(body: ScoreIn, platform: PlatformDep, session: SessionDep, principal: Writer) -> dict[str, Any]:
+    """A scoring run: a model version scores the items (all of them, labelled or not) under a strategy's
+    measure, and the cache keeps what it had not scored yet."""
+    how = active.parse_strategy(body.strategy)
+    version = _model_version(session, how, body.model)
+    if version is None:
+        raise UsageError("random picks need no scores", hint=f"Choose one of {STRATEGIES} other than random.")
+    items = tasks.task_items(session, schema=body.schema_, dataset=body.dataset, query=body.query,
+                             dataset_resolver=dataset_instances)
+    scorer = _scorer(platform, session, body.schema_, version)
+    candidates = scorer.images_only(session, items.uids)
+    run = active.score_items(scorer, candidates, how.value, active.SqlCache(session), mc_samples=body.mc_samples,
+                             aggregate=body.aggregate, features=body.features)
+    audit.record(session, principal.name, "labels.active.score", target_kind="model_version", target_id=version,
+                 via=VIA, strategy=how.value, items=len(candidates), measures=run.measures)
+    return {**run.to_dict(), "items": len(candidates)}
+
+
+@router.get("/active/scores")
+def cached_scores(session: SessionDep, _: Reader,
+                  model: Annotated[str, Query(description="The model version, NAME@vN.")]) -> dict[str, Any]:
+    """What the score cache holds for a model version: items per measure."""
+    from medcycle.models.registry import info, resolve
+
+    version = info(session, resolve(session, model)).ref
+    return {"model_version": version, "measures": active.cached_measures(session, version)}
 
 
 @router.post("/active/batches/{ref}/task", status_code=status.HTTP_201_CREATED)
