@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,19 +40,31 @@ class WorkerStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the leases of the jobs in hand every ``interval`` seconds until stopped."""
+class Heartbeat(threading.Thread):
+    """Renews the leases of the jobs in hand every ``interval`` seconds until stopped.
 
-    def __init__(self, jq: JobQueue, jobs: list[Job], interval: float, lease: float) -> None:
-        super().__init__(daemon=True, name="medcycle-heartbeat")
-        self.jq, self.jobs, self.interval, self.lease = jq, jobs, interval, lease
+    A job whose lease was lost (or that was cancelled) is put in ``dropped`` and no longer renewed; the
+    caller must not settle it. Used by :class:`Worker` and by the serving worker::
+
+        beat = Heartbeat(jq, jobs, interval=lease / 3, lease=lease)
+        beat.start()
+        try:
+            ...  # work on the jobs
+        finally:
+            beat.halt()
+    """
+
+    def __init__(self, jq: JobQueue, jobs: Sequence[Job], interval: float, lease: float, *,
+                 name: str = "medcycle-heartbeat") -> None:
+        super().__init__(daemon=True, name=name)
+        self.jq, self.jobs, self.interval, self.lease = jq, list(jobs), interval, lease
         self.stop = threading.Event()
         self.dropped: set[str] = set()
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             for job in self.jobs:
-                if job.id in self.dropped:
+                if job.id in self.dropped or self.stop.is_set():
                     continue
                 try:
                     self.jq.heartbeat(job, lease_seconds=self.lease)
@@ -61,6 +73,12 @@ class _Heartbeat(threading.Thread):
                     self.dropped.add(job.id)
                 except MedcycleError as exc:  # backend hiccup: try again next beat
                     log.warning("heartbeat for job %s failed: %s", job.id, exc.message)
+
+    def halt(self) -> None:
+        """Stop renewing and wait for the thread (a no-op when it never started)."""
+        self.stop.set()
+        if self.is_alive():
+            self.join()
 
 
 class Worker:
@@ -101,7 +119,7 @@ class Worker:
             return 0
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
-        beat = _Heartbeat(self.jq, batch, max(self.lease / 3, 0.05), self.lease)
+        beat = Heartbeat(self.jq, batch, max(self.lease / 3, 0.05), self.lease)
         beat.start()
         try:
             results = self.handler(batch)

@@ -149,12 +149,34 @@ def _version(session: Session, ref: str) -> tuple[str, str, str | None]:
 
 def record(session: Session, rec: PredictionRecord) -> str:
     """Append ``rec`` to the prediction log in the caller's transaction; returns the record id."""
+    return record_many(session, [rec])[0]
+
+
+def record_many(session: Session, recs: Sequence[PredictionRecord]) -> list[str]:
+    """Append ``recs`` in the caller's transaction (one flush; each version resolved once); returns their ids.
+    A record that does not validate raises before any of them is added."""
+    from sqlalchemy import insert
+
+    versions: dict[str, tuple[str, str, str | None]] = {}
+    rows = []
+    for rec in recs:
+        if rec.model_version not in versions:
+            versions[rec.model_version] = _version(session, rec.model_version)
+        rows.append(_row(rec, versions[rec.model_version]))
+    if rows:
+        session.flush()  # what the session holds goes first, as with session.add
+        session.execute(insert(PredictionRow), rows)  # one executemany (Core: no ORM objects to build)
+    return [str(row["id"]) for row in rows]
+
+
+def _row(rec: PredictionRecord, resolved: tuple[str, str, str | None]) -> dict[str, Any]:
+    """The record's column values (validated)."""
     try:
         outcome = Outcome(str(rec.outcome))
     except ValueError:
         raise UsageError(f"prediction record: {rec.outcome!r} is not an outcome",
                          hint=f"Use one of: {', '.join(o.value for o in Outcome)}.") from None
-    model, version, version_id = _version(session, rec.model_version)
+    model, version, version_id = resolved
     digests = [str(d) for d in rec.input_digests]
     for digest in [*digests, *([rec.mask_digest] if rec.mask_digest else [])]:
         if not DIGEST_RE.match(digest):
@@ -174,7 +196,7 @@ def record(session: Session, rec: PredictionRecord) -> str:
              if isinstance(v, int | float) and math.isfinite(float(v))}
     header = header_fields(rec.header)
     message = scrub_text(rec.error_message)[:MAX_MESSAGE] if rec.error_message else None
-    row = PredictionRow(
+    return dict(
         id=new_id(), at=rec.at or utcnow(), job_id=_text(rec.job_id, 64), model=model, model_version=version,
         model_version_id=version_id, source=_text(rec.source, 128),
         manufacturer=_text(header.get("manufacturer"), 128), device_model=_text(header.get("device_model"), 128),
@@ -189,9 +211,6 @@ def record(session: Session, rec: PredictionRecord) -> str:
         latency_ms=_finite("latency_ms", rec.latency_ms, 0.0, None), outcome=outcome.value,
         error_class=_text(rec.error_class, 128), error_message=message,
     )
-    session.add(row)
-    session.flush()
-    return row.id
 
 
 def get(session: Session, prediction_id: str) -> PredictionRow:

@@ -299,7 +299,7 @@ def capture(platform: Platform, model_ref: str, dataset_ref: str, *, split: str 
     from medcycle.evaluation.predict import load as load_model
     from medcycle.evaluation.predict import predict
     from medcycle.monitoring.describe import image_statistics
-    from medcycle.monitoring.embeddings import FeatureTap
+    from medcycle.monitoring.embeddings import FeatureTap, embedding_layer
     from medcycle.training.data import index, read_volume
 
     loaded = load_model(platform, model_ref)
@@ -318,7 +318,7 @@ def capture(platform: Platform, model_ref: str, dataset_ref: str, *, split: str 
     names = [s.strip() for s in split.split(",") if s.strip()]
     for name in names:
         chosen = samples.split(name)
-        with FeatureTap(loaded.model) as tap:
+        with FeatureTap(loaded.model, layer=embedding_layer(loaded.model, loaded.version.contract)) as tap:
             preds = predict(loaded, folder, name)
         feats, outputs = tap.features(), tap.outputs()
         masks = np.concatenate(outputs).argmax(axis=1) > 0 if seg else None

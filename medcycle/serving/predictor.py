@@ -11,6 +11,11 @@ every prediction), rebuilds the network from the version's weights digest and tr
 ``predict(batch)`` is pure given the loaded model: cases the gate refuses get the reasons and no finding; the
 others are preprocessed by the training's own evaluation transform, batched through the network (in chunks
 of ``max_batch`` images), and postprocessed (:mod:`medcycle.serving.postprocess`).
+
+Each accepted case also gets its ``embedding`` for the drift monitor: the input of the layer the contract
+names (``embedding_layer``), else of the network's last weighted layer (the head), taken by a forward
+pre-hook (:class:`medcycle.monitoring.embeddings.FeatureTap`) during the same forward pass, pooled over
+space, averaged over the case's images, as float32 — the features the drift reference was captured with.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +71,7 @@ class Prediction:
     mask: NDArray[np.uint8] | None = None  # segmentation, on the input's grid
     measurements: dict[str, Any] | None = None
     error: str | None = None
+    embedding: F32 | None = None  # penultimate features (monitoring), averaged over the case's images
 
     def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "images": self.images,
@@ -78,6 +85,17 @@ class Prediction:
         if self.error is not None:
             out["error"] = self.error
         return out
+
+
+@dataclass
+class Prepared:
+    """A case made ready for the network by :meth:`Predictor.prepare`: the gate's decision, the network
+    inputs, or — refused or invalid — its final ``outcome``."""
+
+    predictor: Predictor
+    decision: Decision
+    tensors: list[torch.Tensor]
+    outcome: Prediction | None
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -98,7 +116,8 @@ class Predictor:
     """A loaded model version with its preprocessing and OOD gate (see the module docstring)."""
 
     def __init__(self, loaded: Loaded, *, requested: str | None = None, gate: OODGate | None = None,
-                 device: str = "cpu", max_batch: int = 64) -> None:
+                 device: str = "cpu", max_batch: int = 64, embeddings: bool = True) -> None:
+        from medcycle.monitoring.embeddings import FeatureTap, embedding_layer
         from medcycle.serving.preprocess import EvalTransform
 
         self.loaded = loaded
@@ -111,6 +130,13 @@ class Predictor:
         self.model = loaded.model.to(self.device).eval()
         self.max_batch = max(1, int(max_batch))
         self.transform: EvalTransform = EvalTransform(loaded.config, len(loaded.classes))
+        self.tap: FeatureTap | None = None
+        if embeddings:
+            try:
+                self.tap = FeatureTap(self.model, layer=embedding_layer(self.model, self.version.contract),
+                                      outputs=False)
+            except MedcycleError as exc:  # serving goes on; the drift monitor just gets no embeddings
+                log.warning("%s: no embeddings for monitoring: %s", self.version.ref, exc.message)
 
     @property
     def ref(self) -> str:
@@ -153,51 +179,79 @@ class Predictor:
 
     def forward(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Network outputs (on the CPU) of preprocessed inputs ``(1, *size)``, in chunks of ``max_batch``."""
+        return self.forward_features(tensors)[0]
+
+    def forward_features(self, tensors: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], F32 | None]:
+        """:meth:`forward`, and each input's penultimate features ``(n, d)`` from the same passes (None
+        without a tap, or when the hooked layer did not run once per input)."""
         import torch
 
         out: list[torch.Tensor] = []
-        with torch.inference_mode():
+        tap = self.tap
+        with torch.inference_mode(), tap if tap is not None else nullcontext():
+            if tap is not None:
+                tap.take()
             for start in range(0, len(tensors), self.max_batch):
                 x = torch.stack(list(tensors[start:start + self.max_batch])).to(self.device)
                 out.extend(self.model(x).float().cpu())
-        return out
+        if tap is None:
+            return out, None
+        features = tap.take()
+        if features.ndim != 2 or len(features) != len(out):
+            return out, None
+        return out, features.astype(np.float32)
 
-    def predict(self, batch: Sequence[CaseInput]) -> list[Prediction]:
-        """One :class:`Prediction` per case, in order; all accepted cases' images share the forward passes."""
+    def prepare(self, case: CaseInput) -> Prepared:
+        """The OOD gate's decision on ``case`` and, when accepted, its network inputs (thread-safe: a worker
+        prepares the next batch's cases while the current batch computes)."""
+        images = 1 if case.pixels.ndim == 2 else int(case.pixels.shape[0])
+        try:
+            decision = self.check(case)
+        except MedcycleError as exc:  # the gate cannot even describe the image
+            decision = Decision(False, "input", (exc.message,), {})
+            return Prepared(self, decision, [], Prediction("invalid", images, decision, error=exc.message))
+        if not decision.ok:
+            return Prepared(self, decision, [], Prediction("refused", images, decision))
+        try:
+            units = self.transform.units(case.pixels)
+            tensors = [self.transform(u) for u in units]
+        except MedcycleError as exc:
+            return Prepared(self, decision, [], Prediction("invalid", images, decision, error=exc.message))
+        return Prepared(self, decision, tensors, None)
+
+    def predict(self, batch: Sequence[CaseInput], prepared: Sequence[Prepared | None] | None = None
+                ) -> list[Prediction]:
+        """One :class:`Prediction` per case, in order; all accepted cases' images share the forward passes.
+        ``prepared``: what :meth:`prepare` made of the cases already (None, or one not made by this predictor:
+        prepared now)."""
         results: list[Prediction | None] = [None] * len(batch)
         tensors: list[torch.Tensor] = []
         owners: list[int] = []
         decisions: list[Decision] = []
         for i, case in enumerate(batch):
-            images = 1 if case.pixels.ndim == 2 else int(case.pixels.shape[0])
-            try:
-                decision = self.check(case)
-            except MedcycleError as exc:  # the gate cannot even describe the image
-                decision = Decision(False, "input", (exc.message,), {})
-                decisions.append(decision)
-                results[i] = Prediction("invalid", images, decision, error=exc.message)
+            ready = prepared[i] if prepared is not None and i < len(prepared) else None
+            if ready is None or ready.predictor is not self:
+                ready = self.prepare(case)
+            decisions.append(ready.decision)
+            if ready.outcome is not None:
+                results[i] = ready.outcome
                 continue
-            decisions.append(decision)
-            if not decision.ok:
-                results[i] = Prediction("refused", images, decision)
-                continue
-            try:
-                units = self.transform.units(case.pixels)
-                prepared = [self.transform(u) for u in units]
-            except MedcycleError as exc:
-                results[i] = Prediction("invalid", images, decision, error=exc.message)
-                continue
-            tensors.extend(prepared)
-            owners.extend([i] * len(prepared))
-        outputs = self.forward(tensors) if tensors else []
+            tensors.extend(ready.tensors)
+            owners.extend([i] * len(ready.tensors))
+        outputs, features = self.forward_features(tensors) if tensors else ([], None)
         per_case: dict[int, list[torch.Tensor]] = {}
-        for owner, output in zip(owners, outputs, strict=True):
+        rows: dict[int, list[int]] = {}
+        for k, (owner, output) in enumerate(zip(owners, outputs, strict=True)):
             per_case.setdefault(owner, []).append(output)
+            rows.setdefault(owner, []).append(k)
         for i, logits in per_case.items():
-            results[i] = self._post(batch[i], decisions[i], logits)
-        done = [r for r in results if r is not None]
-        assert len(done) == len(batch)
-        return done
+            done = self._post(batch[i], decisions[i], logits)
+            if features is not None:
+                done.embedding = features[rows[i]].mean(axis=0, dtype=np.float64).astype(np.float32)
+            results[i] = done
+        done_all = [r for r in results if r is not None]
+        assert len(done_all) == len(batch)
+        return done_all
 
     def _post(self, case: CaseInput, decision: Decision, logits: list[torch.Tensor]) -> Prediction:
         import torch

@@ -20,7 +20,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from medcycle.errors import NotFound
-from medcycle.jobs.base import Job, JobState
+from medcycle.jobs.base import Job, JobQueue, JobState
 from medcycle.serving.schemas import JobOut, JobStatus, ModelOut, OutputOut, Params, ResultOut
 from medcycle.serving.tables import ServingResultRow
 
@@ -54,24 +54,76 @@ def find_many(session: Session, keys: Iterable[str]) -> dict[str, ServingResultR
 
 def save(session: Session, row: ServingResultRow) -> bool:
     """Insert ``row`` unless its key exists; True when this call wrote it. Output objects get references."""
+    return row.key in save_many(session, [row])
+
+
+def save_many(session: Session, rows: Sequence[ServingResultRow]) -> set[str]:
+    """Insert ``rows`` (one statement) except those whose key exists; returns the keys this call wrote. Their
+    output objects get references."""
     from medcycle.objects.refs import add_ref
 
+    if not rows:
+        return set()
     table: Table = ServingResultRow.__table__  # type: ignore[assignment]
-    values = {c.name: getattr(row, c.name) for c in table.columns}
+    values = [{c.name: getattr(row, c.name) for c in table.columns} for row in rows]
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["key"])
+        stmt: Any = pg_insert(table).on_conflict_do_nothing(index_elements=["key"])
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["key"])
-    # RETURNING says whether this statement wrote the row (rowcount is not reliable across drivers)
-    inserted = session.execute(stmt.returning(table.c.key)).first() is not None
-    if inserted:
-        for output in row.outputs:
-            add_ref(session, output["digest"], RESULT_REF, row.key)
-    return inserted
+        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["key"])
+    # RETURNING says which rows this statement wrote (rowcount is not reliable across drivers)
+    written = set(session.connection().execute(stmt.returning(table.c.key), values).scalars())
+    for row in rows:
+        if row.key in written:
+            for output in row.outputs:
+                add_ref(session, output["digest"], RESULT_REF, row.key)
+    return written
+
+
+def shares_transaction(session: Session, jq: JobQueue) -> bool:
+    """Whether ``jq`` is the embedded queue on the session's own database (so jobs can complete in its
+    transaction)."""
+    from medcycle.jobs.sql import SqlJobQueue
+
+    return isinstance(jq, SqlJobQueue) and jq.engine.url == session.get_bind().engine.url
+
+
+def complete_jobs(session: Session, done: Sequence[tuple[Job, dict[str, Any] | None]]) -> set[str]:
+    """Complete leased jobs of the embedded queue in the caller's transaction, fenced by their delivery
+    token as :meth:`medcycle.jobs.sql.SqlJobQueue.complete` is; returns the ids whose lease was lost (the job
+    went to another worker, was cancelled or finished) — those are left as they are. Check
+    :func:`shares_transaction` first."""
+    from sqlalchemy import bindparam, update
+
+    from medcycle.jobs.tables import JobRow
+    from medcycle.store.base import utcnow
+
+    table: Table = JobRow.__table__  # type: ignore[assignment]
+    now = utcnow()
+    wanted = {job.id: (job, result) for job, result in done}
+    if not wanted:
+        return set()
+    query = select(table.c.id, table.c.token, table.c.state).where(table.c.id.in_(sorted(wanted)))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    conn = session.connection()
+    held = {r.id for r in conn.execute(query)
+            if r.state == JobState.RUNNING.value and r.token and r.token == wanted[r.id][0].token}
+    lost = set(wanted) - held
+    if held:
+        stmt = (update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.token == bindparam("b_token"),
+                       table.c.state == JobState.RUNNING.value)
+                .values(state=JobState.SUCCEEDED.value, result=bindparam("b_result", type_=table.c.result.type),
+                        error=None, token=None, finished_at=now, updated_at=now))
+        conn.execute(stmt, [{"b_id": i, "b_token": wanted[i][0].token, "b_result": wanted[i][1]} for i in held])
+        for i in held:
+            job = wanted[i][0]
+            job.state, job.result, job.token, job.finished_at = JobState.SUCCEEDED, wanted[i][1], None, now
+    return lost
 
 
 def count(session: Session, key: str | None = None) -> int:

@@ -1,17 +1,23 @@
 """The inference worker: dynamic batches from the durable queue → OOD gate → model → results, idempotently.
 
 One loop per process (``medcycle serve-worker``), scaled by running more processes; the API never computes.
-For each batch (:mod:`medcycle.serving.batcher`), under leases renewed by a heartbeat thread:
+For each batch (:mod:`medcycle.serving.batcher`), under leases renewed by a heartbeat thread
+(:class:`medcycle.jobs.worker.Heartbeat`):
 
-1. jobs past their deadline are dropped before any compute (status ``expired``);
-2. each job's model reference is resolved *now* (a rollback applies from the next batch; a job in flight
+1. as soon as the batch is taken, its jobs' inputs are fetched from the object store and decoded in a
+   thread pool (with the log's input statistics) — while the previous batch is still computing: ``run``
+   takes the next batch in the background as it works on the current one (at most one batch ahead);
+2. jobs past their deadline are dropped before any compute (status ``expired``);
+3. each job's model reference is resolved *now* (a rollback applies from the next batch; a job in flight
    finishes on the version it started with) and that version's :class:`~.predictor.Predictor` is loaded
    once and cached;
-3. the result key (input digests + version + parameters) is looked up: a stored result completes the job
-   without compute — which is also what makes a redelivered job (its worker killed mid-batch) cheap;
-4. the other jobs' cases are decoded and predicted together, outputs stored as objects, and the result row
-   written with ``ON CONFLICT DO NOTHING`` together with the prediction-log record in one transaction;
-5. webhooks are queued, then jobs completed with fenced tokens (a lost lease is counted, never raised).
+4. the result keys (input digests + version + parameters) are looked up in one query: a stored result
+   completes its job without compute — which is also what makes a redelivered job cheap;
+5. the other jobs' cases are predicted together and their output files stored as objects;
+6. webhooks are queued; then **one transaction** writes the batch's result rows (``ON CONFLICT DO
+   NOTHING``), its prediction-log records and — with the embedded queue on the same database — completes
+   its jobs, fenced by their delivery tokens (a lost lease is counted, never raised). With a Redis queue,
+   or an ``after_store`` hook, the jobs complete one by one after that transaction commits.
 
 Bad input found here (an image that does not decode, a volume sent to a 2D-only path) fails the job without
 retry; an unexpected error fails the batch's jobs *with* retry, so they are redelivered until their attempts
@@ -21,31 +27,35 @@ run out and then dead-lettered.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcycle.errors import MedcycleError, NotFound, UsageError
 from medcycle.jobs.base import Job, JobCancelled, JobQueue, LeaseLost
-from medcycle.jobs.worker import default_worker_name
+from medcycle.jobs.worker import Heartbeat, default_worker_name
 from medcycle.serving import outputs as out
 from medcycle.serving import results, webhooks
 from medcycle.serving.batcher import Batch, DynamicBatcher
 from medcycle.serving.config import ServingSettings, load_serving_settings
 from medcycle.serving.decode import DecodedCase, decode_case
 from medcycle.serving.metrics import ServingMetrics
-from medcycle.serving.predictor import CaseInput, Prediction, Predictor
-from medcycle.serving.predlog import PredictionLog, log_prediction
+from medcycle.serving.predictor import CaseInput, Prediction, Predictor, Prepared
+from medcycle.serving.predlog import LogEntry, PredictionLog, input_statistics, log_predictions
 from medcycle.serving.schemas import JobStatus, OutputKind, Params
 from medcycle.serving.tables import ServingResultRow
 from medcycle.store.base import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from medcycle.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -78,27 +88,36 @@ class _Outcome:
     error: str | None = None
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the leases of the jobs in hand until stopped; a lost or cancelled job is marked dropped."""
+@dataclass
+class _Decoded:
+    cases: list[DecodedCase]
+    prepared: list[Prepared] | None  # the cases made ready for the network (None: no predictor known yet)
+    stats: dict[str, float]  # the prediction log's input statistics of the first case
+    header: dict[str, Any]  # and its allow-listed header fields
 
-    def __init__(self, jq: JobQueue, jobs: Sequence[Job], interval: float, lease: float) -> None:
-        super().__init__(daemon=True, name="medcycle-serving-heartbeat")
-        self.jq, self.jobs, self.interval, self.lease = jq, list(jobs), interval, lease
-        self.stop = threading.Event()
-        self.dropped: set[str] = set()
 
-    def run(self) -> None:
-        while not self.stop.wait(self.interval):
-            for job in self.jobs:
-                if job.id in self.dropped:
-                    continue
-                try:
-                    self.jq.heartbeat(job, lease_seconds=self.lease)
-                except (LeaseLost, JobCancelled) as exc:
-                    log.warning("job %s: %s", job.id, exc.message)
-                    self.dropped.add(job.id)
-                except MedcycleError as exc:  # backend hiccup: try again next beat
-                    log.warning("heartbeat for job %s failed: %s", job.id, exc.message)
+@dataclass
+class _Row:
+    job: Job
+    row: ServingResultRow
+    entry: LogEntry
+
+
+@dataclass
+class InHand:
+    """A batch taken from the queue: the heartbeat renewing its leases, its inputs decoding in the pool, and
+    what its processing has to write (result rows, log entries)."""
+
+    batch: Batch
+    beat: Heartbeat
+    decoding: dict[str, Future[_Decoded]]
+    rows: list[_Row] = field(default_factory=list)
+    logs: list[LogEntry] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> set[str]:
+        """Jobs whose lease was lost or that were cancelled: never settled by this worker."""
+        return self.beat.dropped
 
 
 class ServingWorker:
@@ -110,21 +129,25 @@ class ServingWorker:
             override them.
         max_batch_images / max_delay_ms: the batcher's bounds.
         lease_seconds: lease per delivery (default: the platform's job lease); heartbeats every third of it.
-        after_store: a hook called after results are stored, before jobs complete (tests, tracing).
-        prediction_log: where each job's record goes (default :func:`~.predlog.log_prediction`; None: nowhere).
+        after_store: a hook called after results are stored, before jobs complete (tests, tracing); with it,
+            jobs complete after the results' transaction instead of in it.
+        prediction_log: where the batch's records go (default :func:`~.predlog.log_predictions`; None: nowhere).
+        decode_threads: threads fetching and decoding inputs (default: the CPU count, 2 to 8).
+        prefetch: whether :meth:`run` takes the next batch while the current one computes.
     """
 
     def __init__(self, platform: Platform, *, settings: ServingSettings | None = None,
                  max_batch_images: int | None = None, max_delay_ms: int | None = None,
                  lease_seconds: float | None = None, idle_wait_ms: int | None = None, device: str | None = None,
                  name: str | None = None, metrics: ServingMetrics | None = None, after_store: AfterStore | None = None,
-                 prediction_log: PredictionLog | None = log_prediction) -> None:
+                 prediction_log: PredictionLog | None = log_predictions, decode_threads: int | None = None,
+                 prefetch: bool = True) -> None:
         cfg = settings or load_serving_settings(platform.settings)
         self.cfg = cfg.model_copy(update={k: v for k, v in {
             "max_batch_images": max_batch_images, "max_delay_ms": max_delay_ms, "idle_wait_ms": idle_wait_ms,
             "device": device}.items() if v is not None})
         self.platform = platform
-        self.jq = platform.jobs
+        self.jq: JobQueue = platform.jobs
         self.lease = lease_seconds or self.jq.lease_seconds
         if self.cfg.max_delay_ms / 1000 >= self.lease / 2:
             raise UsageError(f"max_delay_ms {self.cfg.max_delay_ms} is not well below the lease ({self.lease:g} s)",
@@ -136,8 +159,12 @@ class ServingWorker:
                                       lease_seconds=self.lease, metrics=self.metrics)
         self.after_store = after_store
         self.prediction_log = prediction_log
+        self.prefetch = prefetch
         self.stats = ServingStats()
         self._predictors: OrderedDict[str, Predictor] = OrderedDict()
+        self._loading = threading.RLock()
+        threads = decode_threads or min(8, max(2, os.cpu_count() or 2))
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="medcycle-decode")
 
     # -- models --------------------------------------------------------------------------------------------
     def predictor(self, model_ref: str) -> Predictor:
@@ -146,69 +173,177 @@ class ServingWorker:
 
         with self.platform.session(write=False) as session:
             version_id = resolve(session, model_ref).id
-        found = self._predictors.get(version_id)
-        if found is None:
-            name = model_ref.partition("@")[0].strip()
-            found = Predictor.load(self.platform, version_id_ref(self.platform, version_id),
-                                   header_rules=self.cfg.rules_for(name), device=self.cfg.device,
-                                   max_batch=self.cfg.max_batch_images)
-            self._predictors[version_id] = found
-            while len(self._predictors) > self.cfg.predictor_cache:
-                self._predictors.popitem(last=False)
-        else:
-            self._predictors.move_to_end(version_id)
-        return found
+        with self._loading:
+            found = self._predictors.get(version_id)
+            if found is None:
+                name = model_ref.partition("@")[0].strip()
+                found = Predictor.load(self.platform, version_id_ref(self.platform, version_id),
+                                       header_rules=self.cfg.rules_for(name), device=self.cfg.device,
+                                       max_batch=self.cfg.max_batch_images)
+                self._predictors[version_id] = found
+                while len(self._predictors) > self.cfg.predictor_cache:
+                    self._predictors.popitem(last=False)
+            else:
+                self._predictors.move_to_end(version_id)
+            return found
 
     # -- the loop ------------------------------------------------------------------------------------------
-    def run_once(self) -> int:
-        """Take and process at most one batch; returns how many jobs it held."""
+    def take(self) -> InHand | None:
+        """The next batch, leased and heartbeated, its inputs already decoding and being made ready for the
+        version each job's model names now (None: the queue stayed empty)."""
         batch = self.batcher.next_batch()
         if batch is None:
+            return None
+        beat = Heartbeat(self.jq, batch.jobs, max(self.lease / 3, 0.05), self.lease,
+                         name="medcycle-serving-heartbeat")
+        beat.start()
+        now = utcnow()
+        live = [job for job in batch.jobs if job.deadline is None or job.deadline > now]
+        predictors: dict[str, Predictor | None] = {}
+        for ref in {str((job.payload or {}).get("model", "")) for job in live}:
+            try:
+                predictors[ref] = self.predictor(ref)
+            except MedcycleError:  # the batch's processing fails these jobs with the reason
+                predictors[ref] = None
+        decoding = {job.id: self._pool.submit(self._decode, job, predictors.get(str(job.payload.get("model", ""))))
+                    for job in live}
+        return InHand(batch, beat, decoding)
+
+    def run_once(self) -> int:
+        """Take and process at most one batch; returns how many jobs it held."""
+        hand = self.take()
+        if hand is None:
             return 0
-        self.process(batch)
-        return len(batch.jobs)
+        self.process(hand)
+        return len(hand.batch.jobs)
 
     def run(self, stop: threading.Event, *, max_jobs: int | None = None) -> ServingStats:
-        """Loop until ``stop`` is set (or ``max_jobs`` were taken)."""
+        """Loop until ``stop`` is set (or ``max_jobs`` were taken). With ``prefetch``, the next batch is taken
+        (and its inputs decoded) while the current one computes; a batch taken is always processed."""
         taken = 0
-        while not stop.is_set() and (max_jobs is None or taken < max_jobs):
-            try:
-                taken += self.run_once()
-            except MedcycleError as exc:  # the queue or database is unreachable: wait, then try again
-                log.warning("serving worker %s: %s", self.name, exc.message)
-                stop.wait(1.0)
+        ahead: Future[InHand | None] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="medcycle-serving-take") as taker:
+            while True:
+                if ahead is not None:
+                    hand, ahead = ahead.result(), None
+                elif stop.is_set() or (max_jobs is not None and taken >= max_jobs):
+                    break
+                else:
+                    hand = self._take_or_wait(stop)
+                if hand is None:
+                    continue
+                taken += len(hand.batch.jobs)
+                if self.prefetch and not stop.is_set() and (max_jobs is None or taken < max_jobs):
+                    ahead = taker.submit(self._take_or_wait, stop)
+                try:
+                    self.process(hand)
+                except MedcycleError as exc:  # the queue or database is unreachable: wait, then go on
+                    log.warning("serving worker %s: %s", self.name, exc.message)
+                    stop.wait(1.0)
         return self.stats
 
-    def process(self, batch: Batch) -> None:
+    def _take_or_wait(self, stop: threading.Event) -> InHand | None:
+        try:
+            return self.take()
+        except MedcycleError as exc:  # the queue or database is unreachable: wait, then try again
+            log.warning("serving worker %s: %s", self.name, exc.message)
+            stop.wait(1.0)
+            return None
+
+    def _decode(self, job: Job, predictor: Predictor | None = None) -> _Decoded:
+        """A job's cases fetched and decoded (in the pool), made ready for ``predictor``, with what the log
+        keeps of the first (statistics, header fields)."""
+        from medcycle.monitoring.describe import header_fields
+
+        payload = job.payload
+        with tempfile.TemporaryDirectory(prefix="medcycle-serving-") as tmp:
+            cases = [decode_case(self.platform.objects, payload, i, Path(tmp) / str(i))
+                     for i in range(len(payload["cases"]))]
+        prepared = None if predictor is None else [predictor.prepare(CaseInput(c.pixels, c.header)) for c in cases]
+        logged = bool(cases) and self.prediction_log is not None
+        return _Decoded(cases, prepared, input_statistics(cases[0]) if logged else {},
+                        header_fields(cases[0].header) if logged else {})
+
+    def process(self, hand: InHand | Batch) -> None:
+        """Compute, store and settle one batch (a :class:`Batch` not taken by :meth:`take` is taken over)."""
+        if isinstance(hand, Batch):
+            beat = Heartbeat(self.jq, hand.jobs, max(self.lease / 3, 0.05), self.lease,
+                             name="medcycle-serving-heartbeat")
+            beat.start()
+            hand = InHand(hand, beat, {})
+        batch = hand.batch
         s = self.stats
         s.batches += 1
         s.jobs += len(batch.jobs)
         s.batch_images.append(batch.images)
         s.reasons.append(batch.reason.value)
-        beat = _Heartbeat(self.jq, batch.jobs, max(self.lease / 3, 0.05), self.lease)
-        beat.start()
         outcomes: dict[str, _Outcome] = {}
         try:
-            self._handle(batch.jobs, beat, outcomes)
+            self._handle(batch.jobs, hand, outcomes)
         except Exception as exc:  # an unexpected failure fails its batch (retried), never the worker
             log.exception("batch of %d jobs failed", len(batch.jobs))
             for job in batch.jobs:
                 outcomes.setdefault(job.id, _Outcome("retry", "retried", error=f"{type(exc).__name__}: {exc}"[:500]))
         finally:
-            beat.stop.set()
-            beat.join()
+            for future in hand.decoding.values():
+                future.cancel()
+            hand.beat.halt()  # the leases last well past the store; a beat racing it would only see a finished job
+        settled = self._finish(hand, outcomes)
         for job in batch.jobs:
-            if job.id not in outcomes:  # cancelled while decoding: nothing to settle
-                continue
-            if outcomes[job.id].action != "retry" and job.id not in beat.dropped:
+            if job.id not in settled:
+                self._settle(job, outcomes.get(job.id), hand.dropped)
+
+    def _finish(self, hand: InHand, outcomes: dict[str, _Outcome]) -> set[str]:
+        """Queue webhooks, then store the batch in one transaction; returns the jobs settled in it."""
+        jobs = hand.batch.jobs
+        for job in jobs:
+            outcome = outcomes.get(job.id)
+            if outcome is not None and outcome.action != "retry" and job.id not in hand.dropped:
                 try:
                     webhooks.enqueue(self.platform, self.cfg, job)
                 except MedcycleError as exc:
                     log.warning("webhook of job %s not queued: %s", job.id, exc.message)
+        complete = [(job, outcomes[job.id].result) for job in jobs
+                    if job.id in outcomes and outcomes[job.id].action == "complete" and job.id not in hand.dropped]
+        settled: set[str] = set()
+        try:
+            settled = self._store(hand, outcomes, complete if self.after_store is None else [])
+        except Exception as exc:  # results not stored: the jobs go back to the queue
+            log.exception("results of a batch of %d jobs not stored", len(jobs))
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            for job in jobs:
+                outcomes[job.id] = _Outcome("retry", "retried", error=error)
+            return set()
         if self.after_store is not None:
-            self.after_store(batch.jobs)
-        for job in batch.jobs:
-            self._settle(job, outcomes.get(job.id), beat.dropped)
+            self.after_store(jobs)
+        return settled
+
+    def _store(self, hand: InHand, outcomes: dict[str, _Outcome],
+               complete: Sequence[tuple[Job, dict[str, Any] | None]]) -> set[str]:
+        """One transaction: result rows (``ON CONFLICT DO NOTHING``), log records (computed ones only for rows
+        this call wrote) and — when the queue shares the database — the jobs' completions; returns the jobs
+        settled (completed or found lost) in it."""
+        rows = [r for r in hand.rows if getattr(outcomes.get(r.job.id), "action", None) == "complete"]
+        if not rows and not hand.logs and not complete:
+            return set()
+        settled: set[str] = set()
+        with self.platform.session() as session:
+            keys = results.save_many(session, [r.row for r in rows])
+            written = {r.job.id for r in rows if r.row.key in keys}
+            entries = [r.entry for r in rows if r.job.id in written] + [
+                e for e in hand.logs if getattr(outcomes.get(e.job.id), "action", "retry") != "retry"]
+            self._log_in(session, entries)
+            if complete and results.shares_transaction(session, self.jq):
+                lost = results.complete_jobs(session, complete)
+                for job, _ in complete:
+                    settled.add(job.id)
+                    if job.id in lost:
+                        self.stats.lost += 1
+                        self.metrics.jobs.labels("lost").inc()
+                        log.warning("job %s not settled: its lease was lost", job.id)
+                    else:
+                        self._count(job, outcomes[job.id])
+        return settled
 
     def _settle(self, job: Job, outcome: _Outcome | None, dropped: set[str]) -> None:
         if outcome is None or job.id in dropped:
@@ -226,6 +361,9 @@ class ServingWorker:
             self.metrics.jobs.labels("lost").inc()
             log.warning("job %s not settled: %s", job.id, exc.message)
             return
+        self._count(job, outcome)
+
+    def _count(self, job: Job, outcome: _Outcome) -> None:
         label = outcome.label
         setattr(self.stats, label, getattr(self.stats, label) + 1)
         self.metrics.jobs.labels(label).inc()
@@ -234,23 +372,23 @@ class ServingWorker:
             self.metrics.latency.labels(model).observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
 
     # -- one batch -----------------------------------------------------------------------------------------
-    def _handle(self, jobs: Sequence[Job], beat: _Heartbeat, outcomes: dict[str, _Outcome]) -> None:
+    def _handle(self, jobs: Sequence[Job], hand: InHand, outcomes: dict[str, _Outcome]) -> None:
         now = utcnow()
         groups: dict[str, list[Job]] = {}
         for job in jobs:
             if job.deadline is not None and job.deadline <= now:
                 outcomes[job.id] = _Outcome("fail", "expired", error=results.DEADLINE_ERROR)
-                self._log_failure(job, str((job.payload or {}).get("model", "")), "timeout", None)
+                self._log_failure(hand, job, str((job.payload or {}).get("model", "")), "timeout", None)
                 continue
             groups.setdefault(str((job.payload or {}).get("model", "")), []).append(job)
         for ref, group in groups.items():
-            self._run_group(ref, group, beat, outcomes)
+            self._run_group(ref, group, hand, outcomes)
 
     def _fail_all(self, jobs: Sequence[Job], outcomes: dict[str, _Outcome], exc: MedcycleError) -> None:
         for job in jobs:
             outcomes[job.id] = _Outcome("fail", "failed", error=exc.message[:500])
 
-    def _run_group(self, ref: str, jobs: Sequence[Job], beat: _Heartbeat, outcomes: dict[str, _Outcome]) -> None:
+    def _run_group(self, ref: str, jobs: Sequence[Job], hand: InHand, outcomes: dict[str, _Outcome]) -> None:
         try:
             predictor = self.predictor(ref)
         except (NotFound, UsageError) as exc:  # no such model or version, or it cannot be served
@@ -279,64 +417,67 @@ class ServingWorker:
                 status, cases = cached[key]
                 outcomes[job.id] = _Outcome("complete", "cached", {"result": key, "cached": True,
                                                                    "model": predictor.ref})
-                self._log(job, predictor.ref, status, {"cases": cases})
+                hand.logs.append(_entry(job, predictor.ref, status, {"cases": cases}))
             elif key in first:
                 twins.append((job, first[key]))
             else:
                 first[key] = job
                 todo.append(job)
         if todo:
-            self._compute(predictor, todo, keys, params, beat, outcomes)
+            self._compute(predictor, todo, keys, params, hand, outcomes)
+        computed = {r.job.id: r for r in hand.rows}
         for job, twin in twins:  # the same input, version and parameters twice in one batch: computed once
             done = outcomes.get(twin.id)
             if done is not None and done.action == "complete":
                 outcomes[job.id] = _Outcome("complete", "cached", {**(done.result or {}), "cached": True})
-                with self.platform.session(write=False) as session:
-                    row = results.find(session, keys[job.id])
-                    summary = (row.status, list(row.cases)) if row is not None else ("done", [])
-                self._log(job, predictor.ref, summary[0], {"cases": summary[1]})
+                row = computed.get(twin.id)
+                status, cases = (row.row.status, list(row.row.cases)) if row is not None else ("done", [])
+                hand.logs.append(_entry(job, predictor.ref, status, {"cases": cases}))
             elif done is not None:
                 outcomes[job.id] = _Outcome(done.action, done.label, done.result, done.error)
 
+    def _decoded(self, hand: InHand, job: Job) -> _Decoded:
+        future = hand.decoding.get(job.id)
+        return future.result() if future is not None else self._decode(job)
+
     def _compute(self, predictor: Predictor, jobs: Sequence[Job], keys: dict[str, str], params: dict[str, Params],
-                 beat: _Heartbeat, outcomes: dict[str, _Outcome]) -> None:
+                 hand: InHand, outcomes: dict[str, _Outcome]) -> None:
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="medcycle-serving-") as tmp:
-            decoded: dict[str, list[DecodedCase]] = {}
-            for job in jobs:
-                if job.id in beat.dropped:
-                    continue
-                try:
-                    decoded[job.id] = [decode_case(self.platform.objects, job.payload, i, Path(tmp) / job.id)
-                                       for i in range(len(job.payload["cases"]))]
-                except UsageError as exc:
-                    outcomes[job.id] = _Outcome("fail", "failed", error=exc.message[:500])
-                    self._log_failure(job, predictor.ref, "error", exc)
-            ready = [job for job in jobs if job.id in decoded and job.id not in beat.dropped]
-            inputs = [CaseInput(c.pixels, c.header, c.spacing, params[job.id]) for job in ready
-                      for c in decoded[job.id]]
-            predictions = predictor.predict(inputs) if inputs else []
-            elapsed = time.perf_counter() - started
-            total = sum(c.images for job in ready for c in decoded[job.id]) or 1
-            position = 0
-            rows: list[tuple[Job, ServingResultRow, dict[str, Any]]] = []
-            for job in ready:
-                cases = decoded[job.id]
-                preds = predictions[position:position + len(cases)]
-                position += len(cases)
-                share = elapsed * sum(c.images for c in cases) / total
-                rows.append(self._result_row(job, predictor, keys[job.id], params[job.id], cases, preds, share))
-            self._store(predictor, rows)  # one transaction for the batch's results and log records
-            for job, row, _ in rows:
-                outcomes[job.id] = _Outcome("complete", "refused" if row.status == JobStatus.REFUSED else "computed",
-                                            {"result": row.key, "cached": False, "model": predictor.ref})
-                self.stats.images += row.images
+        decoded: dict[str, _Decoded] = {}
+        for job in jobs:
+            if job.id in hand.dropped:
+                continue
+            try:
+                decoded[job.id] = self._decoded(hand, job)
+            except UsageError as exc:
+                outcomes[job.id] = _Outcome("fail", "failed", error=exc.message[:500])
+                self._log_failure(hand, job, predictor.ref, "error", exc)
+        ready = [job for job in jobs if job.id in decoded and job.id not in hand.dropped]
+        inputs = [CaseInput(c.pixels, c.header, c.spacing, params[job.id]) for job in ready
+                  for c in decoded[job.id].cases]
+        prepared: list[Prepared | None] = []
+        for job in ready:
+            prepared.extend(decoded[job.id].prepared or [None] * len(decoded[job.id].cases))
+        predictions = predictor.predict(inputs, prepared) if inputs else []
+        elapsed = time.perf_counter() - started
+        total = sum(c.images for job in ready for c in decoded[job.id].cases) or 1
+        position = 0
+        for job in ready:
+            cases = decoded[job.id].cases
+            preds = predictions[position:position + len(cases)]
+            position += len(cases)
+            share = elapsed * sum(c.images for c in cases) / total
+            row = self._result_row(job, predictor, keys[job.id], params[job.id], decoded[job.id], preds, share)
+            hand.rows.append(row)
+            outcomes[job.id] = _Outcome("complete", "refused" if row.row.status == JobStatus.REFUSED else "computed",
+                                        {"result": row.row.key, "cached": False, "model": predictor.ref})
+            self.stats.images += row.row.images
         self.metrics.compute.labels(predictor.ref).observe(time.perf_counter() - started)
 
-    def _result_row(self, job: Job, predictor: Predictor, key: str, params: Params, cases: Sequence[DecodedCase],
-                    preds: Sequence[Prediction], compute_s: float
-                    ) -> tuple[Job, ServingResultRow, dict[str, Any]]:
-        """The job's result row (its output files stored as objects) and what the prediction log needs."""
+    def _result_row(self, job: Job, predictor: Predictor, key: str, params: Params, decoded: _Decoded,
+                    preds: Sequence[Prediction], compute_s: float) -> _Row:
+        """The job's result row (its output files stored as objects) and its prediction-log entry."""
+        cases = decoded.cases
         summaries: list[dict[str, Any]] = []
         stored: list[dict[str, Any]] = []
         mask_digest = None
@@ -362,17 +503,15 @@ class ServingWorker:
             images=sum(c.images for c in cases), cases=summaries, outputs=stored,
             compute_ms=round(compute_s * 1000, 3), job_id=job.id, created_at=utcnow())
         latency = (utcnow() - job.created_at).total_seconds() * 1000 if job.created_at else None
-        return job, row, {"cases": summaries, "latency_ms": latency, "decoded": cases[0] if cases else None,
-                          "mask_digest": mask_digest}
-
-    def _store(self, predictor: Predictor, rows: Sequence[tuple[Job, ServingResultRow, dict[str, Any]]]) -> None:
-        """Write result rows (``ON CONFLICT DO NOTHING``) and, for rows this call wrote, their log records."""
-        if not rows:
-            return
-        with self.platform.session() as session:
-            for job, row, details in rows:
-                if results.save(session, row):
-                    self._log_in(session, job, predictor.ref, row.status, details)
+        first = next((i for i, p in enumerate(preds) if p.status == "ok"), 0)
+        embedding = preds[first].embedding if preds else None
+        details: dict[str, Any] = {"cases": summaries, "latency_ms": latency, "embedding": embedding,
+                                   "mask_digest": mask_digest}
+        if cases and first == 0:
+            details.update(input_stats=decoded.stats, header=decoded.header)
+        elif cases:
+            details["decoded"] = cases[first]
+        return _Row(job, row, _entry(job, predictor.ref, row.status, details))
 
     # -- outputs -------------------------------------------------------------------------------------------
     def _outputs(self, case: DecodedCase, pred: Prediction, predictor: Predictor, key: str, params: Params
@@ -417,23 +556,25 @@ class ServingWorker:
         return files, problems
 
     # -- the prediction log --------------------------------------------------------------------------------
-    def _log_in(self, session: Any, job: Job, model_ref: str, outcome: str, details: dict[str, Any]) -> None:
-        if self.prediction_log is None:
+    def _log_in(self, session: Session, entries: Sequence[LogEntry]) -> None:
+        """The batch's records, in one savepoint; when the log refuses one, each goes alone (a record the log
+        refuses must not lose the results)."""
+        if self.prediction_log is None or not entries:
             return
-        outcome = {"done": "ok", "refused": "refused"}.get(outcome, outcome)
         try:
-            with session.begin_nested():  # a record the log refuses must not lose the result
-                self.prediction_log(session, job, model_ref, outcome, details)
-        except MedcycleError as exc:
-            log.warning("prediction log refused the record of job %s: %s", job.id, exc.message)
-
-    def _log(self, job: Job, model_ref: str, outcome: str, details: dict[str, Any]) -> None:
-        if self.prediction_log is None:
+            with session.begin_nested():
+                self.prediction_log(session, entries)
             return
-        with self.platform.session() as session:
-            self._log_in(session, job, model_ref, outcome, details)
+        except MedcycleError:
+            pass
+        for entry in entries:
+            try:
+                with session.begin_nested():
+                    self.prediction_log(session, [entry])
+            except MedcycleError as exc:
+                log.warning("prediction log refused the record of job %s: %s", entry.job.id, exc.message)
 
-    def _log_failure(self, job: Job, model_ref: str, outcome: str, exc: MedcycleError | None) -> None:
+    def _log_failure(self, hand: InHand, job: Job, model_ref: str, outcome: str, exc: MedcycleError | None) -> None:
         if self.prediction_log is None:
             return
         if "@v" not in model_ref:
@@ -448,10 +589,16 @@ class ServingWorker:
         details: dict[str, Any] = {}
         if exc is not None:
             details = {"error_class": type(exc).__name__, "error_message": exc.message}
-        self._log(job, model_ref, outcome, details)
+        hand.logs.append(LogEntry(job, model_ref, outcome, details))
 
     def close(self) -> None:
         self._predictors.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _entry(job: Job, model_ref: str, status: str, details: dict[str, Any]) -> LogEntry:
+    """A log entry; the log's outcome of a stored status (done → ok)."""
+    return LogEntry(job, model_ref, {"done": "ok", "refused": "refused"}.get(status, status), details)
 
 
 def version_id_ref(platform: Platform, version_id: str) -> str:

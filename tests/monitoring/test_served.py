@@ -1,8 +1,11 @@
-"""Monitoring with a real model: a segmentation network trained on the demo radiographs, its drift reference
-captured from the validation split (``monitor reference capture``), then its predictions on the test split
-logged as serving logs them (stored input, predicted mask, header, statistics, penultimate features). The
-API, the pages and — in headless Chromium — the dashboard, a prediction with its mask contour, and an
-alert's links are checked on that data."""
+"""Monitoring with a served model: a segmentation network trained on the demo radiographs, its drift reference
+captured from the validation and test splits (``monitor reference capture``), then the test split's studies
+submitted through the real serving path — ``POST /v1/jobs`` (intake: de-identify, store, enqueue) → the job
+queue → the serving worker → the predictor — which logs each job (stored input, predicted mask, header,
+statistics, penultimate features). A CT slice the contract's header rules refuse and two undecodable studies
+are sent too. The API, the pages and — in headless Chromium — the dashboard (requests, OOD rate, drift per
+signal including embeddings, the gallery with mask contours), a prediction and an alert's links are checked
+on that data."""
 
 from __future__ import annotations
 
@@ -25,8 +28,6 @@ from fastapi.testclient import TestClient
 from medcycle.monitoring import alerts, drift, links
 from medcycle.monitoring import log as plog
 from medcycle.monitoring import reference as ref_mod
-from medcycle.monitoring.describe import image_statistics, mask_summary
-from medcycle.monitoring.log import PredictionRecord
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
 from medcycle.store.base import utcnow
@@ -69,53 +70,55 @@ def monitoring_app(platform: Platform) -> FastAPI:
     return app
 
 
-def _serve(platform: Platform, ref: str, folder: Path, n_failed: int = 2) -> tuple[list[str], str | None]:
-    """Predict the test split with the registered model and log each job as the serving worker does."""
+def _broken(dicom: Path) -> bytes:
+    """A DICOM file whose (RLE-compressed) pixel data is garbage: intake checks only the header of compressed
+    pixel data and stores it; the worker cannot decode it."""
     import pydicom
-    import torch
-    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
 
-    from medcycle.evaluation.predict import load as load_model
-    from medcycle.evaluation.predict import predict
-    from medcycle.monitoring.embeddings import FeatureTap
-    from medcycle.training.data import index, read_volume
+    ds = pydicom.dcmread(dicom)
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
-    loaded = load_model(platform, ref)
-    chosen = index(folder, loaded.config).split("test")
-    started = time.perf_counter()
-    with torch.no_grad(), FeatureTap(loaded.model) as tap:
-        preds = predict(loaded, folder, "test")
-    per_case_ms = (time.perf_counter() - started) * 1000 / len(preds)
-    masks = np.concatenate(tap.outputs()).argmax(axis=1) > 0
-    feats = tap.features()
-    ids, with_mask = [], None
-    now = utcnow() - timedelta(minutes=30)
-    with platform.session() as s:
-        for i, (pred, sample) in enumerate(zip(preds, chosen, strict=True)):
-            path = Path(sample.image[0])
-            digest = platform.objects.put(path.read_bytes()).digest
-            png = io.BytesIO()
-            Image.fromarray(masks[i].astype(np.uint8) * 255).save(png, "PNG")
-            mask_digest = platform.objects.put(png.getvalue()).digest
-            area, parts = mask_summary(masks[i])
-            rid = plog.record(s, PredictionRecord(
-                model_version=ref, job_id=f"job-{i}", source=pred.factors.get("source"), at=now + timedelta(seconds=i),
-                header=pydicom.dcmread(path), input_digests=[digest], input_stats=image_statistics(read_volume(
-                    sample.image)), embedding=feats[i], mask_area=area, mask_components=parts,
-                mask_digest=mask_digest, latency_ms=per_case_ms, ood_ok=True, ood_score=1.0))
-            ids.append(rid)
-            if area > 0 and with_mask is None:
-                with_mask = rid
-        for j in range(n_failed):
-            ids.append(plog.record(s, PredictionRecord(
-                model_version=ref, outcome="error", at=now + timedelta(seconds=100 + j), source="clinic-a",
-                error_class="DecodeError", error_message="cannot decode the pixel data")))
-    return ids, with_mask
+
+def _serve(platform: Platform, token: str, ref: str, demo: DemoData) -> list[str]:
+    """Submit two broken studies, one CT slice and the val and test splits' radiographs (what the reference saw)
+    through ``POST /v1/jobs``, let the serving worker run them all; returns the job ids in submission order."""
+    from medcycle.serving.worker import ServingWorker
+
+    xr = [demo.root / st.image[0] for st in demo.studies if st.kind == "xr" and st.split in ("val", "test")]
+    ct = next(st for st in demo.studies if st.kind == "ct")
+    # the broken studies first: the dashboard's gallery shows the newest 24, which should all draw
+    bodies = [(f"broken-{j}.dcm", _broken(xr[j])) for j in range(2)]
+    bodies.append(("ct.dcm", (demo.root / ct.image[len(ct.image) // 2]).read_bytes()))
+    bodies += [(p.name, p.read_bytes()) for p in xr]
+    client = TestClient(monitoring_app(platform))
+    ids = []
+    for name, data in bodies:
+        answer = client.post("/v1/jobs", files=[("files", (name, data, "application/dicom"))], data={"model": ref},
+                             headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    worker = ServingWorker(platform, max_batch_images=8, max_delay_ms=20, idle_wait_ms=50)
+    try:
+        worker.run(threading.Event(), max_jobs=len(ids))
+    finally:
+        worker.close()
+    assert worker.stats.computed + worker.stats.refused + worker.stats.failed == len(ids), worker.stats
+    return ids
 
 
 @pytest.fixture(scope="module")
 def served(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from sqlalchemy import select
+
     from medcycle.models import registry
+    from medcycle.monitoring.tables import PredictionRow
     from medcycle.training.trainers import train_version
 
     home = tmp_path_factory.mktemp("served") / "home"
@@ -129,14 +132,17 @@ def served(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "journal_dir": home / "journals", "resources": False, "capture_output": False, "capture": False,
         "flush_interval": 0.05})
     with platform.session() as s:
-        ref = registry.register(s, platform.objects, "lesions", run_id=result.run_id).ref
+        ref = registry.register(s, platform.objects, "lesions", run_id=result.run_id,
+                                contract={"header_rules": {"modality": ["DX", "CR"]}}).ref
     captured = ref_mod.capture(platform, ref, dataset, split="val,test", policy=ref_mod.Policy(window=16))
+    jobs = _serve(platform, token, ref, demo)
     with platform.session(write=False) as s:
-        row = ref_mod.latest(s, ref)
-        assert row is not None and row.dataset_digest is not None
-        folder = platform.settings.home / "pulls" / "monitoring" / row.dataset_digest[:16]
-    ids, with_mask = _serve(platform, ref, folder)
+        rows = {r.job_id: r for r in s.scalars(select(PredictionRow).where(PredictionRow.job_id.in_(jobs)))}
+    assert set(rows) == set(jobs), "every served job is in the prediction log"
+    ids = [rows[j].id for j in jobs]
+    with_mask = next((rows[j].id for j in reversed(jobs) if (rows[j].mask_area or 0) > 0), None)
     assert with_mask is not None, "the trained model found no lesion at all"
+    drift.evaluate(platform, now=utcnow() + drift.SETTLE + timedelta(seconds=5))  # test the served windows now
     with platform.session() as s:
         alert = alerts.raise_alert(s, key=f"drift:{ref}:intensity", group=f"model:{ref}", kind="drift",
                                    level="page", title=f"Drift in intensity of {ref}", model_version=ref,
@@ -144,7 +150,7 @@ def served(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                           "input": links.prediction_image(with_mask), "model": links.model(ref)})
         alert_id = alert.id
     try:
-        yield Served(platform, token, ref, dataset, captured, ids, with_mask, ids[-1], alert_id)
+        yield Served(platform, token, ref, dataset, captured, ids, with_mask, ids[1], alert_id)
     finally:
         platform.close()
 
@@ -156,11 +162,45 @@ def test_reference_captured_from_the_validation_split(served: Served) -> None:
     with served.platform.session(write=False) as s:
         [row] = ref_mod.references(s)
         reference = ref_mod.load(served.platform.objects, row)
+        tested = drift.windows(s, model_version=served.model)
     assert reference.positive is None and reference.policy.window == 16
-    # the logged predictions of the same model look like the reference: no signal drifts on them
-    [result] = drift.evaluate(served.platform, now=utcnow())
-    assert result.windows >= 1 and result.paged == []
-    assert "metadata" not in result.drifted  # reference and log read the same header fields the same way
+    # the served predictions of the reference's own studies look like the reference: no signal drifts on them
+    assert len(tested) >= 2 and all(w.size == 16 for w in tested)
+    assert all(w.drifted == [] and w.paged == [] for w in tested), [w.signals for w in tested]
+    assert all(w.signals["metadata"]["statistic"] is not None for w in tested)  # log and reference read headers alike
+
+
+def test_served_predictions_feed_the_embedding_signal(served: Served) -> None:
+    """The worker logs each computed job's penultimate features; the drift windows test them against the
+    reference's PCA with the MMD permutation test."""
+    from sqlalchemy import select
+
+    from medcycle.monitoring.tables import PredictionRow
+
+    with served.platform.session(write=False) as s:
+        rows = list(s.scalars(select(PredictionRow).where(PredictionRow.model_version == served.model)))
+        [ref_row] = ref_mod.references(s)
+        reference = ref_mod.load(served.platform.objects, ref_row)
+        tested = drift.windows(s, model_version=served.model)
+    by_outcome: dict[str, list[PredictionRow]] = {}
+    for r in rows:
+        by_outcome.setdefault(r.outcome, []).append(r)
+    assert len(by_outcome["refused"]) == 1 and len(by_outcome["error"]) == 2
+    ok = by_outcome["ok"]
+    dims = {len(plog.decode_embedding(r.embedding)) for r in ok if r.embedding is not None}  # type: ignore[arg-type]
+    assert all(r.embedding is not None for r in ok) and len(dims) == 1
+    signal = reference.signals["embedding"]
+    assert dims == {len(signal.mean)}  # type: ignore[attr-defined]
+    assert all(r.embedding is None for r in by_outcome["refused"] + by_outcome["error"])
+    for w in tested:
+        emb = w.signals["embedding"]
+        assert emb["statistic"] is not None and emb["n"] == w.size, emb
+    # the same features as the reference's capture (same layer, pooling, preprocessing): a served study the
+    # reference also saw lands on one of its points
+    pool = signal.project(np.stack([plog.decode_embedding(r.embedding) for r in ok]))  # type: ignore[attr-defined,misc]
+    ref_points = signal.points  # type: ignore[attr-defined]
+    nearest = np.sqrt(((pool[:, None, :] - ref_points[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    assert int((nearest < 1e-3).sum()) >= 8, nearest
 
 
 def test_api_and_pages_on_the_served_model(served: Served) -> None:
@@ -204,7 +244,7 @@ def test_api_and_pages_on_the_served_model(served: Served) -> None:
 
         assert any(e.action == "image.view" and e.target_id == served.with_mask for e in audit.query(s, limit=50))
     detail = client.get(f"/ui/monitoring/predictions/{served.failed}")
-    assert detail.status_code == 200 and "DecodeError" in detail.text
+    assert detail.status_code == 200 and "cannot be decoded" in detail.text
     alert_page = client.get(f"/ui/monitoring/alerts/{served.alert}")
     for target in ("dashboard", "prediction", "input", "model", "run"):
         assert f'data-link="{target}"' in alert_page.text, target
@@ -254,11 +294,34 @@ def test_dashboard_prediction_and_alert_in_the_browser(served: Served, live: str
     assert tab.locator("main h1").inner_text() == "Monitoring"
     for chart in ("requests", "errors", "latency", "ood", "drift"):
         tab.wait_for_selector(f"[data-mchart={chart}] .main-svg")
+    # requests: every job submitted through the API, as the worker logged it
     assert tab.locator("[data-testid=stat-total]").inner_text() == str(len(served.predictions))
+    refused = tab.locator(".stat", has=tab.locator(".stat-label", has_text="Refused (OOD)")).locator(".stat-value")
+    assert refused.inner_text() == "1"
+    # the OOD rate chart draws the refused CT slice: some bucket's share is above zero
+    assert tab.evaluate("() => document.querySelector('[data-mchart=ood]').data"
+                        ".some(t => (t.y || []).some(v => v > 0))")
+    # drift per signal, embeddings included, from the served windows
+    rows = tab.locator("[data-testid=drift-table] tbody tr")
+    ratios = {rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(1).inner_text()
+              for i in range(rows.count())}
+    assert {"metadata", "intensity", "embedding"} <= set(ratios), ratios
+    assert ratios["embedding"] != "—" and abs(float(ratios["embedding"])) < 1, ratios  # tested, not drifting
+    assert tab.evaluate("() => document.querySelector('[data-mchart=drift]').data.map(t => t.name)"
+                        ".some(n => String(n).includes('embedding'))")
+    # the gallery: served inputs with the predicted masks' contours drawn in red
     gallery = tab.locator("[data-testid=gallery] img")
     assert gallery.count() >= 10
+    gallery.last.scroll_into_view_if_needed()  # the tiles load lazily
     tab.wait_for_function("() => [...document.querySelectorAll('[data-testid=gallery] img')]"
-                          ".slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
+                          ".every(i => i.complete && i.naturalWidth > 0)")
+    contoured = tab.evaluate("""() => [...document.querySelectorAll('[data-testid=gallery] img')].filter(img => {
+        const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i + 1] === 64 && d[i + 2] === 64) return true;
+        return false; }).length""")
+    assert contoured >= 1, "no gallery tile shows a mask contour"
     _shot(tab, "monitoring-dashboard")
     tab.click(f"a[href='/ui/monitoring/predictions/{served.with_mask}']")
     tab.wait_for_selector("[data-testid=overlay]")
@@ -277,6 +340,7 @@ def test_dashboard_prediction_and_alert_in_the_browser(served: Served, live: str
     tab.click("[data-testid=silence]")
     tab.wait_for_url(re.compile(r"done=silence"))
     assert "silenced until" in tab.locator(".lead").inner_text()
+    assert console_errors == []
 
 
 def _shot(tab: Page, name: str) -> None:
