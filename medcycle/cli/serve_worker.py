@@ -78,6 +78,7 @@ def worker(
         stats = serving.run(stop, max_jobs=max_jobs)
     finally:
         stop.set()
+        serving.close()  # the decode pool's threads
         if thread is not None and sender is not None:
             thread.join(timeout=5)
             sender.close()
