@@ -194,14 +194,14 @@ def history(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The mo
 
 @app.command("lineage")
 def lineage_(ctx: typer.Context, ref: Annotated[str, RefArg], json: bool = JsonOpt) -> None:
-    """Data → labels → run → model → aliases of one version."""
+    """Data → labels → run → model → aliases → deployments (results served, predictions logged) of one version."""
     with state(ctx).platform().session(write=False) as session:
         chain = lineage.of(session, ref)
     if json:
         emit_json(chain)
         return
     for step in chain["chain"]:
-        console().print(f"[bold]{step['stage']:<10}[/] {step['id'] or '-'}  {step.get('detail') or ''}")
+        console().print(f"[bold]{step['stage']:<12}[/] {step['id'] or '-'}  {step.get('detail') or ''}")
 
 
 @app.command("pin")

@@ -1,12 +1,13 @@
-"""Lineage of a model version: data → labels → run → model → aliases (and deployments, once serving exists)."""
+"""Lineage of a model version: data → labels → run → model → aliases → deployments (what serving did with it)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from medcycle.models.registry import info, resolve
+from medcycle.models.registry import alias_history, info, resolve
 
 
 def of(session: Session, ref: str) -> dict[str, Any]:
@@ -35,5 +36,33 @@ def of(session: Session, ref: str) -> dict[str, Any]:
     chain.append({"stage": "run", "id": row.run_id, "commit": row.commit, "detail": run_detail})
     chain.append({"stage": "model", "id": v.ref, "weights": row.weights_digest,
                   "detail": f"weights {row.weights_digest[:12]}…"})
-    chain.append({"stage": "aliases", "id": ", ".join(v.aliases) or None, "detail": None})
+    moves = [m for m in alias_history(session, v.model) if v.ref in (m.from_ref, m.to_ref)]
+    chain.append({"stage": "aliases", "id": ", ".join(v.aliases) or None,
+                  "detail": "; ".join(f"{m.action} {m.alias} {'to' if m.to_ref == v.ref else 'away from'} it "
+                                      f"({m.at:%Y-%m-%d %H:%M} by {m.by})" for m in moves[-5:]) or None,
+                  "moves": [m.to_dict() for m in moves]})
+    chain.append(_deployments(session, row.id, v.ref))
     return {"ref": v.ref, "chain": chain}
+
+
+def _deployments(session: Session, version_id: str, ref: str) -> dict[str, Any]:
+    """What the inference service did with this version: results it computed and the predictions it logged."""
+    from medcycle.monitoring.tables import PredictionRow
+    from medcycle.serving.tables import ServingResultRow
+
+    results, first, last = session.execute(
+        select(func.count(), func.min(ServingResultRow.created_at), func.max(ServingResultRow.created_at))
+        .where(ServingResultRow.model_version_id == version_id)).one()
+    by_source: dict[str | None, int] = {src: int(n) for src, n in session.execute(
+        select(PredictionRow.source, func.count()).where(PredictionRow.model_version == ref)
+        .group_by(PredictionRow.source))}
+    served = sum(by_source.values())
+    detail = None
+    if results or served:
+        sources = ", ".join(f"{src or 'unknown'} {n}" for src, n in sorted(by_source.items(), key=str))
+        detail = (f"{results} results stored"
+                  + (f", {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}" if first and last else "")
+                  + (f"; {served} predictions logged ({sources})" if served else ""))
+    return {"stage": "deployments", "id": f"{results} results" if results else None, "detail": detail,
+            "results": int(results), "predictions": {str(k): int(n) for k, n in by_source.items()},
+            "first_at": first.isoformat() if first else None, "last_at": last.isoformat() if last else None}

@@ -4,6 +4,9 @@ Each guide runs in a fresh home, its blocks in order, in one folder (so later bl
 made). ``shell`` blocks run with ``bash -euo pipefail`` and the project's ``medcycle`` on PATH; ``rest``
 blocks likewise, with a real ``medcycle serve`` on a free loopback port and ``MEDCYCLE_URL`` /
 ``MEDCYCLE_TOKEN`` (an admin token) exported; ``python`` blocks run with this interpreter.
+
+A guide that says ``<!-- doc-test-home: demo -->`` starts from a copy of a home where ``medcycle demo --profile
+quick`` ran (made once per test session): a registered, promoted and served model, predictions, a report.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +28,7 @@ from medcycle.testing.services import free_port
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(r"<!-- doc-test: (shell|rest|python) -->\n```(?:bash|python)\n(.*?)```", re.S)
 GUIDES = sorted(p for p in DOCS.glob("*.md") if BLOCK.search(p.read_text()))
+DEMO_HOME = "<!-- doc-test-home: demo -->"
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -54,18 +59,35 @@ def _serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str
     raise AssertionError(f"medcycle serve did not come up: {log.read_text()[-2000:]}")
 
 
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A home after ``medcycle demo --profile quick`` and its admin token, made once."""
+    root = tmp_path_factory.mktemp("demo-home")
+    env = _env(root / "home")
+    init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    demo = subprocess.run([sys.executable, "-m", "medcycle", "demo", "--profile", "quick", "--no-serve"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    return root / "home", json.loads(init.stdout)["admin_token"]
+
+
 def test_every_guide_with_examples_is_collected() -> None:
     names = {p.name for p in GUIDES}
     assert {"quickstart.md", "operations.md", "security.md"} <= names, names
 
 
 @pytest.mark.parametrize("guide", GUIDES, ids=[p.stem for p in GUIDES])
-def test_guide_examples_run(guide: Path, tmp_path: Path) -> None:
+def test_guide_examples_run(guide: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     home = tmp_path / "home"
     env = _env(home)
-    init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120, check=True)
-    env["MEDCYCLE_TOKEN"] = json.loads(init.stdout)["admin_token"]
+    if DEMO_HOME in guide.read_text():
+        template, env["MEDCYCLE_TOKEN"] = request.getfixturevalue("demo_home")
+        shutil.copytree(template, home, symlinks=True)  # the SQLite file, objects and keys: a home of its own
+    else:
+        init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=True)
+        env["MEDCYCLE_TOKEN"] = json.loads(init.stdout)["admin_token"]
     server: subprocess.Popen[bytes] | None = None
     try:
         for n, match in enumerate(BLOCK.finditer(guide.read_text()), start=1):

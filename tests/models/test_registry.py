@@ -56,13 +56,39 @@ def test_a_version_records_where_it_came_from(platform: Platform, two_versions: 
         assert registry.resolve(s, "nodules").id == v2.id  # bare name = latest
         assert registry.resolve(s, "nodules@1").id == v1.id
         chain = lineage.of(s, "nodules@v1")["chain"]
-    assert [c["stage"] for c in chain] == ["data", "labels", "run", "model", "aliases"]
+    assert [c["stage"] for c in chain] == ["data", "labels", "run", "model", "aliases", "deployments"]
+    assert chain[-1]["results"] == 0 and chain[-1]["detail"] is None  # never served
     assert chain[0]["id"] == digest and chain[2]["id"] == v1.run_id
     from medcycle.objects.maintenance import gc
 
     with platform.session() as s:  # the weights are referenced: gc keeps them even past the grace period
         gc(platform.objects, s, grace_seconds=0)
     assert platform.objects.exists(v1.weights_digest)
+
+
+def test_lineage_reaches_the_deployments(platform: Platform, two_versions: dict[str, Any]) -> None:
+    from medcycle.monitoring.tables import PredictionRow
+    from medcycle.serving.tables import ServingResultRow
+    from medcycle.store.base import new_id
+
+    v1 = two_versions["v1"]
+    with platform.session() as s:
+        registry.promote(s, v1.ref, "production", actor="alice", force_reason="lineage test")
+        for n, source in enumerate(["rest", "rest", "c-store"]):
+            s.add(ServingResultRow(key=f"{n:064d}", status="done", model="nodules", model_version_id=v1.id,
+                                   model_ref=v1.ref, weights_digest=v1.weights_digest, task="classification-2d",
+                                   inputs_digest=f"{n:064d}", params={}, images=1, cases=[], outputs=[]))
+            s.add(PredictionRow(id=new_id(), model="nodules", model_version=v1.ref, model_version_id=v1.id,
+                                source=source, outcome="ok"))
+    with platform.session(write=False) as s:
+        chain = {c["stage"]: c for c in lineage.of(s, v1.ref)["chain"]}
+        other = {c["stage"]: c for c in lineage.of(s, "nodules@v2")["chain"]}
+    assert chain["aliases"]["id"] == "production"
+    assert chain["aliases"]["moves"][0]["action"] == "force"  # a forced promotion
+    deployed = chain["deployments"]
+    assert deployed["results"] == 3 and deployed["predictions"] == {"rest": 2, "c-store": 1}
+    assert "3 results stored" in deployed["detail"] and "c-store 1, rest 2" in deployed["detail"]
+    assert other["deployments"]["results"] == 0 and other["aliases"]["moves"] == []
 
 
 def test_promotion_needs_a_passing_gate_report_and_a_complete_card(
