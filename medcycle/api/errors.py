@@ -34,6 +34,11 @@ HTTP_CODES = {
 }
 
 
+#: Refusals of a request body before it is read (too large, no length): the connection is closed after the
+#: answer, so a client streaming gigabytes stops at once instead of having them read and discarded.
+BODY_REFUSED = frozenset({411, 413})
+
+
 def error_body(code: str, message: str, hint: str | None = None, **details: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, "hint": hint, "details": details}}
 
@@ -44,6 +49,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
         if exc.http_status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="medcycle"'}
+        if exc.http_status in BODY_REFUSED:  # the body is refused unread: close rather than drain it
+            headers = {"Connection": "close"}
         if exc.http_status >= 500:
             log.warning("%s %s failed: %s", request.method, route_of(request), exc.message)
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)

@@ -46,7 +46,7 @@ class UserOut(BaseModel):
 class TokenIn(BaseModel):
     user: str | None = Field(default=None, description="Whose token; default the caller. Admins only for others.")
     name: str = Field(default="api", min_length=1, max_length=128)
-    expires_days: float | None = Field(default=None, gt=0)
+    expires_days: float | None = Field(default=None, gt=0, le=36_500)
 
 
 class TokenOut(BaseModel):

@@ -116,7 +116,8 @@ def tokenize(text: str) -> list[Token]:
             i = m.end()
         elif ch.isalpha() or ch == "_":
             m = _IDENT_RE.match(text, i)
-            assert m is not None
+            if m is None:  # a letter outside a-z (isalpha() is true for every script)
+                raise _error(f"unexpected character {ch!r}", col, "Names use letters a-z, digits and '_'.")
             word = m.group()
             kind = "keyword" if word.lower() in KEYWORDS else "ident"
             tokens.append(Token(kind, word.lower() if kind == "keyword" else word, None, col))

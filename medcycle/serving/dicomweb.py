@@ -29,13 +29,14 @@ from medcycle.errors import UsageError
 from medcycle.platform import Platform
 from medcycle.serving.dicom_results import DicomResults, series_attributes, study_attributes
 from medcycle.serving.multipart import (
+    PayloadTooLarge,
     UnsupportedMediaType,
     new_boundary,
     parse_content_type,
     read_related,
     write_related,
 )
-from medcycle.serving.stow import DICOM_MEDIA, StowPart, stow
+from medcycle.serving.stow import DICOM_MEDIA, StowPart, header_text, stow
 from medcycle.serving.studies import DicomIntake
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -91,8 +92,14 @@ async def _store(request: Request, platform: Platform, principal: Principal, mod
     intake = _intake(request, platform)
     chosen = await run_in_threadpool(default_model, platform, model)
     cfg = load_serving_settings(platform.settings)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > cfg.max_upload_bytes:  # refused before a byte of the body is read
+        raise PayloadTooLarge(f"the request is {int(length)} bytes; at most {cfg.max_upload_bytes} are accepted",
+                              hint="Send the study in several requests, or raise the serving setting "
+                                   "max_upload_bytes.")
     parts = await read_related(request.stream(), request.headers.get("content-type"), part_type=DICOM_MEDIA,
-                               max_part_bytes=cfg.max_upload_bytes, max_parts=cfg.max_files)
+                               max_part_bytes=cfg.max_upload_bytes, max_parts=cfg.max_files,
+                               max_total_bytes=cfg.max_upload_bytes)
     try:
         inputs = [StowPart(p.index, p.content_type, p.read) for p in parts]
         outcome = await run_in_threadpool(stow, intake, inputs, model=chosen, study_uid=study)
@@ -126,8 +133,8 @@ async def store_study_instances(study: str, request: Request, platform: Platform
 def _search_headers(unsupported: list[str]) -> dict[str, str] | None:
     if not unsupported:
         return None
-    return {"Warning": f'299 medcycle "The following attributes are not supported for query: '
-                       f'{", ".join(unsupported)}"'}
+    names = header_text(", ".join(unsupported))  # the client's own words, echoed: keep the header valid
+    return {"Warning": f'299 medcycle "The following attributes are not supported for query: {names}"'}
 
 
 @router.get("/studies", summary="QIDO-RS: studies with inference results")

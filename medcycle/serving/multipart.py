@@ -65,13 +65,15 @@ def parse_content_type(header: str | None) -> tuple[str, dict[str, str]]:
 
 async def read_related(
     chunks: AsyncIterator[bytes], content_type: str | None, *, part_type: str, max_part_bytes: int, max_parts: int,
+    max_total_bytes: int | None = None,
 ) -> list[Part]:
     """The parts of a ``multipart/related`` body whose root type is ``part_type``.
 
     Raises:
         UnsupportedMediaType: not multipart/related, or of another ``type``.
         UsageError: no boundary, malformed or truncated body, no parts.
-        PayloadTooLarge: a part over ``max_part_bytes`` or more than ``max_parts`` parts.
+        PayloadTooLarge: a part over ``max_part_bytes``, more than ``max_parts`` parts, or a body over
+            ``max_total_bytes`` (checked as the bytes arrive: a body without Content-Length is bounded too).
     """
     from python_multipart.exceptions import MultipartParseError
     from python_multipart.multipart import MultipartParser
@@ -91,10 +93,16 @@ async def read_related(
                          hint="Add boundary=… to the Content-Type header.")
     collector = _Collector(max_part_bytes, max_parts)
     parser = MultipartParser(boundary, collector.callbacks())
+    received = 0
     try:
         async for chunk in chunks:
             if chunk:
-                parser.write(chunk)
+                parser.write(chunk)  # a part over its limit is named first
+            received += len(chunk)
+            if max_total_bytes is not None and received > max_total_bytes:
+                raise PayloadTooLarge(f"the request is larger than {max_total_bytes} bytes",
+                                      hint="Send the study in several requests, or raise the serving setting "
+                                           "max_upload_bytes.")
         parser.finalize()
     except MultipartParseError as exc:
         collector.close()

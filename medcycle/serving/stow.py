@@ -30,6 +30,11 @@ from medcycle.serving.studies import (
 DICOM_MEDIA: Final = "application/dicom"
 
 
+def header_text(text: str, limit: int = 500) -> str:
+    """``text`` fit for a quoted HTTP header value: printable ASCII only (others become ``?``), no quotes."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)[:limit]
+
+
 @dataclass(frozen=True, slots=True)
 class StowPart:
     """One body part: its 1-based index, declared media type and a way to read its bytes."""
@@ -66,7 +71,7 @@ class StowOutcome:
 
     def warnings(self) -> list[str]:
         """One ``Warning`` header value (RFC 7234 code 299) per failure, naming the part."""
-        return [f'299 medcycle "part {f.part}: {f.message} (0x{f.status:04X})"'.replace("\r", " ").replace("\n", " ")
+        return [f'299 medcycle "{header_text(f"part {f.part}: {f.message} (0x{f.status:04X})")}"'
                 for f in self.failures]
 
     def response(self, base_url: str) -> Dataset:

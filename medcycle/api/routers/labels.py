@@ -382,7 +382,7 @@ def _own(platform: Platform, principal: Principal, reader: str, action: str) -> 
 
 
 @router.get("/exams")
-def list_exams(session: SessionDep, _: Viewer, purpose: str | None = None) -> list[dict[str, Any]]:
+def list_exams(session: SessionDep, _: Viewer, purpose: exams.Purpose | None = None) -> list[dict[str, Any]]:
     return [e.to_dict() for e in exams.list_exams(session, purpose=purpose)]
 
 
@@ -416,7 +416,7 @@ def start_attempt(name: str, body: AttemptIn, platform: PlatformDep, session: Se
 
 @router.get("/attempts")
 def list_attempts(platform: PlatformDep, session: SessionDep, principal: Labeler, reader: str | None = None,
-                  exam: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+                  exam: str | None = None, state: qualification.AttemptState | None = None) -> list[dict[str, Any]]:
     who = None if reader is None and access.is_lead(principal) else reader or principal.name
     if who is not None:
         _own(platform, principal, who, "labels.attempts.read")

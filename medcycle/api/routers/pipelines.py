@@ -20,7 +20,7 @@ def list_pipeline_runs(
     _: Viewer,
     pipeline: Annotated[str | None, Query(max_length=128, description="Only runs of this pipeline")] = None,
     limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> dict[str, Any]:
     runs = list_runs(session, pipeline=pipeline, limit=limit, offset=offset)
     return {"runs": [r.to_dict() for r in runs], "limit": limit, "offset": offset}
