@@ -27,7 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from medcycle.errors import Conflict, NotFound, UsageError
+from medcycle.errors import Conflict, NotFound, QueueFull, UsageError
 
 
 class JobState(StrEnum):
@@ -179,6 +179,18 @@ class JobQueue(ABC):
     @abstractmethod
     def list(self, queue: str | None = None, state: JobState | None = None, limit: int = 100) -> builtins.list[Job]:
         """Jobs, newest first."""
+
+    def check_capacity(self, queue: str) -> None:
+        """Raise :class:`QueueFull` when ``queue`` is at its bound — a cheap early refusal before a caller does
+        the work of an enqueue (reading an upload); ``enqueue`` still enforces the bound itself."""
+        active = self.active_count(queue)
+        if active >= self.limit:
+            raise QueueFull(f"queue {queue!r} is full ({active} of {self.limit} jobs waiting or running)",
+                            retry_after=max(1, round(self.lease_seconds / 10)), queue=queue)
+
+    def active_count(self, queue: str) -> int:
+        """Jobs waiting or running in ``queue``."""
+        return self.stats(queue).active
 
     @abstractmethod
     def stats(self, queue: str) -> QueueStats:

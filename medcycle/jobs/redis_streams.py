@@ -349,6 +349,14 @@ class RedisJobQueue(JobQueue):
             rows: list[dict[str, str]] = pipe.execute()
         return [_job(row) for row in rows if row]
 
+    def active_count(self, queue: str) -> int:
+        with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zcard(self._qkey(queue, f"st:{JobState.QUEUED.value}"))
+            pipe.zcard(self._qkey(queue, f"st:{JobState.RUNNING.value}"))
+            queued, running = pipe.execute()
+        return int(queued) + int(running)
+
     def stats(self, queue: str) -> QueueStats:
         states = list(JobState)
         with self._guard():

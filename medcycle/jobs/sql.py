@@ -392,6 +392,12 @@ class SqlJobQueue(JobQueue):
         with self._read() as conn:
             return [_row_to_job(r) for r in conn.execute(query).mappings()]
 
+    def active_count(self, queue: str) -> int:
+        with self._read() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(T)
+                .where(T.c.queue == queue, T.c.state.in_([s.value for s in ACTIVE_STATES]))).scalar_one())
+
     def stats(self, queue: str) -> QueueStats:
         with self._read() as conn:
             rows = conn.execute(select(T.c.state, func.count()).where(T.c.queue == queue).group_by(T.c.state)).all()

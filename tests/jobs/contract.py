@@ -80,6 +80,27 @@ class QueueContract:
         assert set(jq.queues()) == {"lst", "other"}
         jq.ping()
 
+    def test_capacity_check_refuses_before_the_bound_is_crossed(self, jq: JobQueue) -> None:
+        from medcycle.errors import QueueFull
+
+        original = jq.limit
+        jq.limit = 2
+        try:
+            jq.check_capacity("cap")  # empty: room
+            first = jq.enqueue("cap", {"n": 1})
+            jq.enqueue("cap", {"n": 2})
+            assert jq.active_count("cap") == 2
+            with pytest.raises(QueueFull, match="is full") as info:
+                jq.check_capacity("cap")
+            assert info.value.retry_after >= 1
+            taken = _take_one(jq, "cap")  # running still counts; finished does not
+            assert jq.active_count("cap") == 2
+            jq.complete(taken)
+            assert taken.id == first.id and jq.active_count("cap") == 1
+            jq.check_capacity("cap")
+        finally:
+            jq.limit = original
+
     def test_stats_give_the_age_of_the_oldest_waiting_job(self, jq: JobQueue) -> None:
         assert jq.stats("age").oldest_queued_seconds is None
         jq.enqueue("age", {"n": 1})

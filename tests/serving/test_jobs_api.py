@@ -139,6 +139,10 @@ def test_a_full_queue_answers_429_with_retry_after(srv_template: SrvTemplate, tm
         r = client.post("/v1/jobs", data={"model": CLS}, files=files)
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
         assert r.json()["error"]["code"] == "queue_full" and r.json()["error"]["hint"]
+        # refused before the body is read: even a body it would refuse (415) gets the 429, and nothing is stored
+        objects = sum(1 for _ in platform.objects.list())
+        r = client.post("/v1/jobs", content=b"not a study", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 429 and sum(1 for _ in platform.objects.list()) == objects
     finally:
         platform.close()
 

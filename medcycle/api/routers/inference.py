@@ -179,6 +179,8 @@ async def submit_job(
 ) -> JSONResponse:
     """Submit an inference job: files (multipart) or object references (JSON). 202 + the job; see the module."""
     cfg = _settings(request, platform)
+    # a full queue answers 429 before the upload is read, stored or de-identified (the bound holds at enqueue too)
+    await run_in_threadpool(platform.jobs.check_capacity, cfg.queue)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.max_upload_bytes:
