@@ -49,6 +49,9 @@ never a value from the file). Rules, first match wins:
 Failures never carry identifiers: anything unexpected becomes ``ValidationFailed("de-identification
 failed: <attribute keyword and tag>")`` with no chained exception, and pydicom's warnings and log
 records (which quote raw values) are silenced while it runs, see :func:`quiet_pydicom`.
+
+Ingest applies these same rules (this module's ``_Run``) to a file's encoded bytes, without building a
+pydicom dataset: :mod:`medcycle.catalog.deid_fast`, which falls back to :func:`deidentify` where it must.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ from medcycle.errors import ConfigError, MedcycleError, ValidationFailed
 PROFILE: Final = "dicom-ps3.15-basic"
 WELL_KNOWN_UID_ROOT: Final = "1.2.840.10008."
 MAX_SHIFT_DAYS: Final = 365
+UID_CACHE: Final = 4096  # pseudonymous UIDs remembered per Pseudonymizer (in memory only)
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class Pseudonymizer:
         if not isinstance(key, bytes) or len(key) < 16:
             raise ConfigError("the de-identification key is shorter than 16 bytes", hint="Use load_or_create_key().")
         self._key = key
+        self._uids: dict[str, str] = {}  # the study, series and frame of reference UIDs repeat file after file
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(fingerprint={self.fingerprint})"
@@ -186,10 +191,18 @@ class Pseudonymizer:
 
     def uid(self, original: str) -> str:
         """``2.25.<decimal>`` for any UID (well-known ``1.2.840.10008.*`` UIDs come back unchanged)."""
+        found = self._uids.get(original)
+        if found is not None:
+            return found
         value = tables.clean(original)
         if not value or value.startswith(WELL_KNOWN_UID_ROOT):
-            return value
-        return f"2.25.{uuid.UUID(bytes=self._mac('medcycle/uid', value)[:16], version=4).int}"
+            new = value
+        else:
+            new = f"2.25.{uuid.UUID(bytes=self._mac('medcycle/uid', value)[:16], version=4).int}"
+        if len(self._uids) >= UID_CACHE:
+            self._uids.clear()
+        self._uids[original] = new
+        return new
 
     def date_shift_days(self, patient_pseudonym: str) -> int:
         """Days to add to every date of this patient: between -365 and -1, never 0."""
@@ -309,11 +322,30 @@ def quiet_pydicom() -> Iterator[None]:
         _QUIET.local.depth -= 1
 
 
+@dataclass(frozen=True)
+class _Head:
+    """What :meth:`_Run.prologue` read from the original dataset."""
+
+    patient: str
+    study: str
+    series: str
+    sop: str
+    age: str
+    shifted: str | None
+    sex: str
+    years: float | None
+    reason: str | None
+
+
+_ACTIONS: dict[DeidOptions, dict[tuple[int, str], _Act]] = {}
+
+
 class _Run:
     def __init__(self, pseudo: Pseudonymizer, options: DeidOptions) -> None:
         self.pseudo, self.options = pseudo, options
         self.exact, self.masked = tables.basic_profile()
         self.retained = options.retained_tags()
+        self.actions = _ACTIONS.setdefault(options, {})  # (tag, VR) -> action, shared by every run
         self.where = "reading identifiers"
         self.shift = 0
         self.removed = self.emptied = self.replaced = self.private_removed = 0
@@ -321,6 +353,21 @@ class _Run:
         self.clean_terms: tuple[str, ...] = ()
 
     def apply(self, ds: Dataset, issuer: str | None, fallback_key: str | None) -> DeidResult:
+        head = self.prologue(ds, issuer, fallback_key)
+        self.dataset(ds)
+        self.where = "file meta"
+        new_sop = self.pseudo.uid(head.sop) if head.sop else None
+        self._file_meta(ds, new_sop)
+        self.where = "de-identification attributes"
+        for keyword, value in self.added(ds, head):
+            setattr(ds, keyword, value)
+        return self.result(ds, head, new_sop)
+
+    def prologue(self, ds: Any, issuer: str | None, fallback_key: str | None) -> _Head:
+        """What de-identifying ``ds`` needs before any attribute changes: pseudonyms, dates, screening.
+
+        ``ds`` is a dataset, or anything that reads like one (``get``, ``in``, ``[keyword].value``, ``keys``),
+        as :mod:`medcycle.catalog.deid_fast` passes."""
         get = functools.partial(tables.text_of, ds)
         study, series, sop = get("StudyInstanceUID"), get("SeriesInstanceUID"), get("SOPInstanceUID")
         issuer = tables.clean(issuer) if issuer is not None else get("IssuerOfPatientID")
@@ -338,29 +385,43 @@ class _Run:
         self.identifiers = tables.identifiers_of(ds)
         if opts.clean_descriptors:
             self.clean_terms = tables.listed_strings(ds, self.exact)
-        self.dataset(ds)
-        self.where = "file meta"
-        new_sop = self.pseudo.uid(sop) if sop else None
-        self._file_meta(ds, new_sop)
-        self.where = "de-identification attributes"
-        ds.PatientID = ds.PatientName = patient
-        if keep_chars and "PatientAge" in ds:
-            ds.PatientAge = tables.coarse_age(get("PatientAge"))
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = opts.method_description()
-        ds.DeidentificationMethodCodeSequence = Sequence([tables.code_item(v, m) for v, m in opts.codes()])
-        ds.LongitudinalTemporalInformationModified = "MODIFIED" if keep_dates else "REMOVED"
+        return _Head(patient, study, series, sop, get("PatientAge"), shifted, sex, years, reason)
+
+    def added(self, ds: Any, head: _Head) -> list[tuple[str, object]]:
+        """The attributes set last (keyword, value), in this order: :meth:`varying`, then :meth:`constant`."""
+        return self.varying(ds, head) + self.constant()
+
+    def varying(self, ds: Any, head: _Head) -> list[tuple[str, object]]:
+        """The patient pseudonym as PatientID and PatientName, and PatientAge coarsened where ``ds`` has it."""
+        out: list[tuple[str, object]] = [("PatientID", head.patient), ("PatientName", head.patient)]
+        if self.options.retain_patient_characteristics and "PatientAge" in ds:
+            out.append(("PatientAge", tables.coarse_age(head.age)))
+        return out
+
+    def constant(self) -> list[tuple[str, object]]:
+        """What records the de-identification itself; the same for every dataset under these options."""
+        opts = self.options
+        return [
+            ("PatientIdentityRemoved", "YES"),
+            ("DeidentificationMethod", opts.method_description()),
+            ("DeidentificationMethodCodeSequence", Sequence([tables.code_item(v, m) for v, m in opts.codes()])),
+            ("LongitudinalTemporalInformationModified",
+             "MODIFIED" if opts.retain_longitudinal_dates_modified else "REMOVED"),
+        ]
+
+    def result(self, ds: Any, head: _Head, new_sop: str | None) -> DeidResult:
+        keep_chars = self.options.retain_patient_characteristics
         return DeidResult(
             dataset=ds,
-            patient=patient,
-            study_uid=self.pseudo.uid(study) if study else None,
-            series_uid=self.pseudo.uid(series) if series else None,
+            patient=head.patient,
+            study_uid=self.pseudo.uid(head.study) if head.study else None,
+            series_uid=self.pseudo.uid(head.series) if head.series else None,
             sop_uid=new_sop,
             date_shift_days=self.shift,
-            study_date=tables.parse_da(shifted or ""),
-            sex=sex if sex in ("M", "F", "O") else None,
-            age_band=tables.age_band(years) if keep_chars else None,
-            quarantine_reason=reason,
+            study_date=tables.parse_da(head.shifted or ""),
+            sex=head.sex if head.sex in ("M", "F", "O") else None,
+            age_band=tables.age_band(head.years) if keep_chars else None,
+            quarantine_reason=head.reason,
             counts=DeidCounts(self.removed, self.emptied, self.replaced, self.private_removed),
         )
 
@@ -407,8 +468,16 @@ class _Run:
             self.removed += 1
             return
         elem = ds[tag]
-        action = self._action(int(tag), elem.VR.split(" or ")[0])
+        action = self.action(int(tag), elem.VR.split(" or ")[0])
         getattr(self, "_do_" + action.name.lower())(ds, elem)
+
+    def action(self, tag: int, vr: str) -> _Act:
+        """The action for a public attribute with this VR (cached per options: it depends on nothing else)."""
+        key = (tag, vr)
+        found = self.actions.get(key)
+        if found is None:
+            found = self.actions[key] = self._action(tag, vr)
+        return found
 
     def _action(self, tag: int, vr: str) -> _Act:
         opts = self.options

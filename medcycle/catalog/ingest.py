@@ -20,7 +20,6 @@ de-identification key and options, source), and a worker sets itself up once per
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
 import threading
@@ -34,7 +33,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,7 +53,9 @@ from medcycle.store.base import new_id, utcnow
 
 BATCH = 100  # outcomes per catalog transaction at first; doubles up to MAX_BATCH as the ingest goes on
 MAX_BATCH = 800
-TASK = 16  # files per task sent to a worker process
+STAT_COLUMNS = ("p01", "p05", "p50", "p95", "p99", "mean", "std", "saturated_fraction", "air_fraction")
+TASK = 64  # files per task sent to a worker process (at most; see TASK_BYTES)
+TASK_BYTES = 64 * 1024 * 1024  # a task ends past this many bytes: a worker holds its small files in memory
 Progress = Callable[[worker.Outcome], None]
 
 
@@ -188,27 +189,41 @@ def _discard_pool(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _tasks(items: Iterable[InputFile]) -> Iterator[list[InputFile]]:
+    """The inputs in tasks of at most TASK files and, past its first file, TASK_BYTES bytes. A task's objects are
+    made durable together (one wait for their fsyncs): larger tasks wait less often."""
+    chunk: list[InputFile] = []
+    size = 0
+    for item in items:
+        if chunk and (len(chunk) >= TASK or size + item.size > TASK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item.size
+    if chunk:
+        yield chunk
+
+
 def _outcomes(
     job: Job, items: Iterable[InputFile], jobs: int, inline_ctx: worker.WorkerContext | None
 ) -> Iterator[worker.Outcome]:
+    tasks = _tasks(items)
     if jobs <= 1:
         assert inline_ctx is not None
-        it = iter(items)
-        while chunk := list(itertools.islice(it, TASK)):
+        for chunk in tasks:
             yield from worker.process_batch(inline_ctx, chunk)
         return
     pool = worker_pool(jobs)
     pending: set[Future[list[worker.Outcome]]] = set()
     try:
-        it = iter(items)
         exhausted = False
         while True:
             while not exhausted and len(pending) < jobs * 4:
-                chunk = list(itertools.islice(it, TASK))
-                if not chunk:
+                task = next(tasks, None)
+                if task is None:
                     exhausted = True
                     break
-                pending.add(pool.submit(_run, job, chunk))
+                pending.add(pool.submit(_run, job, task))
             if not pending:
                 return
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -268,8 +283,12 @@ class _Writer:
         series = existing(SeriesRow.uid, {r["series_uid"] for r in recs.values()})
         refs = existing(ObjectRefRow.owner_id, {r["uid"] for r in recs.values()})  # owner kind checked below
         now = utcnow()
+        # Rows as plain values, inserted with one executemany a table (no ORM objects: building those cost more
+        # than the inserts themselves), parents first: each table's foreign keys point at the ones before.
         hierarchy: tuple[list[Any], list[Any], list[Any]] = ([], [], [])  # new patients, studies, series
-        rows: list[Any] = []
+        instances: list[dict[str, Any]] = []
+        new_refs: list[dict[str, Any]] = []
+        files: list[dict[str, Any]] = []
         grow: dict[str, list[int]] = {}  # series uid -> [instances, bytes] added
         for i in todo:
             out, rec = outs[i], recs[i]
@@ -279,35 +298,33 @@ class _Writer:
                 continue
             keys.add(key)
             if rec["uid"] in uids:
-                rows.append(IngestFileRow(key=key, source_id=self.source_id, outcome=worker.DUPLICATE,
-                                          instance_uid=rec["uid"], run_id=self.run_id, created_at=now))
+                files.append(self._file_values(key, worker.DUPLICATE, rec["uid"], None, now))
                 statuses[i] = worker.DUPLICATE
                 continue
             uids.add(rec["uid"])
             self._new_hierarchy(rec, (patients, studies, series), hierarchy, now)
-            rows.append(self._instance(out, rec, now))
+            instances.append(self._instance_values(out, rec, now))
             counts = grow.setdefault(rec["series_uid"], [0, 0])
             counts[0] += 1
             counts[1] += rec["bytes"]
             if rec["uid"] not in refs:
-                rows.append(ObjectRefRow(digest=rec["digest"], owner_kind="instance", owner_id=rec["uid"],
-                                         size=rec["bytes"], created_at=now))
-            rows.append(IngestFileRow(key=key, source_id=self.source_id, outcome=out.status, instance_uid=rec["uid"],
-                                      reason=out.reason, run_id=self.run_id, created_at=now))
+                new_refs.append({"digest": rec["digest"], "owner_kind": "instance", "owner_id": rec["uid"],
+                                 "size": rec["bytes"], "created_at": now})
+            files.append(self._file_values(key, out.status, rec["uid"], out.reason, now))
         if refs:  # a reference left by an instance since deleted: add_ref checks exactly (rare)
             for i in todo:
                 rec = recs[i]
                 if rec["uid"] in refs and statuses[i] == outs[i].status:
                     add_ref(s, rec["digest"], "instance", rec["uid"], size=rec["bytes"])
-        for level in hierarchy:  # parents first: each level's foreign keys point at the one before
-            if level:
-                s.add_all(level)
-                s.flush()
-        s.add_all(rows)
-        s.flush()
+            s.flush()
+        conn = s.connection()
+        for model, values in ((PatientRow, hierarchy[0]), (StudyRow, hierarchy[1]), (SeriesRow, hierarchy[2]),
+                              (InstanceRow, instances), (ObjectRefRow, new_refs), (IngestFileRow, files)):
+            if values:
+                conn.execute(insert(cast(Table, model.__table__)), values)
         if grow:
             table = cast(Table, SeriesRow.__table__)
-            s.connection().execute(
+            conn.execute(
                 update(table)
                 .where(table.c.uid == bindparam("s_uid"))
                 .values(n_instances=table.c.n_instances + bindparam("s_n"), bytes=table.c.bytes + bindparam("s_b")),
@@ -315,72 +332,86 @@ class _Writer:
             )
         return statuses
 
+    def _file_values(self, key: str, outcome: str, uid: str, reason: str | None, now: datetime) -> dict[str, Any]:
+        return {"key": key, "source_id": self.source_id, "outcome": outcome, "instance_uid": uid, "reason": reason,
+                "run_id": self.run_id, "created_at": now}
+
+    def _instance_values(self, out: worker.Outcome, rec: dict[str, Any], now: datetime) -> dict[str, Any]:
+        values = {
+            "uid": rec["uid"],
+            "series_uid": rec["series_uid"],
+            "digest": rec["digest"],
+            "format": rec["format"],
+            "state": "quarantined" if out.status == worker.QUARANTINED else "ok",
+            "quarantine_reason": out.reason if out.status == worker.QUARANTINED else None,
+            "sop_class": rec.get("sop_class"),
+            "transfer_syntax": rec.get("transfer_syntax"),
+            "photometric": rec.get("photometric"),
+            "bits_stored": rec.get("bits_stored"),
+            "rows": rec.get("rows"),
+            "columns": rec.get("columns"),
+            "frames": rec.get("frames"),
+            "instance_number": rec.get("instance_number"),
+            "bytes": rec["bytes"],
+            "ingest_run_id": self.run_id,
+            "created_at": now,
+        }
+        stats = rec.get("stats") or {}
+        values.update({name: stats.get(name) for name in STAT_COLUMNS})
+        return values
+
     def _instance(self, out: worker.Outcome, rec: dict[str, Any], now: datetime) -> InstanceRow:
-        return InstanceRow(
-            uid=rec["uid"],
-            series_uid=rec["series_uid"],
-            digest=rec["digest"],
-            format=rec["format"],
-            state="quarantined" if out.status == worker.QUARANTINED else "ok",
-            quarantine_reason=out.reason if out.status == worker.QUARANTINED else None,
-            sop_class=rec.get("sop_class"),
-            transfer_syntax=rec.get("transfer_syntax"),
-            photometric=rec.get("photometric"),
-            bits_stored=rec.get("bits_stored"),
-            rows=rec.get("rows"),
-            columns=rec.get("columns"),
-            frames=rec.get("frames"),
-            instance_number=rec.get("instance_number"),
-            bytes=rec["bytes"],
-            ingest_run_id=self.run_id,
-            created_at=now,
-            **rec.get("stats", {}),
-        )
+        return InstanceRow(**self._instance_values(out, rec, now))
 
     def _new_hierarchy(
         self, rec: dict[str, Any], have: tuple[set[str], set[str], set[str]],
         new: tuple[list[Any], list[Any], list[Any]], now: datetime,
     ) -> None:
-        """Add to ``new`` the patient, study and series rows ``rec`` needs that are not in ``have`` (the ids
-        in the catalog or already added), and their ids to ``have``."""
+        """Add to ``new`` the values of the patient, study and series rows ``rec`` needs that are not in ``have``
+        (the ids in the catalog or already added), and their ids to ``have``."""
         patients, studies, series = have
         if rec["patient_id"] not in patients:
             patients.add(rec["patient_id"])
-            new[0].append(PatientRow(id=rec["patient_id"], sex=rec.get("sex"), created_at=now))
+            new[0].append({"id": rec["patient_id"], "sex": rec.get("sex"), "created_at": now})
         if rec["study_uid"] not in studies:
             studies.add(rec["study_uid"])
-            new[1].append(StudyRow(uid=rec["study_uid"], patient_id=rec["patient_id"], source_id=self.source_id,
-                                   study_date=_date(rec.get("study_date")), age_band=rec.get("age_band"),
-                                   created_at=now))
+            new[1].append(self._study_values(rec, now))
         if rec["series_uid"] not in series:
             series.add(rec["series_uid"])
-            new[2].append(self._series(rec, now))
+            new[2].append(self._series_values(rec, now))
+
+    def _study_values(self, rec: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"uid": rec["study_uid"], "patient_id": rec["patient_id"], "source_id": self.source_id,
+                "study_date": _date(rec.get("study_date")), "age_band": rec.get("age_band"), "created_at": now}
+
+    def _series_values(self, rec: dict[str, Any], now: datetime) -> dict[str, Any]:
+        study_date = _date(rec.get("study_date"))
+        return {
+            "uid": rec["series_uid"],
+            "study_uid": rec["study_uid"],
+            "source_id": self.source_id,
+            "modality": rec.get("modality"),
+            "body_part": rec.get("body_part"),
+            "body_part_raw": rec.get("body_part_raw"),
+            "laterality": rec.get("laterality"),
+            "view_position": rec.get("view_position"),
+            "manufacturer": rec.get("manufacturer"),
+            "model": rec.get("model"),
+            "year": study_date.year if study_date else None,
+            "slice_thickness": rec.get("slice_thickness"),
+            "pixel_spacing_row": rec.get("pixel_spacing_row"),
+            "pixel_spacing_col": rec.get("pixel_spacing_col"),
+            "kvp": rec.get("kvp"),
+            "convolution_kernel": rec.get("convolution_kernel"),
+            "field_strength": rec.get("field_strength"),
+            "image_type": rec.get("image_type"),
+            "n_instances": 0,
+            "bytes": 0,
+            "created_at": now,
+        }
 
     def _series(self, rec: dict[str, Any], now: datetime) -> SeriesRow:
-        study_date = _date(rec.get("study_date"))
-        return SeriesRow(
-            uid=rec["series_uid"],
-            study_uid=rec["study_uid"],
-            source_id=self.source_id,
-            modality=rec.get("modality"),
-            body_part=rec.get("body_part"),
-            body_part_raw=rec.get("body_part_raw"),
-            laterality=rec.get("laterality"),
-            view_position=rec.get("view_position"),
-            manufacturer=rec.get("manufacturer"),
-            model=rec.get("model"),
-            year=study_date.year if study_date else None,
-            slice_thickness=rec.get("slice_thickness"),
-            pixel_spacing_row=rec.get("pixel_spacing_row"),
-            pixel_spacing_col=rec.get("pixel_spacing_col"),
-            kvp=rec.get("kvp"),
-            convolution_kernel=rec.get("convolution_kernel"),
-            field_strength=rec.get("field_strength"),
-            image_type=rec.get("image_type"),
-            n_instances=0,
-            bytes=0,
-            created_at=now,
-        )
+        return SeriesRow(**self._series_values(rec, now))
 
     def write(self, out: worker.Outcome) -> str:
         """Catalog rows for one outcome, in a savepoint; returns the final status."""
@@ -435,8 +466,7 @@ class _Writer:
         if s.get(PatientRow, rec["patient_id"]) is None:
             s.add(PatientRow(id=rec["patient_id"], sex=rec.get("sex"), created_at=now))
         if s.get(StudyRow, rec["study_uid"]) is None:
-            s.add(StudyRow(uid=rec["study_uid"], patient_id=rec["patient_id"], source_id=self.source_id,
-                           study_date=_date(rec.get("study_date")), age_band=rec.get("age_band"), created_at=now))
+            s.add(StudyRow(**self._study_values(rec, now)))
         if s.get(SeriesRow, rec["series_uid"]) is None:
             s.add(self._series(rec, now))
         s.flush()

@@ -10,11 +10,16 @@ the DICOM reader then parses without touching the disk again), whether any of th
 is asked in one query per batch rather than one per file, and the stored objects are made durable
 together at the end of the batch (their fsyncs run in the background meanwhile; see ``defer_sync`` in
 :mod:`medcycle.objects.local`), before the outcomes that point at them are returned.
+
+A DICOM file read into memory is de-identified on its encoded bytes (:mod:`medcycle.catalog.deid_fast`) and,
+when its pixel data is uncompressed, measured straight from those bytes; whatever that path does not handle
+goes through pydicom (``dcmread``, ``deidentify``, ``save_as``), which gives the same dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -27,16 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import UID
 from sqlalchemy import Engine, select
 
-from medcycle.catalog.deid import DeidOptions, Pseudonymizer, deidentify, quiet_pydicom
+from medcycle.catalog import vocab
+from medcycle.catalog.deid import DeidOptions, DeidResult, Pseudonymizer, deidentify, quiet_pydicom
+from medcycle.catalog.deid_fast import Fallback, FastResult, deidentify_bytes
 from medcycle.catalog.inputs import InputFile
-from medcycle.catalog.pixels import pixel_stats
+from medcycle.catalog.pixels import pixel_stats, stored_sample
 from medcycle.catalog.readers import DICOM, JPEG, NIFTI, PNG, Parsed, Rejected, Skipped, read_nifti, read_raster, sniff
 from medcycle.catalog.tables import IngestFileRow
-from medcycle.catalog.vocab import normalise_body_part, normalise_laterality, normalise_view
 from medcycle.errors import ValidationFailed
-from medcycle.objects.base import CHUNK, ObjectStore
+from medcycle.objects.base import CHUNK, ObjectInfo, ObjectStore
+
+# The vocabularies map a handful of distinct header values per source: look each up once per process.
+normalise_body_part = functools.lru_cache(maxsize=4096)(vocab.normalise_body_part)
+normalise_laterality = functools.lru_cache(maxsize=256)(vocab.normalise_laterality)
+normalise_view = functools.lru_cache(maxsize=256)(vocab.normalise_view)
 
 INGESTED, QUARANTINED, DUPLICATE, REJECTED, SKIPPED = "ingested", "quarantined", "duplicate", "rejected", "skipped"
 DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -151,11 +163,13 @@ def _one(ctx: WorkerContext, item: InputFile, key: str | None, data: bytes | Non
     try:
         with materialise(item) as path, warnings.catch_warnings(), quiet_pydicom():
             warnings.simplefilter("ignore")  # third-party warnings may quote patient data
-            if key is None:
-                key = ctx.pseudo.content_key(_sha256(path))
+            if key is None:  # a zip member, just extracted: read once too when small
+                data = path.read_bytes() if item.size <= IN_MEMORY else None
+                digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+                key = ctx.pseudo.content_key(digest)
                 if _known(ctx.engine, [key]):
                     return Outcome(DUPLICATE, item.display, key=key, reason="already ingested")
-            fmt = sniff(path)
+            fmt = sniff(path, data)
             if fmt == DICOM:
                 return _dicom(ctx, path, item, key, data)
             if fmt == NIFTI:
@@ -243,12 +257,15 @@ def _text(ds: Any, keyword: str, limit: int = 128) -> str | None:
 
 
 def _dicom(ctx: WorkerContext, path: Path, item: InputFile, key: str, data: bytes | None = None) -> Outcome:
+    if data is not None:  # in memory: the byte-level path, unless the file needs pydicom (see deid_fast)
+        try:
+            fast = deidentify_bytes(data, ctx.pseudo, ctx.options, issuer=ctx.source, fallback_key=key)
+        except (Fallback, ValidationFailed):  # the pydicom path below says why a file cannot be stored
+            fast = None
+        if fast is not None:
+            return _dicom_fast(ctx, path, item, key, data, fast)
     ds = _read_dicom(path, data)
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))
-    if sop_class == DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
-        raise Skipped("DICOMDIR index (the files it references are ingested)")
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise Rejected(f"no image pixel data (SOP class {sop_class or 'unknown'})")
+    sop_class = _sop_class(ds)
     arr = _decode(ds)
     try:
         result = deidentify(ds, ctx.pseudo, ctx.options, issuer=ctx.source, fallback_key=key)
@@ -263,10 +280,91 @@ def _dicom(ctx: WorkerContext, path: Path, item: InputFile, key: str, data: byte
     except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot write back is rejected, not stored
         raise Rejected(f"cannot write the de-identified DICOM ({type(exc).__name__})") from None
     info = ctx.store.put(buf.getbuffer())
+    return _record(ctx, item, key, result, info, arr, sop_class)
+
+
+def _sop_class(ds: Any) -> str:
+    """The SOP class; a DICOMDIR is skipped and a file without pixel data rejected."""
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))
+    if sop_class == DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise Skipped("DICOMDIR index (the files it references are ingested)")
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise Rejected(f"no image pixel data (SOP class {sop_class or 'unknown'})")
+    return sop_class
+
+
+def _dicom_fast(ctx: WorkerContext, path: Path, item: InputFile, key: str, data: bytes, fast: FastResult) -> Outcome:
+    """The byte-level path: the same checks, in the same order, as the pydicom path above."""
+    sop_class = _sop_class(fast.source)
+    native = _native_pixels(fast, data)
+    # compressed, or anything pydicom's decoder should judge:
+    arr, rescale = native if native is not None else (_decode(_read_dicom(path, data)), None)
+    result = fast.result
+    if not (result.sop_uid and result.series_uid and result.study_uid):
+        raise Rejected("missing Study, Series or SOP Instance UID")
+    info = ctx.store.put(fast.data)
+    return _record(ctx, item, key, result, info, arr, sop_class, rescale)
+
+
+_NATIVE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR"})
+
+
+def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        return int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        return None
+
+
+def _native_pixels(fast: FastResult, data: bytes) -> tuple[Any, tuple[float, float] | None] | None:
+    """The stored pixel values read from the bytes (subsampled) and the rescale still to apply: what ``_decode``
+    gives for uncompressed pixel data, without decoding; None where pydicom should decode (compressed, unusual
+    layouts, a Modality LUT)."""
+    src, px = fast.source, fast.pixels
+    if px is None or px.encapsulated or UID(fast.transfer_syntax).is_compressed:
+        return None
+    if any(k in src for k in ("FloatPixelData", "DoubleFloatPixelData", "ModalityLUTSequence")):
+        return None
+    photometric = _text(src, "PhotometricInterpretation", 16)
+    rows, columns = _int(src, "Rows"), _int(src, "Columns")
+    samples, allocated = _int(src, "SamplesPerPixel"), _int(src, "BitsAllocated")
+    stored, representation = _int(src, "BitsStored"), _int(src, "PixelRepresentation")
+    frames = _int(src, "NumberOfFrames", 1)
+    if photometric not in _NATIVE_PHOTOMETRIC or None in (rows, columns, samples, allocated, stored, frames):
+        return None
+    assert rows is not None and columns is not None and samples is not None and allocated is not None
+    assert stored is not None and frames is not None
+    if representation not in (0, 1) or not 1 <= stored <= allocated or samples != (3 if photometric == "RGB" else 1):
+        return None
+    if samples > 1 and _int(src, "PlanarConfiguration", 0) != 0:
+        return None  # planes, not pixels, in the bytes: a strided sample would differ
+    if allocated == 8 and not px.little:
+        return None  # big endian OW holds byte pairs swapped
+    sample = stored_sample(data, px.offset, px.length, rows=rows, columns=columns, samples=samples, frames=frames,
+                           bits_allocated=allocated, signed=representation == 1, little=px.little)
+    if sample is None or "RescaleSlope" not in src or "RescaleIntercept" not in src:
+        return (sample, None) if sample is not None else None
+    slope, intercept = src.get("RescaleSlope"), src.get("RescaleIntercept")
+    try:
+        return sample, (float(slope), float(intercept))
+    except (TypeError, ValueError):
+        return None
+
+
+def _record(
+    ctx: WorkerContext, item: InputFile, key: str, result: DeidResult, info: ObjectInfo, arr: Any, sop_class: str,
+    rescale: tuple[float, float] | None = None,
+) -> Outcome:
+    """The outcome of a stored DICOM file: the catalog fields, read from the de-identified dataset."""
+    clean = result.dataset
     modality = _text(clean, "Modality", 16)
     photometric = _text(clean, "PhotometricInterpretation", 16)
     bits = int(clean.BitsStored) if "BitsStored" in clean else None
-    stats = pixel_stats(arr, bits_stored=bits, monochrome1=photometric == "MONOCHROME1", hounsfield=modality == "CT")
+    stats = pixel_stats(arr, bits_stored=bits, monochrome1=photometric == "MONOCHROME1", hounsfield=modality == "CT",
+                        rescale=rescale)
     spacing_kw = "PixelSpacing" if "PixelSpacing" in clean else "ImagerPixelSpacing"
     raw_part = _text(clean, "BodyPartExamined")
     record = {

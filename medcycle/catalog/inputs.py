@@ -8,6 +8,7 @@ in the catalog or written to logs: folder names often carry patient names.
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,14 +76,23 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
+            real_dir = os.path.realpath(dirpath)  # once a folder, not once a file
             for name in sorted(filenames):
                 if name in SKIP_NAMES or name.startswith("._"):
                     continue
-                yield from _expand_file(Path(dirpath) / name, root, seen)
+                yield from _expand_file(Path(dirpath) / name, root, seen, real_dir)
 
 
-def _expand_file(path: Path, root: Path, seen: set[str]) -> Iterator[InputFile]:
-    real = str(path.resolve())
+def _expand_file(path: Path, root: Path, seen: set[str], real_dir: str | None = None) -> Iterator[InputFile]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        st = None
+    if real_dir is not None and st is not None and stat.S_ISREG(st.st_mode):
+        real = f"{real_dir}/{path.name}"  # a plain file in a resolved folder: its real path without resolving it
+    else:
+        real = str(path.resolve())
+        st = None
     if real in seen:
         return
     seen.add(real)
@@ -90,7 +100,7 @@ def _expand_file(path: Path, root: Path, seen: set[str]) -> Iterator[InputFile]:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.name
-    if zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
+    if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
         yield from _zip_members(path, str(path))
         return
     if path.name.upper() == "DICOMDIR":
@@ -99,4 +109,5 @@ def _expand_file(path: Path, root: Path, seen: set[str]) -> Iterator[InputFile]:
             for ref in referenced:
                 yield from _expand_file(ref, path.parent, seen)
         # the index file itself is reported as skipped by the worker
-    yield InputFile(str(path), None, path.stat().st_size, str(path), rel)
+    size = st.st_size if st is not None else path.stat().st_size
+    yield InputFile(str(path), None, size, str(path), rel)

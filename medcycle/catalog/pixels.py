@@ -8,7 +8,7 @@ difference between 262,144 evenly spread voxels and all of them is far below wha
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,32 @@ class PixelStats:
     air_fraction: float
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def stored_sample(
+    data: bytes | memoryview,
+    offset: int,
+    length: int,
+    *,
+    rows: int,
+    columns: int,
+    samples: int,
+    frames: int,
+    bits_allocated: int,
+    signed: bool,
+    little: bool,
+) -> NDArray[Any] | None:
+    """The stored values of native (uncompressed) pixel data as pydicom's ``pixel_array`` gives them, flattened
+    and subsampled as :func:`pixel_stats` would, read straight from the encoded bytes (a view, no decode);
+    None where that is not the same (bit depths other than 8/16/32, short pixel data: decode those)."""
+    if bits_allocated not in (8, 16, 32) or min(rows, columns, samples, frames) < 1:
+        return None
+    count = rows * columns * samples * frames
+    if count * (bits_allocated // 8) > length:
+        return None
+    dtype = np.dtype(("i" if signed else "u") + str(bits_allocated // 8)).newbyteorder("<" if little else ">")
+    return _subsample(np.frombuffer(data, dtype=dtype, count=count, offset=offset))
 
 
 def _subsample(values: NDArray[Any]) -> NDArray[Any]:
@@ -61,21 +86,40 @@ def pixel_stats(
     bits_stored: int | None = None,
     monochrome1: bool = False,
     hounsfield: bool = False,
+    rescale: tuple[float, float] | None = None,
 ) -> PixelStats | None:
     """Statistics of an image or volume.
 
     Args:
-        values: pixel values after the modality LUT, any shape (2D image, frames, 3D volume, RGB).
+        values: pixel values after the modality LUT, any shape (2D image, frames, 3D volume, RGB); or the
+            stored values, with ``rescale``.
         bits_stored: bit depth before rescale; the top of its range counts as saturated.
         monochrome1: invert (min+max-x) so that larger means brighter, as in MONOCHROME2.
         hounsfield: values are CT Hounsfield units; air is < -900 HU. Otherwise air is the lowest 1 %
             of the value range.
+        rescale: (slope, intercept) still to apply to ``values`` (``values * slope + intercept`` in float64,
+            as pydicom's modality LUT computes it).
 
     Integer pixels stay integers until the end (partitioning and comparing them is cheaper than converting
     every value to float first); only floating-point pixels can hold NaN or infinities, so only they are
-    filtered.
+    filtered. Integers of at most 16 bits (nearly all medical images) are sorted instead (a radix sort, one
+    pass): extremes, percentiles and the counts above or below a threshold then come from the sorted values
+    directly, and a rescale is applied to the sorted values (it keeps or reverses their order). The results
+    are those of the partition below; only the mean and standard deviation may differ in the last digits
+    (a floating-point sum in another order).
     """
     flat = _subsample(np.asarray(values))
+    if flat.dtype.kind in "iu" and flat.dtype.itemsize <= 2 and flat.size:
+        ordered: NDArray[Any] = np.sort(flat, kind="stable")
+        if rescale is not None:
+            ordered = ordered.astype(np.float64) * rescale[0]
+            ordered += rescale[1]
+            if rescale[0] < 0:
+                ordered = ordered[::-1]
+        return _sorted_stats(ordered, bits_stored, monochrome1, hounsfield)
+    if rescale is not None:
+        flat = flat.astype(np.float64) * rescale[0]
+        flat += rescale[1]
     if flat.dtype.kind == "f":
         flat = flat[np.isfinite(flat)]
     elif flat.dtype.kind not in "iub":
@@ -88,7 +132,7 @@ def pixel_stats(
     if monochrome1:
         # Invert about the stored range (2^bits - 1) when known, so a MONOCHROME1 image and its
         # MONOCHROME2 twin give the same statistics; else about the observed range.
-        top = float(2**bits_stored - 1) if bits_stored and lo >= 0 and hi <= 2**bits_stored - 1 else lo + hi
+        top = _mono1_top(bits_stored, lo, hi)
         flat = top - flat.astype(np.float64)
         lo, hi = top - hi, top - lo
     p01, p05, p50, p95, p99 = _percentiles(flat)
@@ -96,7 +140,7 @@ def pixel_stats(
     n = flat.size
     # Saturated: pixels clipped at the top of the stored range (or at the brightest value when the
     # bit depth is unknown or values were rescaled) — burnt-out film, clipped detectors.
-    top = float(2**bits_stored - 1) if bits_stored and not hounsfield and hi <= 2**bits_stored - 1 else hi
+    top = _saturation_top(bits_stored, hounsfield, hi)
     saturated = float(np.count_nonzero(flat >= top)) / n if span > 0 else 1.0
     air_cutoff = -900.0 if hounsfield else lo + 0.01 * span  # CT air is below -900 HU
     air: float
@@ -106,4 +150,41 @@ def pixel_stats(
         air = float(np.count_nonzero(flat <= air_cutoff)) / n if span > 0 else 1.0
     mean = float(flat.mean(dtype=np.float64))
     std = float(flat.std(dtype=np.float64))
+    return PixelStats(p01, p05, p50, p95, p99, mean, std, saturated, air)
+
+
+def _mono1_top(bits_stored: int | None, lo: float, hi: float) -> float:
+    return float(2**bits_stored - 1) if bits_stored and lo >= 0 and hi <= 2**bits_stored - 1 else lo + hi
+
+
+def _saturation_top(bits_stored: int | None, hounsfield: bool, hi: float) -> float:
+    return float(2**bits_stored - 1) if bits_stored and not hounsfield and hi <= 2**bits_stored - 1 else hi
+
+
+def _sorted_stats(
+    ordered: NDArray[Any], bits_stored: int | None, monochrome1: bool, hounsfield: bool
+) -> PixelStats:
+    """:func:`pixel_stats` of values already in ascending order (the same rules, read off the order)."""
+    n = ordered.size
+    lo, hi = float(ordered[0]), float(ordered[-1])
+    if monochrome1:
+        top = _mono1_top(bits_stored, lo, hi)
+        ordered = (top - ordered.astype(np.float64))[::-1]
+        lo, hi = top - hi, top - lo
+    pos = QUANTILES * (n - 1)
+    lower = np.floor(pos).astype(np.intp)
+    upper = np.minimum(lower + 1, n - 1)
+    a = ordered[lower].astype(np.float64)
+    b = ordered[upper].astype(np.float64)
+    p01, p05, p50, p95, p99 = (float(v) for v in a + (b - a) * (pos - lower))
+    span = hi - lo
+    top = _saturation_top(bits_stored, hounsfield, hi)
+    saturated = float(n - np.searchsorted(ordered, top, "left")) / n if span > 0 else 1.0
+    air: float
+    if hounsfield:
+        air = float(np.searchsorted(ordered, -900.0, "left")) / n
+    else:
+        air = float(np.searchsorted(ordered, lo + 0.01 * span, "right")) / n if span > 0 else 1.0
+    mean = float(ordered.mean(dtype=np.float64))
+    std = float(ordered.std(dtype=np.float64))
     return PixelStats(p01, p05, p50, p95, p99, mean, std, saturated, air)

@@ -34,10 +34,13 @@ class Skipped(Rejected):
     """Not an image and not an error (e.g. a DICOMDIR index)."""
 
 
-def sniff(path: Path) -> str:
-    """The file's format from its magic bytes (and name for NIfTI)."""
-    with path.open("rb") as fh:
-        head = fh.read(352)
+def sniff(path: Path, data: bytes | None = None) -> str:
+    """The file's format from its magic bytes (and name for NIfTI); ``data``: the file's bytes, when already read."""
+    if data is not None:
+        head = data[:352]
+    else:
+        with path.open("rb") as fh:
+            head = fh.read(352)
     name = path.name.lower()
     if len(head) >= 132 and head[128:132] == b"DICM":
         return DICOM
