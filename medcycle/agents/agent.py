@@ -34,6 +34,7 @@ from medcycle.agents.executor import ExecOptions, Outcome, StopSignal, TaskOutco
 from medcycle.agents.spec import TaskSpec
 from medcycle.agents.submit import failure_error, record_refs
 from medcycle.errors import BackendUnavailable, MedcycleError
+from medcycle.jobs import processes
 from medcycle.jobs.base import Job, JobCancelled, JobQueue, LeaseLost, check_queue_name
 from medcycle.platform import Platform
 
@@ -103,10 +104,12 @@ class Agent:
         options: how tasks run here (work folder, environment mode, GPUs, ...).
         lease_seconds: lease per delivery (default: setting ``job_lease_seconds``).
         say: one line per task event, for the agent's console.
+        beat_seconds: how often :meth:`run` writes this agent's row in the process registry
+            (:mod:`medcycle.jobs.processes`: idle or busy, its current task, its GPUs).
     """
 
     def __init__(self, platform: Platform, queue: str, options: ExecOptions, *, lease_seconds: float | None = None,
-                 wait_ms: int = 1000, say: Say | None = None) -> None:
+                 wait_ms: int = 1000, say: Say | None = None, beat_seconds: float = processes.BEAT_SECONDS) -> None:
         self.platform, self.queue, self.options = platform, check_queue_name(queue), options
         self.jq = platform.jobs
         self.lease = lease_seconds or self.jq.lease_seconds
@@ -114,6 +117,9 @@ class Agent:
         self.say = say or log.info
         self.shutdown = threading.Event()
         self.stats = AgentStats()
+        self.beat_seconds = beat_seconds
+        self.beacon: processes.Beacon | None = None
+        self.current: Job | None = None  # the task running now (the registry's "busy")
         if not options.name or options.name == "agent":
             options.name = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -124,6 +130,25 @@ class Agent:
     def run(self, *, max_tasks: int | None = None) -> AgentStats:
         """Take and run tasks until ``shutdown`` is set or ``max_tasks`` were taken."""
         self.say(f"agent {self.name} waiting on queue {self.queue!r} (lease {self.lease:g} s)")
+        self.beacon = processes.Beacon(self.platform, processes.ProcessInfo(
+            self.name, processes.ProcessKind.AGENT, queue=self.queue, beat_seconds=self.beat_seconds),
+            self._registry_status)
+        self.beacon.start()
+        try:
+            return self._loop(max_tasks)
+        finally:
+            self.beacon.close()
+
+    def _registry_status(self) -> processes.Status:
+        """What the process registry shows of this agent (called by its beacon's thread)."""
+        job = self.current
+        o = self.options
+        details = {"gpus": o.gpus, "env_mode": str(o.env_mode), "docker": o.docker, **self.stats.to_dict()}
+        if job is not None:
+            details["task_name"] = str((job.payload or {}).get("name") or "")
+        return processes.Status("busy" if job is not None else "idle", job.id if job is not None else None, details)
+
+    def _loop(self, max_tasks: int | None) -> AgentStats:
         while not self.shutdown.is_set() and (max_tasks is None or self.stats.taken < max_tasks):
             try:
                 jobs = self.jq.take(self.queue, self.name, max_jobs=1, wait_ms=self.wait_ms, lease_seconds=self.lease)
@@ -133,7 +158,15 @@ class Agent:
                 continue
             for job in jobs:
                 self.stats.taken += 1
-                self.run_job(job)
+                self.current = job
+                if self.beacon is not None:
+                    self.beacon.poke()
+                try:
+                    self.run_job(job)
+                finally:
+                    self.current = None
+                    if self.beacon is not None:
+                        self.beacon.poke()
         return self.stats
 
     def run_job(self, job: Job) -> Outcome | None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcycle.errors import MedcycleError, NotFound, UsageError
+from medcycle.jobs import processes
 from medcycle.jobs.base import Job, JobCancelled, JobQueue, LeaseLost
 from medcycle.jobs.worker import Heartbeat, default_worker_name
 from medcycle.serving import outputs as out
@@ -134,6 +135,8 @@ class ServingWorker:
         prediction_log: where the batch's records go (default :func:`~.predlog.log_predictions`; None: nowhere).
         decode_threads: threads fetching and decoding inputs (default: the CPU count, 2 to 8).
         prefetch: whether :meth:`run` takes the next batch while the current one computes.
+        beat_seconds: how often :meth:`run` writes this worker's row in the process registry
+            (:mod:`medcycle.jobs.processes`: idle or busy, jobs in hand, device, loaded versions).
     """
 
     def __init__(self, platform: Platform, *, settings: ServingSettings | None = None,
@@ -141,7 +144,7 @@ class ServingWorker:
                  lease_seconds: float | None = None, idle_wait_ms: int | None = None, device: str | None = None,
                  name: str | None = None, metrics: ServingMetrics | None = None, after_store: AfterStore | None = None,
                  prediction_log: PredictionLog | None = log_predictions, decode_threads: int | None = None,
-                 prefetch: bool = True) -> None:
+                 prefetch: bool = True, beat_seconds: float = processes.BEAT_SECONDS) -> None:
         cfg = settings or load_serving_settings(platform.settings)
         self.cfg = cfg.model_copy(update={k: v for k, v in {
             "max_batch_images": max_batch_images, "max_delay_ms": max_delay_ms, "idle_wait_ms": idle_wait_ms,
@@ -165,6 +168,9 @@ class ServingWorker:
         self._loading = threading.RLock()
         threads = decode_threads or min(8, max(2, os.cpu_count() or 2))
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="medcycle-decode")
+        self.beat_seconds = beat_seconds
+        self.beacon: processes.Beacon | None = None
+        self._in_hand: list[str] = []  # ids of the jobs of the batch being processed (the registry's "busy")
 
     # -- models --------------------------------------------------------------------------------------------
     def predictor(self, model_ref: str) -> Predictor:
@@ -220,6 +226,25 @@ class ServingWorker:
     def run(self, stop: threading.Event, *, max_jobs: int | None = None) -> ServingStats:
         """Loop until ``stop`` is set (or ``max_jobs`` were taken). With ``prefetch``, the next batch is taken
         (and its inputs decoded) while the current one computes; a batch taken is always processed."""
+        self.beacon = processes.Beacon(self.platform, processes.ProcessInfo(
+            self.name, processes.ProcessKind.SERVING_WORKER, queue=self.cfg.queue, beat_seconds=self.beat_seconds),
+            self._registry_status)
+        self.beacon.start()
+        try:
+            return self._loop(stop, max_jobs)
+        finally:
+            self.beacon.close()
+
+    def _registry_status(self) -> processes.Status:
+        """What the process registry shows of this worker (called by its beacon's thread)."""
+        jobs = list(self._in_hand)
+        loaded = tuple(self._predictors.values())  # one C-level copy under the GIL
+        devices = sorted({str(p.device) for p in loaded})
+        details = {"device": ", ".join(devices) or self.cfg.device or "auto", "models": sorted(p.ref for p in loaded),
+                   "jobs": len(jobs), "batches": self.stats.batches, "jobs_done": self.stats.jobs}
+        return processes.Status("busy" if jobs else "idle", jobs[0] if jobs else None, details)
+
+    def _loop(self, stop: threading.Event, max_jobs: int | None) -> ServingStats:
         taken = 0
         ahead: Future[InHand | None] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="medcycle-serving-take") as taker:
@@ -271,6 +296,18 @@ class ServingWorker:
                              name="medcycle-serving-heartbeat")
             beat.start()
             hand = InHand(hand, beat, {})
+        batch = hand.batch
+        self._in_hand = [job.id for job in batch.jobs]
+        if self.beacon is not None:
+            self.beacon.poke()
+        try:
+            self._process(hand)
+        finally:
+            self._in_hand = []
+            if self.beacon is not None:
+                self.beacon.poke()
+
+    def _process(self, hand: InHand) -> None:
         batch = hand.batch
         s = self.stats
         s.batches += 1
@@ -416,7 +453,7 @@ class ServingWorker:
             if key in cached:
                 status, cases = cached[key]
                 outcomes[job.id] = _Outcome("complete", "cached", {"result": key, "cached": True,
-                                                                   "model": predictor.ref})
+                                                                   "model": predictor.ref, "worker": self.name})
                 hand.logs.append(_entry(job, predictor.ref, status, {"cases": cases}))
             elif key in first:
                 twins.append((job, first[key]))
@@ -470,7 +507,8 @@ class ServingWorker:
             row = self._result_row(job, predictor, keys[job.id], params[job.id], decoded[job.id], preds, share)
             hand.rows.append(row)
             outcomes[job.id] = _Outcome("complete", "refused" if row.row.status == JobStatus.REFUSED else "computed",
-                                        {"result": row.row.key, "cached": False, "model": predictor.ref})
+                                        {"result": row.row.key, "cached": False, "model": predictor.ref,
+                                         "worker": self.name})
             self.stats.images += row.row.images
         self.metrics.compute.labels(predictor.ref).observe(time.perf_counter() - started)
 

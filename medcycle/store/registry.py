@@ -10,6 +10,7 @@ TABLE_MODULES = (
     "medcycle.datasets.tables",
     "medcycle.experiments.tables",
     "medcycle.hypotheses.tables",
+    "medcycle.jobs.processes",
     "medcycle.jobs.tables",
     "medcycle.labels.tables",
     "medcycle.models.tables",

@@ -3,9 +3,11 @@
 A task is a job whose payload is a :class:`~medcycle.agents.spec.TaskSpec` (``medcycle run enqueue``,
 ``run reproduce --queue``, pipeline steps on agents), on any queue. The page shows:
 
-* the agents working now — the lease owner of each running task (``medcycle agent start --name``), its
-  current task, its last heartbeat and whether its lease still holds (an idle agent holds no task, so it is
-  known only from the tasks it finished: the last time each one finished a task is listed too);
+* the agents: those of the process registry (:mod:`medcycle.jobs.processes`: every running ``medcycle agent
+  start`` writes its state every few seconds) — busy, idle, lost (its heartbeats stopped) or stopped, with
+  their machine and GPUs — merged with the lease owner of each running task (its current task, its last
+  heartbeat, whether its lease still holds) and the agents named by finished tasks (the last time each one
+  finished a task is listed too);
 * the tasks, queued, running and finished, per queue: name, project, command, attempts, the agent, the exit
   code, and links to the runs each one made (runs started inside a task carry its id as a tag);
 * a Cancel button on a queued or running task (``train`` permission), which does what
@@ -29,6 +31,7 @@ from medcycle.api.deps import PlatformDep, PrincipalDep, SessionDep
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission
 from medcycle.errors import NotFound
+from medcycle.jobs import processes
 from medcycle.jobs.base import Job, JobState
 from medcycle.platform import Platform
 from medcycle.store.base import utcnow
@@ -72,16 +75,21 @@ class TaskLine:
 
 @dataclass(frozen=True, slots=True)
 class AgentLine:
-    """An agent: working now (holding a task), or last seen finishing one."""
+    """An agent: registered (idle, busy, lost, stopped), working now (holding a task), or last seen finishing
+    one."""
 
     name: str
-    state: str  # busy | lease expired | idle
+    state: str  # busy | lease expired | idle | starting | lost | stopped
     task: str | None
     task_name: str | None
     last_heartbeat: datetime | None
     lease_expires_at: datetime | None
     last_finished_at: datetime | None
     tasks_done: int
+    host: str | None = None  # from the process registry (None: an agent known only from its tasks)
+    pid: int | None = None
+    gpus: str | None = None
+    started_at: datetime | None = None
 
 
 def _is_task(job: Job) -> bool:
@@ -140,16 +148,24 @@ def task_lines(session: Any, jobs: list[Job]) -> list[TaskLine]:
     return out
 
 
-def agent_lines(jobs: list[Job]) -> list[AgentLine]:
-    """Agents holding a task now, then agents seen finishing tasks (from the tasks' results)."""
+def agent_lines(jobs: list[Job], registered: list[processes.ProcessView] | None = None) -> list[AgentLine]:
+    """Agents holding a task now, then the registered ones, then agents seen finishing tasks (from the tasks'
+    results). A task's lease says ``busy`` (or ``lease expired``) over what the registry says."""
     now = utcnow()
     agents: dict[str, dict[str, Any]] = {}
+    for proc in registered or []:
+        a = agents.setdefault(proc.id, {"done": 0, "finished": None})
+        a.update(state=proc.status, beat=proc.last_seen_at, host=proc.host, pid=proc.pid,
+                 gpus=proc.details.get("gpus"), started=proc.started_at)
+        if proc.current_job and proc.live:
+            a.update(task=proc.current_job, task_name=proc.details.get("task_name") or None)
     for job in jobs:
         if job.state is JobState.RUNNING and job.lease_owner:
             a = agents.setdefault(job.lease_owner, {"done": 0, "finished": None})
             stale = job.lease_expires_at is not None and job.lease_expires_at < now
+            beat = max((t for t in (a.get("beat"), job.updated_at) if t is not None), default=None)
             a.update(state="lease expired" if stale else "busy", task=job.id, task_name=job.payload.get("name"),
-                     beat=job.updated_at, ends=job.lease_expires_at)
+                     beat=beat, ends=job.lease_expires_at)
     for job in jobs:
         name = (job.result or {}).get("agent")
         if job.state.finished and name:
@@ -159,9 +175,11 @@ def agent_lines(jobs: list[Job]) -> list[AgentLine]:
                 a["finished"] = job.finished_at
     out = [AgentLine(name=name, state=a.get("state", "idle"), task=a.get("task"), task_name=a.get("task_name"),
                      last_heartbeat=a.get("beat"), lease_expires_at=a.get("ends"), last_finished_at=a["finished"],
-                     tasks_done=a["done"]) for name, a in agents.items()]
-    order = {"busy": 0, "lease expired": 1, "idle": 2}
-    return sorted(out, key=lambda a: (order.get(a.state, 3), a.name))
+                     tasks_done=a["done"], host=a.get("host"), pid=a.get("pid"),
+                     gpus=str(a["gpus"]) if a.get("gpus") else None, started_at=a.get("started"))
+           for name, a in agents.items()]
+    order = {"busy": 0, "lease expired": 1, "idle": 2, "starting": 2, "stopping": 3, processes.LOST: 4, "stopped": 5}
+    return sorted(out, key=lambda a: (order.get(a.state, 6), a.name))
 
 
 @router.get("")
@@ -174,7 +192,8 @@ def training_page(request: Request, platform: PlatformDep, session: SessionDep, 
               "running": [t for t in lines if t.state == "running"],
               "finished": [t for t in lines if t.state not in ("queued", "running")]}
     return renderer(request).render(
-        request, "agents.html", principal=principal, active="training", agents=agent_lines(jobs), groups=groups,
+        request, "agents.html", principal=principal, active="training",
+        agents=agent_lines(jobs, processes.list_processes(session, processes.ProcessKind.AGENT)), groups=groups,
         queues=sorted({t.queue for t in lines}), can_cancel=principal.can(Permission.TRAIN),
         done=DONE_MESSAGES.get(done), per_queue=PER_QUEUE,
     )

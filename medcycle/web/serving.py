@@ -2,11 +2,15 @@
 
 * the deployment the supervisor runs (``medcycle deploy``: its spec and the processes it last reported), and
   every model's aliases with their last move (a promotion or a rollback);
+* the serving workers of the process registry (:mod:`medcycle.jobs.processes`) — busy, idle, lost (its
+  heartbeats stopped: killed, or its machine is gone) or stopped — with their machine, device, loaded model
+  versions, the jobs in hand and their last heartbeat;
 * the workers holding jobs of the inference queue now — the lease owner of each running job, its last
-  heartbeat and when its lease runs out (a worker between batches holds none, so it is not listed);
+  heartbeat and when its lease runs out;
 * the queue: jobs per state and the age of the oldest queued job;
 * the recent jobs: status, requested model and the version that answered, latency (queued to finished) and
-  compute time, with links to the result (``GET /v1/jobs/ID``) and to the prediction on the monitoring page.
+  compute time, the worker that answered, with links to the result (``GET /v1/jobs/ID``) and to the
+  prediction on the monitoring page.
 
 Reading needs ``view``. Deploying, promoting and rolling back are done with ``medcycle deploy`` and
 ``medcycle model``; cancelling a request with ``DELETE /v1/jobs/ID``.
@@ -46,6 +50,7 @@ class JobLine:
     state: str
     requested: str
     answered_by: str | None
+    worker: str | None  # the serving worker that completed the job
     images: int
     attempts: int
     created_at: datetime | None
@@ -94,6 +99,7 @@ def job_lines(platform: Platform, session: Any, jobs: list[Job]) -> list[JobLine
         out.append(JobLine(
             id=job.id, status=results.status_of(job, row).value, state=job.state.value,
             requested=str(payload.get("model", "")), answered_by=row.model_ref if row is not None else None,
+            worker=str((job.result or {}).get("worker") or "") or None,
             images=int(payload.get("images") or 0), attempts=job.attempts, created_at=job.created_at,
             finished_at=job.finished_at, latency_ms=_ms(job.created_at, job.finished_at),
             compute_ms=row.compute_ms if row is not None else None, cached=bool((job.result or {}).get("cached")),
@@ -139,6 +145,7 @@ def alias_table(session: Any) -> list[dict[str, Any]]:
 
 @router.get("")
 def serving_page(request: Request, platform: PlatformDep, session: SessionDep, principal: PrincipalDep) -> Response:
+    from medcycle.jobs import processes
     from medcycle.serving import deploy
     from medcycle.serving.config import load_serving_settings
 
@@ -154,6 +161,7 @@ def serving_page(request: Request, platform: PlatformDep, session: SessionDep, p
     return renderer(request).render(
         request, "serving.html", principal=principal, active="serving", queue=queue, stats=stats, states=STATES,
         oldest_age=oldest_queued_age(platform, queue), jobs=lines, holders=holders(running),
+        workers=processes.list_processes(session, processes.ProcessKind.SERVING_WORKER),
         models=alias_table(session), deployment=status.get("spec"), processes=status.get("processes") or [],
         supervisor_alive=bool(status.get("supervisor_alive")), generation=status.get("generation"),
         median_latency=sorted(finished)[len(finished) // 2] if finished else None, recent=RECENT_JOBS,

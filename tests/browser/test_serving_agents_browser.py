@@ -1,9 +1,11 @@
 """The Serving and Training pages in headless Chromium, on real data: a model served by a worker, tasks run by an
-agent. Any console error fails the test (the ``page`` fixture)."""
+agent, and an idle worker and agent seen through the process registry. Any console error fails the test (the
+``page`` fixture)."""
 
 from __future__ import annotations
 
 import re
+import socket
 import sys
 import threading
 import time
@@ -19,6 +21,7 @@ from medcycle.agents.agent import Agent
 from medcycle.agents.executor import ExecOptions, settings_env
 from medcycle.agents.spec import TaskSpec
 from medcycle.agents.submit import submit, wait
+from medcycle.jobs import processes
 from medcycle.jobs.base import JobState
 from medcycle.models import registry
 from medcycle.platform import Platform
@@ -48,6 +51,7 @@ class Scene:
     run_id: str
     running_task: str
     queued_task: str
+    host: str
 
 
 def _app(platform: Platform) -> object:
@@ -66,6 +70,16 @@ def _app(platform: Platform) -> object:
             extra.include_router(router)
     app.router.routes[0:0] = extra.router.routes
     return app
+
+
+def _until_registered(platform: Platform, kind: str, name: str, status: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with platform.session(write=False) as session:
+            if any(p.id == name and p.status == status for p in processes.list_processes(session, kind)):
+                return
+        assert time.monotonic() < deadline, f"{name} never showed {status} in the process registry"
+        time.sleep(0.05)
 
 
 def _serve_one(platform: Platform, url: str, token: str, image: Path) -> str:
@@ -92,13 +106,24 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
     ref = serving_model(platform, "xr", tmp_path / "model")
     with platform.session() as session:
         registry.promote(session, ref, "production", force_reason="a browser test's untrained model")
-    options = ExecOptions(workdir=tmp_path / "agent", name="gpu-box-1", stop_grace_s=2.0,
+    options = ExecOptions(workdir=tmp_path / "agent", name="gpu-box-1", stop_grace_s=2.0, gpus="0,1",
                           child_env=settings_env(platform.settings))
     agent = Agent(platform, "gpu", options, lease_seconds=3.0, wait_ms=200, say=lambda _line: None)
     thread = threading.Thread(target=agent.run, kwargs={"max_tasks": 2}, daemon=True)
+    # an agent waiting on a queue nobody feeds, and a worker started after the only inference job: both idle
+    idle_agent = Agent(platform, "idle-queue", ExecOptions(workdir=tmp_path / "idle-agent", name="cpu-box-2",
+                                                           gpus="3"), wait_ms=200, say=lambda _line: None)
+    idle_agent_thread = threading.Thread(target=idle_agent.run, daemon=True)
+    idle_worker = ServingWorker(platform, max_delay_ms=0, idle_wait_ms=50, device="cpu", name="idle-worker")
+    stop_worker = threading.Event()
+    idle_worker_thread = threading.Thread(target=idle_worker.run, args=(stop_worker,), daemon=True)
     try:
         with serve_app(_app(platform)) as url:
             served = _serve_one(platform, url, token, write_radiograph(tmp_path / "dx.dcm"))
+            idle_worker_thread.start()
+            idle_agent_thread.start()
+            _until_registered(platform, processes.ProcessKind.SERVING_WORKER, "idle-worker", "idle")
+            _until_registered(platform, processes.ProcessKind.AGENT, "cpu-box-2", "idle")
             script = tmp_path / "work" / "tracked.py"
             script.parent.mkdir()
             script.write_text(TRACKED)
@@ -115,11 +140,16 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
             while platform.jobs.get(running).state is not JobState.RUNNING:
                 assert time.monotonic() < deadline, "the agent did not take the second task"
                 time.sleep(0.1)
-            yield Scene(url, token, platform, served, finished, str(done.result["run_id"]), running, queued)
+            yield Scene(url, token, platform, served, finished, str(done.result["run_id"]), running, queued,
+                        socket.gethostname())
     finally:
         agent.shutdown.set()
-        if thread.is_alive():
-            thread.join(timeout=30)
+        idle_agent.shutdown.set()
+        stop_worker.set()
+        for started in (thread, idle_agent_thread, idle_worker_thread):
+            if started.is_alive():
+                started.join(timeout=30)
+        idle_worker.close()
         platform.close()
 
 
@@ -142,6 +172,13 @@ def test_serving_page_shows_the_deployment_the_worker_and_the_job(page: Page, sc
     assert "done" in text and "xr@production" in text and "xr@v1" in text and " ms" in text
     assert page.locator("[data-testid=queue] .count-cell.state-succeeded dd").inner_text() == "1"
     assert row.locator("[data-testid=result-link]").get_attribute("href") == f"/v1/jobs/{scene.served_job}"
+    assert row.locator("[data-testid=job-worker]").inner_text() == "on browser-worker"
+    workers = page.locator("[data-testid=registered-workers]")
+    idle = workers.locator("tr[data-worker='idle-worker']").inner_text()
+    assert re.search(r"idle-worker\s+idle\s+" + re.escape(scene.host), idle) and "cpu" in idle
+    gone = workers.locator("tr[data-worker='browser-worker']").inner_text()  # its loop ended after one job
+    assert "stopped" in gone and "xr@v1" in gone and scene.host in gone
+    assert workers.locator("tbody tr").first.get_attribute("data-worker") == "idle-worker"  # live ones first
     shot(page, "serving")
 
     result = page.request.get(f"{scene.url}/v1/jobs/{scene.served_job}")  # the session cookie reads the API too
@@ -157,7 +194,10 @@ def test_training_page_shows_agents_and_tasks_and_cancels(page: Page, scene: Sce
     assert page.locator("main h1").inner_text() == "Training queue and agents"
     agent = page.locator("tr[data-agent='gpu-box-1']")
     assert "busy" in agent.inner_text() and scene.running_task[:12] in agent.inner_text()
-    assert "long sleep" in agent.inner_text()
+    assert "long sleep" in agent.inner_text() and "0,1" in agent.inner_text() and scene.host in agent.inner_text()
+    idle = page.locator("tr[data-agent='cpu-box-2']")
+    assert re.search(r"cpu-box-2\s+idle\s+" + re.escape(scene.host), idle.inner_text())
+    assert idle.locator("td").nth(3).inner_text() == "3"  # its GPUs
     finished = page.locator(f"[data-testid=tasks-finished] tr[data-task='{scene.finished_task}']")
     assert "succeeded" in finished.inner_text() and "exit 0" in finished.inner_text()
     assert finished.locator("[data-testid=run-link]").get_attribute("href") == f"/ui/runs/{scene.run_id}"
