@@ -30,6 +30,31 @@ def queues(ctx: typer.Context, json: bool = JsonOpt) -> None:
         )
 
 
+@app.command("processes")
+def processes_(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option(help="serving-worker or agent (default: every kind).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Only processes that beat recently and are not stopped.")]
+    = False,
+    json: bool = JsonOpt,
+) -> None:
+    """Serving workers and agents that registered in the last day: busy, idle, lost (beats stopped) or stopped."""
+    from medcycle.jobs import processes
+
+    with state(ctx).platform().session(write=False) as session:
+        views = processes.list_processes(session, kind)
+    if live:
+        views = [v for v in views if v.live]
+    rows = [{"id": v.id, "kind": v.kind, "status": v.status, "host": v.host, "pid": v.pid, "queue": v.queue,
+             "current_job": v.current_job, "last_seen_at": v.last_seen_at.isoformat(),
+             "started_at": v.started_at.isoformat(), "details": v.details} for v in views]
+    if json:
+        emit_json(rows)
+    else:
+        table("Processes", ["id", "kind", "status", "queue", "current job", "last seen"],
+              [(r["id"], r["kind"], r["status"], r["queue"], r["current_job"], r["last_seen_at"]) for r in rows])
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,

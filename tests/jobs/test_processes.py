@@ -141,3 +141,24 @@ def test_beacon_failures_are_logged_and_ignored(platform: Platform, caplog: pyte
     assert any("status of bad failed" in r.getMessage() for r in caplog.records)
     with platform.session(write=False) as s:
         assert [(v.id, v.status) for v in reg.list_processes(s)] == [("half", "stopped")]
+
+
+def test_cli_lists_processes(platform: Platform, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from medcycle.cli.errors import run
+    from medcycle.cli.main import app
+
+    with platform.session() as s:
+        reg.register(s, ProcessInfo("w1", ProcessKind.SERVING_WORKER, queue="inference"), state="busy")
+        reg.register(s, ProcessInfo("a1", ProcessKind.AGENT, queue="gpu"), state="idle")
+    _age(platform, "a1", 3600)  # its beats stopped an hour ago: lost
+    monkeypatch.setenv("MEDCYCLE_HOME", str(platform.settings.home))
+    monkeypatch.setenv("MEDCYCLE_DATABASE_URL", platform.settings.resolved_database_url)
+    capsys.readouterr()
+    assert run(app, ["jobs", "processes", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["w1"]["status"] == "busy" and rows["a1"]["status"] == "lost" and rows["w1"]["queue"] == "inference"
+    assert run(app, ["jobs", "processes", "--live", "--kind", "agent", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
