@@ -186,6 +186,17 @@ def mask_modality(session: Session, objects: ObjectStore, model: str) -> str | N
     return TrainingConfig.model_validate_json(objects.get(art.digest)).data.mask_modality.upper()
 
 
+def _scorer_and_images(platform: Platform, model: str, schema: str, dataset: str | None, query: str | None
+                       ) -> tuple[ModelScorer, tuple[str, ...]]:
+    """The model's scorer at the schema's item level, and the task items it can score (images, not masks)."""
+    with platform.session(write=False) as session:
+        items = _items(session, schema, dataset, query)
+        level = resolve_schema(session, schema).level
+    scorer = ModelScorer(platform, model, level=level)
+    with platform.session(write=False) as session:
+        return scorer, scorer.images_only(session, items.uids)
+
+
 def _items(session: Session, schema: str, dataset: str | None, query: str | None) -> tasks.TaskItems:
     from medcycle.cli.labels import dataset_instances
 
@@ -266,12 +277,7 @@ def active_score(
 ) -> None:
     """A scoring run: cache a model version's scores of every item (then `next --cached` and the API rank by them)."""
     platform = state(ctx).platform()
-    with platform.session(write=False) as session:
-        items = _items(session, schema, dataset, query)
-        level = resolve_schema(session, schema).level
-    scorer = ModelScorer(platform, model, level=level)
-    with platform.session(write=False) as session:
-        candidates = scorer.images_only(session, items.uids)
+    scorer, candidates = _scorer_and_images(platform, model, schema, dataset, query)
     with platform.session() as session:
         run = active.score_items(scorer, candidates, strategy, active.SqlCache(session), mc_samples=mc_samples,
                                  aggregate=aggregate, features=features)
@@ -351,12 +357,7 @@ def pseudo_run(
 ) -> None:
     """Pseudo-label items with a model (reader model:VERSION) and send them to review as a task."""
     platform = state(ctx).platform()
-    with platform.session(write=False) as session:
-        items = _items(session, schema, dataset, query)
-        level = resolve_schema(session, schema).level
-    scorer = ModelScorer(platform, model, level=level)
-    with platform.session(write=False) as session:
-        candidates = scorer.images_only(session, items.uids)
+    scorer, candidates = _scorer_and_images(platform, model, schema, dataset, query)
     with platform.session() as session:
         labels = pseudo.pseudo_label(session, platform.objects, candidates, scorer, model_version=scorer.version,
                                      schema=schema, min_score=min_score, actor=state(ctx).actor, via=VIA)
