@@ -15,7 +15,8 @@ Timed, 30 times each after one warm-up, each in its own read transaction (as the
 * ``data summary``: ``summarize(session)`` — totals and every breakdown, from the rollup tables;
 * ``data summary --where`` with a selective filter (source, modality, body part, field strength);
 * ``data query`` (``run_query(..., limit=50)``, the CLI's page: the total count and 50 rows) for selective
-  filters: source × modality × body part × field strength, one patient, one digest.
+  filters: source × modality × body part × field strength, one patient, one digest. Which of its two page
+  shapes ``run_query`` chose (gather the matches and sort, or walk the uids) is printed with the plans.
 
 Not measured here, because it is known to miss: a source combined with a study-date range (``source == "a" and
 study_date >= ...``). SQLite drives that query from the source's series (ix_series_summary on source_id),
@@ -47,7 +48,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from medcycle.catalog import rollup
+from medcycle.catalog import query, rollup
 from medcycle.catalog.query import run_query, select_matching
 from medcycle.catalog.summary import summarize
 from medcycle.catalog.tables import InstanceRow, PatientRow
@@ -146,6 +147,13 @@ def plan_of(p: Platform, expr: str) -> str:
         return " | ".join(str(r[-1]) for r in s.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
 
 
+def page_shape(p: Platform, expr: str, total: int) -> str:
+    """Which shape ``run_query`` reads the first page of 50 in (see ``medcycle.catalog.query.run_query``)."""
+    with p.session(write=False) as s:
+        walk = query._read_in_uid_order(s, query.parse(expr), total, 50)
+    return "walk in uid order" if walk else "gather and sort"
+
+
 def bench_size(size: int, instances: int, runs: int, work: Path, res: Results, *, baseline: bool) -> None:
     home = work / f"size-{size}"
     say(f"\n[{instances:,} instances in series of {size}]")
@@ -184,7 +192,7 @@ def bench_size(size: int, instances: int, runs: int, work: Path, res: Results, *
             say(f"  {what:<46} {shown:>8} {case.first_ms:8.1f} {case.p50_ms:8.1f} {case.p95_ms:8.1f} "
                 f"{case.max_ms:8.1f} {case.ratio:10.2f}")
         for key, q in queries.items():
-            say(f"  plan ({key}): {plan_of(p, q)}")
+            say(f"  plan ({key}): {plan_of(p, q)}; page: {page_shape(p, q, matches[key])}")
         with p.session(write=False) as s:
             start = time.perf_counter()
             report = rollup.check(s)

@@ -17,8 +17,13 @@ Four parts (``bench/README.md`` says how to read every ratio):
    * ``cp -r`` of the folder that pull wrote (split/patient/study/series tree): a second reference that
      shows what the layout's folders cost by themselves.
    * medcycle *pull* (fresh machine): the store is wrapped so that it is not a ``LocalObjectStore``, i.e. it
-     acts as a **remote** (as S3 would): every object is fetched into an **empty local cache**, hashed and
-     written in one pass, given its name once verified, then hard-linked into an empty folder.
+     acts as a **remote**: every object is fetched into an **empty local cache**, then hard-linked into an
+     empty folder. The wrapper hands out the store's files, as a folder remote on the same file system does,
+     so each read-only object is hashed once and hard-linked into the cache, not copied (``git clone`` of a
+     local repository does the same): this row is a *local-folder remote on the cache's file system*, the
+     same setting as ``dvc pull`` below, whose local remote is a folder too. A remote that streams (S3) is
+     copied, hashed in the same pass: the "remote -> empty cache, copied" row measures that path (the
+     wrapper then hands out a pipe-like stream instead of the file).
    * DVC 3 (its own throwaway venv, ``--install-peers``): ``dvc add`` + ``dvc push`` to a local remote in a
      temp git repo; ``dvc pull`` in a ``git clone`` of it whose DVC cache, workspace and temp state are
      removed before every pull, so it really fetches from the remote. Each dvc command is a subprocess
@@ -37,9 +42,11 @@ Four parts (``bench/README.md`` says how to read every ratio):
    (and, for the summary, what one pass over the series costs).
 4. **Ingest**: 2,000 synthetic 128 x 128 CT slices (--quick: 400) ingested with ``jobs=2`` (and ``jobs=1``)
    into a fresh home, against a bare loop of ``pydicom.dcmread`` + SHA-256 of the same files in 1 process
-   and in 2 processes (both pools started before timing; medcycle's start-up is printed on its own), and
-   the same loop plus de-identification and writing the dataset back (the floor of any ingest that
-   de-identifies with pydicom).
+   and in 2 processes (both pools started before timing; medcycle's start-up is printed on its own). Three
+   1-process floors show where an ingest's time goes: the bare loop plus medcycle's de-identification
+   (the byte-level path, written into memory), the same with pydicom's ``deidentify`` + ``save_as`` (the
+   floor of any ingest that de-identifies with pydicom), and the bare loop plus storing each file as one
+   object the way ingest stores it (a fresh local store, deferred fsyncs, one sync at the end).
 
 MB is 10^6 bytes. Everything is written under one temp folder, deleted at the end. Results are printed
 and written to ``bench/results/datasets.json``.
@@ -74,6 +81,7 @@ from sqlalchemy import select, text, update
 
 from medcycle.catalog.tables import InstanceRow, StudyRow
 from medcycle.datasets import labels, transfer, versions
+from medcycle.datasets.fetch import LINK_FROM
 from medcycle.datasets.items import create_dataset
 from medcycle.datasets.splits import ratios_policy
 from medcycle.objects.base import ObjectInfo, ObjectStore, Source
@@ -187,6 +195,24 @@ def free_gb(path: Path) -> float:
     return shutil.disk_usage(path).free / 1e9
 
 
+class Stream(io.RawIOBase):
+    """A file read as a stream: no ``fileno``, so a pull cannot tell it is a local file (as from S3)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.raw.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 class Remote(ObjectStore):
     """A local folder store seen through a wrapper that is not a ``LocalObjectStore``: pull treats it as a
     remote (fetch into the cache, verified), as it would S3. Counts the bytes opened, per digest."""
@@ -196,6 +222,7 @@ class Remote(ObjectStore):
         self.inner = inner
         self.url = f"remote+{inner.url}"
         self.read: dict[str, int] = {}
+        self.stream = False  # hand out streams (as S3 does) instead of the store's files
         self._lock = threading.Lock()
 
     def put(self, source: Source, *, expected_digest: str | None = None) -> ObjectInfo:
@@ -205,7 +232,7 @@ class Remote(ObjectStore):
         raw, size = self.inner._open_raw(digest)
         with self._lock:
             self.read[digest] = self.read.get(digest, 0) + size
-        return raw, size
+        return (Stream(raw) if self.stream else raw), size
 
     def stat(self, digest: str) -> ObjectInfo:
         return self.inner.stat(digest)
@@ -450,10 +477,25 @@ def bench_transfer(name: str, count: int, size: int, work: Path, workers: int, d
         report = transfer.pull(p, ref, dest, actor="bench")
         remote_runs.append(report.seconds)
         reports.append(report.to_dict())
+        linked = count if size >= LINK_FROM else 0  # smaller objects are copied (as cheap, and independent)
         assert report.source == "cache" and report.fetched_objects == count, report
+        assert report.fetched_linked == linked, report
         check_pulled(dest, report, count)
-    mc_remote = add("pull", "medcycle, remote -> empty cache", remote_runs, "fetch+verify, hard links",
-                    reports=reports)
+    how = "hash + link" if size >= LINK_FROM else f"copy+hash (objects < {LINK_FROM // MiB} MiB are copied)"
+    mc_remote = add("pull", "medcycle, remote -> empty cache", remote_runs,
+                    f"folder remote, same file system: {how}", reports=reports)
+    copied_runs, copied_reports = [], []
+    remote.stream = True  # as a network store would: a stream, so every object is copied into the cache
+    for _ in range(2):
+        trash.discard(dest, cache_dir)
+        report = transfer.pull(p, ref, dest, actor="bench")
+        copied_runs.append(report.seconds)
+        copied_reports.append(report.to_dict())
+        assert report.fetched_objects == count and report.fetched_linked == 0, report
+        check_pulled(dest, report, count)
+    remote.stream = False
+    mc_copied = add("pull", "medcycle, remote -> empty cache, copied", copied_runs,
+                    "streamed (as from S3): copy+hash in one pass, hard links", reports=copied_reports)
 
     changed_paths: list[Path] = []
     if changes:
@@ -470,10 +512,13 @@ def bench_transfer(name: str, count: int, size: int, work: Path, workers: int, d
         if row is not None:
             row.vs_cp = row.best / cp_push.best
             row.dvc_speedup = dvc_push.best / row.best if dvc_push is not None else None
-    for row in (cp_pull, floor, cp_tree, mc_local, mc_remote, dvc_pull):
+    for row in (cp_pull, floor, cp_tree, mc_local, mc_remote, mc_copied, dvc_pull):
         if row is not None:
             row.vs_cp = row.best / cp_pull.best
             row.dvc_speedup = dvc_pull.best / row.best if dvc_pull is not None else None
+    if mc_copied.dvc_speedup is not None:  # no target: DVC's local remote is a folder, not a stream
+        res.notes.append(f"{name}: dvc pull / pull (remote, copied as from S3): {mc_copied.dvc_speedup:.2f} "
+                         "(information: the copy path's ratio against DVC copying from its folder remote)")
     for row in (mc_remote, mc_local):
         assert row.vs_cp is not None
         row.detail["vs_cp_tree"] = row.best / cp_tree.best
@@ -690,21 +735,28 @@ def _bare(paths: Sequence[str]) -> int:
     return n
 
 
-def _deid_only(paths: Sequence[str]) -> int:
-    """The bare loop plus what de-identifying a file takes at least: de-identify the dataset and write it back
-    (medcycle's own de-identification, into memory; no pixel decode, statistics, store or catalog)."""
+def _deid_only(paths: Sequence[str], pydicom_path: bool = False) -> int:
+    """The bare loop plus what de-identifying a file takes at least: medcycle's byte-level de-identification
+    (``pydicom_path``: pydicom's ``deidentify`` + ``save_as``), into memory; no pixel statistics, store or
+    catalog."""
     import pydicom
 
     from medcycle.catalog.deid import DeidOptions, Pseudonymizer, deidentify, quiet_pydicom
+    from medcycle.catalog.deid_fast import Fallback, deidentify_bytes
 
     pseudo, options = Pseudonymizer(b"bench-key-" * 4), DeidOptions()
     n = 0
     for name in paths:
         data = Path(name).read_bytes()
-        hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
         with quiet_pydicom():
-            ds = pydicom.dcmread(io.BytesIO(data))
-            deidentify(ds, pseudo, options, issuer="bench").dataset.save_as(io.BytesIO(), enforce_file_format=True)
+            try:
+                if pydicom_path:
+                    raise Fallback("measuring the pydicom path")
+                deidentify_bytes(data, pseudo, options, issuer="bench", fallback_key=digest)
+            except Fallback:
+                ds = pydicom.dcmread(io.BytesIO(data))
+                deidentify(ds, pseudo, options, issuer="bench").dataset.save_as(io.BytesIO(), enforce_file_format=True)
         n += len(data)
     return n
 
@@ -740,9 +792,33 @@ def bench_ingest(files: int, work: Path, res: Results) -> None:
             assert sum(pool.map(_bare, halves)) == total
 
         bare2 = add("bare dcmread+sha256, 2 processes", timed(two))
+
+    def store_only(chosen: Sequence[str], store_dir: Path) -> int:
+        """The bare loop plus storing each file as one object as ingest does (a fresh local store with deferred
+        fsyncs, made durable once at the end): the floor that one object per file sets on this file system."""
+        import pydicom
+
+        store = LocalObjectStore(store_dir)
+        store.defer_sync = True
+        n = 0
+        for name in chosen:
+            data = Path(name).read_bytes()
+            hashlib.sha256(data).hexdigest()
+            pydicom.dcmread(io.BytesIO(data))
+            store.put(data)
+            n += len(data)
+        store.sync()
+        return n
+
     _deid_only(names[:20])
-    deid1 = add("bare + de-identify + write back, 1 proc", timed(lambda: _deid_only(names)),
-                "the floor of any pydicom-based de-identifying ingest (reference only)")
+    deid1 = add("bare + medcycle de-identify, 1 process", timed(lambda: _deid_only(names)),
+                "byte-level de-identification into memory (reference only)")
+    _deid_only(names[:20], pydicom_path=True)
+    deid_pydicom = add("bare + pydicom de-identify + save_as, 1 proc", timed(lambda: _deid_only(names, True)),
+                       "the floor of any pydicom-based de-identifying ingest (reference only)")
+    store1 = add("bare + store one object a file, 1 process",
+                 timed(lambda: store_only(names, work / "store-floor")),
+                 "local store as ingest uses it: deferred fsyncs, one sync (reference only)")
     # medcycle's worker processes are started before timing, as the bare 2-process pool is; what that costs
     # once per process (a CLI ingest pays it every time) is printed on its own.
     start_s = timed(lambda: start_workers(2))
@@ -769,15 +845,18 @@ def bench_ingest(files: int, work: Path, res: Results) -> None:
     finally:
         shutdown_workers()
     ingest2 = rows[0]
-    for row in (*rows, deid1):
+    for row in (*rows, deid1, deid_pydicom, store1):
         row.detail["vs_bare_1_process"] = bare1.best / row.best
         row.detail["vs_bare_2_processes"] = bare2.best / row.best
     r1, r2 = bare1.best / ingest2.best, bare2.best / ingest2.best
-    floor1 = bare1.best / deid1.best
+    floor1, floor_pydicom, floor_store = (bare1.best / row.best for row in (deid1, deid_pydicom, store1))
     say(f"  throughput ratio, ingest --jobs 2 vs bare 1 process: {r1:.2f}; vs bare 2 processes: {r2:.2f}")
-    say(f"  de-identify + write back alone (1 process) vs bare 1 process: {floor1:.2f}; with 2 processes at "
-        f"best twice that: {2 * floor1:.2f} (the ceiling of the ratio above on this machine)")
+    say(f"  1-process floors vs bare 1 process: + medcycle de-identify {floor1:.2f}; + pydicom de-identify and "
+        f"save_as {floor_pydicom:.2f}; + one stored object a file {floor_store:.2f} (with 2 processes at best "
+        "twice each)")
     res.extra["ingest_deid_floor_ratio"] = round(floor1, 4)
+    res.extra["ingest_pydicom_deid_floor_ratio"] = round(floor_pydicom, 4)
+    res.extra["ingest_store_floor_ratio"] = round(floor_store, 4)
     res.check("ingest --jobs 2 / bare dcmread+sha256 (1 process)", r1, ">= 0.5", r1 >= 0.5)
     res.check("ingest --jobs 2 / bare dcmread+sha256 (2 processes)", r2, ">= 0.5", r2 >= 0.5)
     trash.discard(folder)

@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CompoundSelect, func, literal, null, select, union_all
+from sqlalchemy import CompoundSelect, case, func, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from medcycle.catalog import rollup
@@ -100,20 +100,23 @@ _Groups = dict[tuple[Any, ...], dict[str, int]]
 def summarize(session: Session, expr: str | None = None) -> CatalogSummary:
     """Totals and breakdowns of the catalog (from the rollup), or of the instances matching ``expr``.
 
-    With a filter, one statement: the matching data is reduced to one row per series (its keys, patient,
-    study, instance count and bytes), folded to one row per (keys, study) in a materialised CTE, then
-    grouped four ways over that CTE.
+    With a filter, one statement: the matching data is reduced to one row per series (its keys, study,
+    instance count and bytes, and its quarantined instances and bytes), folded to one row per (keys, study)
+    in a materialised CTE, then grouped four ways over that CTE; the totals carry the quarantined counts, so
+    the matching series are read once.
     """
     tree = parse(expr) if expr else Everything()
     if isinstance(tree, Everything):
         groups, (q_count, q_bytes) = _from_rollup(session)
     else:
         groups = {name: {} for name in _GROUPINGS}
+        q_count = q_bytes = 0
         for row in session.execute(_statement(tree)):
             name = row[0]
             keys = tuple(row[1 + _KEYS.index(k)] for k in _GROUPINGS[name])
             groups[name][keys] = {k: int(row[6 + i] or 0) for i, k in enumerate(_COUNTS)}
-        q_count, q_bytes = _quarantined(session, tree)
+            if name == "totals":
+                q_count, q_bytes = int(row[-2] or 0), int(row[-1] or 0)
     names = dict(session.execute(select(SourceRow.id, SourceRow.name)).all())
     by_source = [SourceGroup(source=names.get(k[0], k[0]), modality=k[1], body_part=k[2], **c)
                  for k, c in _sorted(groups["source"])]
@@ -175,36 +178,49 @@ def _sorted(groups: _Groups) -> list[tuple[tuple[Any, ...], dict[str, int]]]:
 
 
 def _per_series(tree: Expr) -> AnySelect:
-    """One row per series with matching instances: its group keys, study, instances and bytes.
+    """One row per series with matching instances: its group keys, study, instances and bytes (not quarantined),
+    and quarantined instances and bytes.
 
     A filter on series, study, patient or source fields matches whole series: their own counts (kept by
     the rollup triggers) answer without visiting the instances. Others group the matching instances."""
     keys = [getattr(SeriesRow, k) for k in _KEYS]
     if instance_free(tree):
-        return select_series_matching(tree, *keys, SeriesRow.study_uid, SeriesRow.ok_instances.label("instances"),
-                                      SeriesRow.ok_bytes.label("bytes")).where(SeriesRow.ok_instances > 0)
+        return select_series_matching(
+            tree, *keys, SeriesRow.study_uid, SeriesRow.ok_instances.label("instances"),
+            SeriesRow.ok_bytes.label("bytes"), SeriesRow.quarantined_instances.label("q_instances"),
+            SeriesRow.quarantined_bytes.label("q_bytes"),
+        ).where(or_(SeriesRow.ok_instances > 0, SeriesRow.quarantined_instances > 0))
+    held = InstanceRow.state == "quarantined"
     matched = (
-        select_matching(tree, InstanceRow.series_uid, func.count().label("instances"),
-                        func.sum(InstanceRow.bytes).label("bytes"))
+        select_matching(tree, InstanceRow.series_uid,
+                        func.sum(case((held, 0), else_=1)).label("instances"),
+                        func.sum(case((held, 0), else_=InstanceRow.bytes)).label("bytes"),
+                        func.sum(case((held, 1), else_=0)).label("q_instances"),
+                        func.sum(case((held, InstanceRow.bytes), else_=0)).label("q_bytes"),
+                        include_quarantined=True)
         .group_by(InstanceRow.series_uid)
         .subquery("matched")
     )
+    m = matched.c
     return (
-        select(*keys, SeriesRow.study_uid, matched.c.instances, matched.c.bytes)
+        select(*keys, SeriesRow.study_uid, m.instances, m.bytes, m.q_instances, m.q_bytes)
         .select_from(matched)
-        .join(SeriesRow, SeriesRow.uid == matched.c.series_uid)
+        .join(SeriesRow, SeriesRow.uid == m.series_uid)
     )
 
 
 def _statement(tree: Expr) -> CompoundSelect[Any]:
     # Series of one study mostly share their keys, so the per-series rows are first folded into one row
-    # per (keys, study): the four groupings then count distinct values over far fewer rows.
+    # per (keys, study): the four groupings then count distinct values over far fewer rows. A series (and
+    # so a study, a patient, a group) with nothing but quarantined instances counts only in the quarantine
+    # totals: the CASEs leave it out of the other counts.
     per_series = _per_series(tree).subquery("per_series")
     s = per_series.c
     folded = [s[k] for k in (*_KEYS, "study_uid")]
     grouped = (
-        select(*folded, func.count().label("series"), func.sum(s.instances).label("instances"),
-               func.sum(s.bytes).label("bytes"))
+        select(*folded, func.sum(case((s.instances > 0, 1), else_=0)).label("series"),
+               func.sum(s.instances).label("instances"), func.sum(s.bytes).label("bytes"),
+               func.sum(s.q_instances).label("q_instances"), func.sum(s.q_bytes).label("q_bytes"))
         .group_by(*folded)
         .subquery("grouped")
     )
@@ -215,27 +231,21 @@ def _statement(tree: Expr) -> CompoundSelect[Any]:
         .prefix_with("MATERIALIZED")
     )
     c = per_study.c
+    held = c.instances > 0
     aggregates = (
-        func.count(func.distinct(c.patient_id)),
-        func.count(func.distinct(c.study_uid)),
+        func.count(func.distinct(case((held, c.patient_id)))),
+        func.count(func.distinct(case((held, c.study_uid)))),
         func.sum(c.series),
         func.sum(c.instances),
         func.sum(c.bytes),
+        func.sum(c.q_instances),
+        func.sum(c.q_bytes),
     )
     parts = []
     for name, grouping in _GROUPINGS.items():
         keys = [c[k] if k in grouping else literal(None, c[k].type) for k in _KEYS]
         part = select(literal(name), *keys, *aggregates).select_from(per_study)
-        parts.append(part.group_by(*(c[k] for k in grouping)) if grouping else part)
+        if grouping:  # a group with only quarantined instances is left out
+            part = part.group_by(*(c[k] for k in grouping)).having(func.sum(c.instances) > 0)
+        parts.append(part)
     return union_all(*parts)
-
-
-def _quarantined(session: Session, tree: Expr) -> tuple[int, int]:
-    if instance_free(tree):
-        stmt = select_series_matching(tree, func.coalesce(func.sum(SeriesRow.quarantined_instances), 0),
-                                      func.coalesce(func.sum(SeriesRow.quarantined_bytes), 0))
-    else:
-        stmt = select_matching(tree, func.count(), func.coalesce(func.sum(InstanceRow.bytes), 0),
-                               include_quarantined=True).where(InstanceRow.state == "quarantined")
-    n, size = session.execute(stmt).one()
-    return int(n), int(size)

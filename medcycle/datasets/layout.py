@@ -69,20 +69,28 @@ buffer = read_buffer  # this thread's reusable read buffer (shared with the obje
 
 
 def hash_file(path: Path | str) -> str:
-    """SHA-256 of a file (the hash runs outside the GIL, so threads hash on every core).
+    """SHA-256 of a file (the hash runs outside the GIL, so threads hash on every core)."""
+    with open(path, "rb", buffering=0) as fh:
+        return hash_fd(fh.fileno())
+
+
+def hash_fd(fd: int) -> str:
+    """SHA-256 of the whole file open (for reading) as ``fd``, from its start whatever the offset.
 
     Large files are hashed from a read-only memory map in one call: no copy into a buffer first (~10% less
     CPU for 8 MiB objects); small ones are read into this thread's buffer.
     """
-    with open(path, "rb", buffering=0) as fh:
-        if os.fstat(fh.fileno()).st_size >= MAP_FROM:
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                return hashlib.sha256(mm).hexdigest()
-        h = hashlib.sha256()
-        buf = read_buffer()
-        while n := fh.readinto(buf):
-            h.update(buf[:n])
-        return h.hexdigest()
+    size = os.fstat(fd).st_size
+    if size >= MAP_FROM:
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+            return hashlib.sha256(mm).hexdigest()
+    h = hashlib.sha256()
+    buf = read_buffer()
+    offset = 0
+    while n := os.preadv(fd, [buf], offset):
+        h.update(buf[:n])
+        offset += n
+    return h.hexdigest()
 
 
 def corrupt(digest: str, where: str) -> IntegrityError:

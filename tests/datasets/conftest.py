@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,14 +26,17 @@ from medcycle.testing.catalog import CatalogFixture, make_catalog, source_name
 class RemoteStore(ObjectStore):
     """Wraps a store so it is not a LocalObjectStore (pull goes through the cache), counting what is read.
 
+    It hands out the inner store's open files, as a folder store behind another front would (pull may link
+    them); with ``stream`` it hands out the bytes in memory instead, as a network store (S3) would.
     ``fail_after`` makes every open after the first N fail, like a network that drops mid-pull.
     """
 
-    def __init__(self, inner: ObjectStore, *, fail_after: int | None = None) -> None:
+    def __init__(self, inner: ObjectStore, *, fail_after: int | None = None, stream: bool = False) -> None:
         super().__init__(workers=4)
         self.inner = inner
         self.url = f"remote+{inner.url}"
         self.fail_after = fail_after
+        self.stream = stream
         self.opened: list[str] = []
         self.bytes_read = 0
         self._lock = threading.Lock()
@@ -47,6 +51,9 @@ class RemoteStore(ObjectStore):
             raw, size = self.inner._open_raw(digest)
             self.opened.append(digest)
             self.bytes_read += size
+        if self.stream:
+            with raw:
+                return io.BytesIO(raw.read()), size
         return raw, size
 
     def stat(self, digest: str) -> ObjectInfo:
@@ -59,11 +66,11 @@ class RemoteStore(ObjectStore):
         return self.inner.list()
 
 
-def use_remote(platform: Platform, **kwargs: int | None) -> RemoteStore:
+def use_remote(platform: Platform, *, fail_after: int | None = None, stream: bool = False) -> RemoteStore:
     inner = platform.objects
     while isinstance(inner, RemoteStore):
         inner = inner.inner
-    remote = RemoteStore(inner, **kwargs)
+    remote = RemoteStore(inner, fail_after=fail_after, stream=stream)
     platform.__dict__["objects"] = remote
     return remote
 

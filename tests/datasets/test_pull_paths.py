@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medcycle.datasets import transfer, versions
+from medcycle.datasets import fetch, transfer, versions
 from medcycle.datasets.layout import MANIFEST_JSON
 from medcycle.errors import IntegrityError
 from medcycle.objects.local import LocalObjectStore
@@ -35,19 +35,31 @@ def corrupt_one(platform: Platform, ref: str) -> str:
     return victim
 
 
+@pytest.mark.parametrize("stream", [True, False])
 def test_remote_pull_fills_the_cache_with_whole_read_only_objects(
-    platform: Platform, frozen: str, tmp_path: Path
+    platform: Platform, frozen: str, tmp_path: Path, stream: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_remote(platform)
+    """From a network store objects are copied into the cache; from a store that hands out read-only files on
+    the cache's file system they are hashed and hard-linked (store, cache and folder share one inode)."""
+    monkeypatch.setattr(fetch, "LINK_FROM", 0)  # the test objects are a few KiB
+    remote = use_remote(platform, stream=stream)
     report = transfer.pull(platform, frozen, tmp_path / "d", workers=4)
     files = cache_files(platform)
     assert report.fetched_objects == report.objects == len(files) - 1  # and the version's manifest
+    assert report.fetched_linked == (0 if stream else report.objects)
     assert not [p for p in files if p.name.endswith(".part") or p.name.startswith(".")]  # no temp names left
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o444
         assert transfer.layout.hash_file(path) == path.name
+    store = remote.inner
+    assert isinstance(store, LocalObjectStore)
     for item in json.loads((tmp_path / "d" / MANIFEST_JSON).read_text())["items"]:
-        assert (tmp_path / "d" / item["path"]).stat().st_nlink == 2  # the cache's object, hard-linked
+        pulled = (tmp_path / "d" / item["path"]).stat()
+        assert stat.S_IMODE(pulled.st_mode) == 0o444
+        if stream:
+            assert pulled.st_nlink == 2  # the cache's object, hard-linked
+        else:
+            assert pulled.st_nlink == 3 and pulled.st_ino == store.path_for(item["digest"]).stat().st_ino
 
 
 def test_without_unnamed_files_objects_are_fetched_through_named_temp_files(
@@ -55,8 +67,8 @@ def test_without_unnamed_files_objects_are_fetched_through_named_temp_files(
 ) -> None:
     """Where O_TMPFILE is missing (other systems, some file systems) a pull still works, leaves no temp file
     and names a corrupt object without ever caching it."""
-    monkeypatch.setattr(transfer, "unnamed_file", lambda _folder: None)
-    use_remote(platform)
+    monkeypatch.setattr(fetch, "unnamed_file", lambda _folder: None)
+    use_remote(platform, stream=True)
     report = transfer.pull(platform, frozen, tmp_path / "d", workers=4)
     assert report.fetched_objects == report.objects == 96
     assert not [p for p in cache_files(platform) if p.name.endswith(".part")]
@@ -69,14 +81,14 @@ def test_without_unnamed_files_objects_are_fetched_through_named_temp_files(
     assert not [p for p in cache_files(platform) if p.name.endswith(".part")]
 
 
-@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize("remote", ["no", "files", "stream"])
 def test_a_failed_pull_into_an_empty_folder_leaves_it_empty(
-    platform: Platform, frozen: str, tmp_path: Path, remote: bool
+    platform: Platform, frozen: str, tmp_path: Path, remote: str
 ) -> None:
     """The layout's folders are made while objects move; when an object turns out corrupt they go again."""
     victim = corrupt_one(platform, frozen)
-    if remote:
-        use_remote(platform)
+    if remote != "no":
+        use_remote(platform, stream=remote == "stream")
     dest = tmp_path / "empty"
     with pytest.raises(IntegrityError) as err:
         transfer.pull(platform, frozen, dest, workers=4)
@@ -95,3 +107,4 @@ def test_progress_increments_add_up_to_the_announced_totals(platform: Platform, 
         assert sum(e.objects for e in steps) == start[0].objects
         assert sum(e.bytes for e in steps) == start[0].bytes
     assert next(e for e in events if e.phase == "fetch" and e.start).bytes == report.fetched_bytes
+    assert report.fetched_linked == 0  # objects under LINK_FROM (these are a few KiB) are copied
