@@ -8,6 +8,7 @@ Two data sets: many small objects (10,000 x 64 KiB; --quick: 1,000) and a few la
 * ``cp -r`` of the source folder into a fresh folder — the reference (ratio 1.00) for put and get;
   ``cp -r`` followed by ``sync`` too, since the local store fsyncs every object;
 * the local store: ``put_many`` of the files, then ``get_many_to_paths`` into a fresh folder;
+  and ``put_many`` into a store with ``defer_sync`` followed by one ``sync()`` (how ingest stores);
 * plain boto3 (the peer for S3): ``upload_file`` / ``download_file`` with boto3's default transfer
   settings, run on a thread pool of the same size as the store's workers;
 * the S3 store: ``put_many`` / ``get_many_to_paths``.
@@ -140,6 +141,19 @@ def bench_dataset(
     local.close()
     clear(work / "local")
     clear(work / "local_out")
+    os.sync()
+
+    # Local store as bulk writers (ingest) use it: fsyncs deferred to one sync() at the end.
+    deferred = LocalObjectStore(work / "local_deferred", workers=workers, defer_sync=True)
+
+    def put_deferred() -> None:
+        deferred.put_many(paths)
+        deferred.sync()
+
+    add("put", "local store, one sync", timed(put_deferred))
+    deferred.close()
+    clear(work / "local_deferred")
+    os.sync()
 
     # Plain boto3, the peer: default TransferConfig, same number of threads.
     bucket = service.make_bucket()
@@ -183,7 +197,7 @@ def bench_dataset(
 
 
 def print_table(rows: list[Row]) -> None:
-    header = f"{'dataset':<16} {'op':<4} {'system':<20} {'seconds':>8} {'MB/s':>8} {'vs cp':>6} {'vs boto3':>8}"
+    header = f"{'dataset':<16} {'op':<4} {'system':<22} {'seconds':>8} {'MB/s':>8} {'vs cp':>6} {'vs boto3':>8}"
     print("\n" + header)
     last = None
     for r in rows:
@@ -193,7 +207,7 @@ def print_table(rows: list[Row]) -> None:
         last = (r.dataset, r.op)
         vs_boto3 = f"{r.vs_boto3:8.2f}" if r.vs_boto3 is not None else ""
         vs_cp = f"{r.vs_cp:6.2f}" if r.vs_cp is not None else ""
-        print(f"{label:<16} {r.op:<4} {r.system:<20} {r.seconds:8.2f} {r.mb_s:8.1f} {vs_cp:>6} {vs_boto3:>8}")
+        print(f"{label:<16} {r.op:<4} {r.system:<22} {r.seconds:8.2f} {r.mb_s:8.1f} {vs_cp:>6} {vs_boto3:>8}")
     print(
         "\nvs cp: throughput / `cp -r` throughput of the same files (best of 3; higher is better).\n"
         "vs boto3: S3 store / plain boto3 upload_file or download_file, same thread count."

@@ -7,32 +7,44 @@ file, which no reader sees and ``gc`` removes.
 
 With ``defer_sync`` (bulk writers: ingest stores thousands of small files, and two fsyncs a file, waited
 for one after the other, cost more than everything else it does per file) a put does not wait for its
-fsyncs: it writes to an *unnamed* temp file (``O_TMPFILE``, Linux), gives it its name with one ``linkat``
-(no temp name to create and remove in the shared temp folder: about half the cost of a small put; a
-killed put leaves nothing behind) and hands the file to background threads that fsync it while the
-caller goes on. The caller calls :meth:`LocalObjectStore.sync` before it records anything that points at
-the objects: it waits for those fsyncs, then fsyncs the folders that got new names, all in parallel
-(the device merges concurrent flushes). Until then a crash of the machine (not of a process: the bytes
-are in the page cache) can leave an object torn under its final name, so in this mode a put that finds
-its object already there checks it (size, then digest) and replaces it when it is damaged. Where unnamed
-files are not available, puts in this mode fsync as usual.
+fsyncs. A put of bytes in memory hashes them first, so bytes already stored cost one ``stat`` (and a
+check, below) and no write; new bytes go to an *unnamed* temp file (``O_TMPFILE``, Linux) in one
+``write`` and get their name with one ``linkat`` (no temp name to create and remove in the shared temp
+folder; a killed put leaves nothing behind). Shard folders are made the first time a name in them fails
+to link. The file stays open, unsynced, in the store's pending list. The caller calls
+:meth:`LocalObjectStore.sync` before it records anything that points at the objects; it makes the whole
+batch durable in one burst: with several files pending on Linux (5.8 or later, where ``syncfs`` reports
+write-back errors) one ``syncfs`` of their file system, which writes back and commits every file and
+folder entry of the batch at once (one journal commit instead of one per file); otherwise an fsync of
+each file, all at once on a few threads (the device merges concurrent flushes), then one fsync of each
+folder that got new names or new sub-folders. A pending list that grows past a bound is synced the
+same way before the next put returns (open descriptors are finite). Until ``sync`` returns a crash of
+the machine (not of a process: the bytes are in the page cache) can leave an object torn under its
+final name, so in this mode a put that finds its object already there checks it (size, then digest)
+and replaces it when it is damaged. Where unnamed files are not available, puts in this mode fsync as
+usual.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import errno
 import hashlib
+import io
 import os
+import platform
+import stat
+import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from medcycle.errors import ConfigError
 from medcycle.objects.base import (
@@ -49,15 +61,8 @@ from medcycle.objects.base import (
 )
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_close(fd: int) -> None:
     try:
         os.fsync(fd)
     finally:
@@ -67,8 +72,10 @@ def _fsync_close(fd: int) -> None:
 _UNNAMED = getattr(os, "O_TMPFILE", 0)
 _UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}  # what a missing O_TMPFILE looks like
 _UNNAMED_OK: dict[str, bool] = {}  # folder, or "dev:N" -> whether unnamed temp files there can be given a name
-_SYNCERS: dict[int, ThreadPoolExecutor] = {}  # process id -> the threads that run deferred fsyncs
+_SYNCERS: dict[int, ThreadPoolExecutor] = {}  # process id -> the threads that run a batch's fsyncs
 _SYNCERS_LOCK = threading.Lock()
+MAX_PENDING = 512  # deferred files held open before a put syncs them (each holds a descriptor)
+SYNCFS_FROM = 4  # pending files from which one syncfs of their file system beats an fsync each
 
 
 def _syncer() -> ThreadPoolExecutor:
@@ -78,6 +85,40 @@ def _syncer() -> ThreadPoolExecutor:
         if pool is None:
             pool = _SYNCERS[os.getpid()] = ThreadPoolExecutor(max_workers=16, thread_name_prefix="medcycle-fsync")
         return pool
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` where it reports write-back errors (Linux 5.8 and later), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):  # older kernels return 0 from syncfs even when write-back failed
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return cast("Callable[[int], int]", fn)
+
+
+_SYNCFS = _load_syncfs()
+
+
+def syncfs(fd: int) -> bool:
+    """Write back and commit everything of the file system that holds ``fd`` (``syncfs(2)``); False where
+    it is not available (the caller fsyncs each file instead). An I/O error is raised."""
+    if _SYNCFS is None:
+        return False
+    if _SYNCFS(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"syncfs: {os.strerror(code)}")
+    return True
 
 
 def unnamed_file(folder: str | Path) -> int | None:
@@ -142,8 +183,8 @@ class LocalObjectStore(ObjectStore):
         self._data = str(self.data_dir)
         self._folders: set[str] = set()  # shard folders known to exist
         self._lock = threading.Lock()
-        self._pending: builtins.list[Future[None]] = []  # deferred fsyncs of objects put (defer_sync)
-        self._dirty: set[str] = set()  # folders that got new names since the last sync
+        self._pending: builtins.list[int] = []  # open descriptors of deferred files not yet synced (defer_sync)
+        self._dirty: set[str] = set()  # folders that got new names or sub-folders since the last sync
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -161,23 +202,37 @@ class LocalObjectStore(ObjectStore):
         return f"{self._data}/{digest[:2]}/{digest[2:4]}/{digest}"
 
     def sync(self) -> None:
-        """Make every object put so far through this store durable: wait for the deferred fsyncs of their
-        files, then fsync the folders that got new names (see ``defer_sync``). The first failure is raised."""
+        """Make every object put so far through this store durable (see ``defer_sync``): one ``syncfs`` of
+        the store's file system where several files are pending and it is available, else an fsync of each
+        pending file and then of each folder that got new entries. The first failure is raised."""
         with self._lock:
-            pending, dirty = self._pending, self._dirty
+            fds, dirty = self._pending, self._dirty
             self._pending, self._dirty = [], set()
-        if not pending and not dirty:
+        if not fds and not dirty:
             return
-        wait(pending)
-        pending += [_syncer().submit(_fsync_dir, Path(folder)) for folder in dirty]
-        wait(pending)
-        for fut in pending:
-            if (exc := fut.exception()) is not None:
-                raise exc
-
-    def _intact(self, path: Path, digest: str, size: int) -> bool:
         try:
-            if path.stat().st_size != size:
+            if len(fds) >= SYNCFS_FROM and syncfs(fds[0]):
+                return  # every file, name and folder of the batch is on that one file system
+            if len(fds) > 1:
+                for _ in _syncer().map(os.fsync, fds):  # all at once: concurrent flushes are merged
+                    pass
+            elif fds:
+                os.fsync(fds[0])
+            for folder in sorted(dirty, key=len, reverse=True):  # sub-folders before the folders naming them
+                _fsync_dir(folder)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Sync what is pending (and release its descriptors)."""
+        self.sync()
+
+    def _intact(self, path: str | Path, digest: str, size: int, found: int | None = None) -> bool:
+        """Whether the file at ``path`` holds ``size`` bytes hashing to ``digest`` (``found``: its size, if
+        already known from a stat)."""
+        try:
+            if (found if found is not None else os.stat(path).st_size) != size:
                 return False
             with open(path, "rb", buffering=0) as fh:
                 return hashlib.file_digest(fh, "sha256").hexdigest() == digest
@@ -189,9 +244,45 @@ class LocalObjectStore(ObjectStore):
             check_digest(expected_digest)
             if isinstance(source, Path) and self.exists(expected_digest):
                 return self.stat(expected_digest)
+        if isinstance(source, bytes | bytearray | memoryview):
+            view = memoryview(source)
+            return self._put_bytes(view.cast("B") if view.c_contiguous else memoryview(view.tobytes()), expected_digest)
         if self.defer_sync and (fd := unnamed_file(self.tmp_dir)) is not None:
             return self._put_unnamed(fd, source, expected_digest)
         stream, owned = open_source(source)
+        try:
+            return self._put_named(stream, expected_digest)
+        finally:
+            if owned:
+                stream.close()
+
+    def _put_bytes(self, data: memoryview, expected_digest: str | None) -> ObjectInfo:
+        """``put`` of bytes already in memory: hashed first, so existing bytes are never written again."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._check_expected(expected_digest, digest)
+        size = len(data)
+        final = self.file(digest)
+        try:
+            found = os.stat(final)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISREG(found.st_mode) and (
+                not self.defer_sync or self._intact(final, digest, size, found.st_size)
+            ):
+                return ObjectInfo(digest, size)
+            # torn by a crash before its batch was synced: written again below, replacing it
+        if self.defer_sync and (fd := unnamed_file(self.tmp_dir)) is not None:
+            try:
+                write_all(fd, data)
+            except BaseException:
+                os.close(fd)
+                raise
+            return self._place_unnamed(fd, digest, size)
+        return self._put_named(io.BytesIO(data), expected_digest)
+
+    def _put_named(self, stream: BinaryIO, expected_digest: str | None) -> ObjectInfo:
+        """``put`` through a named temp file in ``ROOT/tmp/``, fsynced (with ``fsync``) before it is linked."""
         fd, tmp_name = tempfile.mkstemp(prefix="put-", dir=self.tmp_dir)
         tmp = Path(tmp_name)
         durable = self.fsync
@@ -214,8 +305,11 @@ class LocalObjectStore(ObjectStore):
                     return ObjectInfo(digest, size)
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, final)  # torn by a crash before its batch was synced: the new bytes are right
+                if durable:
+                    _fsync_dir(final.parent)
                 return ObjectInfo(digest, size)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.discard(str(final.parent))  # not the hot path: ask the file system
+            made = self._make_folders(str(final.parent))
             os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, final)
@@ -225,57 +319,109 @@ class LocalObjectStore(ObjectStore):
                 os.replace(tmp, final)  # filesystems without hard links
             if durable:
                 _fsync_dir(final.parent)
+                for folder in made:  # the new folders' own names, deepest first
+                    _fsync_dir(folder.rpartition("/")[0])
             return ObjectInfo(digest, size)
         finally:
             tmp.unlink(missing_ok=True)
-            if owned:
-                stream.close()
+
+    def _make_folders(self, parent: str) -> builtins.list[str]:
+        """Make the shard folder ``parent`` (and its parent) where missing; return those made, deepest first."""
+        if parent in self._folders:
+            return []
+        made: builtins.list[str] = []
+        folder = parent
+        while True:
+            try:
+                os.mkdir(folder)
+                made.append(folder)
+            except FileExistsError:
+                pass  # there already, or just made by a concurrent put
+            except FileNotFoundError:
+                if folder == self._data:
+                    raise
+                folder = folder.rpartition("/")[0]  # the level above is missing too: make it first
+                continue
+            if folder == parent:
+                break
+            folder = parent  # the level above exists now: back down
+        self._folders.add(parent)
+        return sorted(made, key=len, reverse=True)
 
     def _put_unnamed(self, fd: int, source: Source, expected_digest: str | None) -> ObjectInfo:
-        """``put`` through the unnamed file ``fd`` (``defer_sync``: its fsync is deferred; module docstring)."""
+        """``put`` of a stream through the unnamed file ``fd`` (``defer_sync``: its fsync is deferred)."""
         try:
             h = hashlib.sha256()
             size = 0
-            if isinstance(source, bytes | bytearray | memoryview):
-                h.update(source)
-                write_all(fd, memoryview(source))
-                size = len(source)
-            else:
-                stream, owned = open_source(source)
-                try:
-                    while chunk := stream.read(CHUNK):
-                        h.update(chunk)
-                        write_all(fd, chunk)
-                        size += len(chunk)
-                finally:
-                    if owned:
-                        stream.close()
+            stream, owned = open_source(source)
+            try:
+                while chunk := stream.read(CHUNK):
+                    h.update(chunk)
+                    write_all(fd, chunk)
+                    size += len(chunk)
+            finally:
+                if owned:
+                    stream.close()
             digest = h.hexdigest()
             self._check_expected(expected_digest, digest)
             final = self.file(digest)
-            if os.path.exists(final):
-                if not self._intact(Path(final), digest, size):  # torn by a crash before its batch was synced
-                    tmp = f"{self.tmp_dir}/put-{uuid.uuid4().hex}"
-                    link_unnamed(fd, tmp)
+            try:
+                found = os.stat(final)
+            except FileNotFoundError:
+                pass
+            else:
+                if stat.S_ISREG(found.st_mode) and self._intact(final, digest, size, found.st_size):
+                    os.close(fd)
+                    return ObjectInfo(digest, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._place_unnamed(fd, digest, size)
+
+    def _place_unnamed(self, fd: int, digest: str, size: int) -> ObjectInfo:
+        """Give the complete unnamed file ``fd`` its object's name and add it to the pending batch (which
+        then owns ``fd``). A damaged file already under that name (a machine crash before its batch was
+        synced) is replaced, durably, at once."""
+        final = self.file(digest)
+        parent = final.rpartition("/")[0]
+        made: builtins.list[str] = []
+        try:
+            try:
+                link_unnamed(fd, final)
+            except FileNotFoundError:  # a new shard folder (or one removed since it was made)
+                self._folders.discard(parent)
+                made = self._make_folders(parent)
+                with contextlib.suppress(FileExistsError):
+                    link_unnamed(fd, final)
+            except FileExistsError:
+                if self._intact(final, digest, size):  # a concurrent put of the same bytes won
+                    os.close(fd)
+                    return ObjectInfo(digest, size)
+                tmp = f"{self.tmp_dir}/put-{uuid.uuid4().hex}"
+                link_unnamed(fd, tmp)
+                try:
                     os.fsync(fd)
                     os.replace(tmp, final)
-                    _fsync_dir(Path(final).parent)
-                return ObjectInfo(digest, size)
-            parent = final.rpartition("/")[0]
-            if parent not in self._folders:
-                os.makedirs(parent, exist_ok=True)
-                self._folders.add(parent)
-            with contextlib.suppress(FileExistsError):  # a concurrent put of the same bytes won: same content
-                link_unnamed(fd, final)
-            if self.fsync:
-                with self._lock:  # the fsync runs on a background thread, which closes the file; sync() waits
-                    self._pending.append(_syncer().submit(_fsync_close, fd))
-                    self._dirty.add(parent)
-                fd = -1
-            return ObjectInfo(digest, size)
-        finally:
-            if fd >= 0:
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                _fsync_dir(parent)
                 os.close(fd)
+                return ObjectInfo(digest, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not self.fsync:
+            os.close(fd)
+            return ObjectInfo(digest, size)
+        with self._lock:
+            self._pending.append(fd)
+            self._dirty.add(parent)
+            self._dirty.update(folder.rpartition("/")[0] for folder in made)
+            full = len(self._pending) >= MAX_PENDING
+        if full:
+            self.sync()
+        return ObjectInfo(digest, size)
 
     def _open_raw(self, digest: str) -> tuple[BinaryIO, int]:
         try:  # unbuffered: every reader reads in large pieces into buffers of its own
