@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from medcycle.errors import MedcycleError, UsageError
+from medcycle.errors import UsageError
 
 SPOOL_IN_MEMORY: Final = 8 * 1024 * 1024
 
@@ -108,7 +108,7 @@ async def read_related(
         collector.close()
         raise UsageError(f"the multipart body is malformed: {exc}",
                          hint="Check the boundary and each part: headers, a blank line, bytes.") from None
-    except MedcycleError:
+    except BaseException:  # our refusals, a client that hung up, a cancelled request: no spooled part is left open
         collector.close()
         raise
     parts = collector.parts
