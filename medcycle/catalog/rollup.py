@@ -45,6 +45,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
+from medcycle.errors import ConfigError
+
 CELLS = "catalog_rollup_cells"
 REACH = "catalog_rollup_reach"
 #: The finest grouping: one cell per distinct value of these series columns.
@@ -302,7 +304,8 @@ def trigger_ddl(dialect: str) -> list[str]:
         return list(_sqlite_ddl())
     if dialect == "postgresql":
         return list(_postgresql_ddl())
-    raise NotImplementedError(f"the catalog rollup has no triggers for {dialect}")
+    raise ConfigError(f"the catalog rollup has no triggers for the {dialect} database",
+                      hint="medcycle's metadata store runs on SQLite or PostgreSQL: point database_url at one.")
 
 
 def install(conn: Connection) -> None:
