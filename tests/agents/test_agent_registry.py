@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from medcycle.agents.agent import Agent
@@ -16,25 +14,14 @@ from medcycle.agents.submit import submit
 from medcycle.jobs import processes
 from medcycle.jobs.base import JobState
 from medcycle.platform import Platform
+from tests.process_registry import registered, wait_for_status, wait_until
 
 WAITER = ("import pathlib, sys, time\n"
           "go = pathlib.Path(sys.argv[1])\n"
           "end = time.monotonic() + 60\n"
           "while not go.exists() and time.monotonic() < end:\n"
           "    time.sleep(0.05)\n")
-
-
-def _row(platform: Platform, name: str) -> processes.ProcessView | None:
-    with platform.session(write=False) as s:
-        found = [v for v in processes.list_processes(s, processes.ProcessKind.AGENT) if v.id == name]
-    return found[0] if found else None
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+AGENT = processes.ProcessKind.AGENT
 
 
 def test_an_agent_is_idle_then_busy_then_stopped(sqlite_platform: Platform, tmp_path: Path) -> None:
@@ -46,27 +33,24 @@ def test_an_agent_is_idle_then_busy_then_stopped(sqlite_platform: Platform, tmp_
     thread.start()
     go = tmp_path / "go"
     try:
-        _until(lambda: (r := _row(platform, "gpu-box-7")) is not None and r.status == "idle", "idle")
-        idle = _row(platform, "gpu-box-7")
-        assert idle is not None and idle.current_job is None and idle.queue == "gpu"
+        idle = wait_for_status(platform, AGENT, "gpu-box-7", "idle")
+        assert idle.current_job is None and idle.queue == "gpu"
         assert idle.details["gpus"] == "0,1" and idle.details["finished"] == 0
 
         script = tmp_path / "waiter.py"
         script.write_text(WAITER)
         task = submit(platform, TaskSpec(command=[sys.executable, str(script), str(go)], name="waits"),
                       queue="gpu").id
-        _until(lambda: (r := _row(platform, "gpu-box-7")) is not None and r.status == "busy", "busy")
-        busy = _row(platform, "gpu-box-7")
-        assert busy is not None and busy.current_job == task and busy.details["task_name"] == "waits"
+        busy = wait_for_status(platform, AGENT, "gpu-box-7", "busy")
+        assert busy.current_job == task and busy.details["task_name"] == "waits"
 
         go.write_text("")
-        _until(lambda: platform.jobs.get(task).state is JobState.SUCCEEDED, "the task to finish")
-        _until(lambda: (r := _row(platform, "gpu-box-7")) is not None and r.status == "idle"
-               and r.details["finished"] == 1, "idle again")
+        wait_until(lambda: platform.jobs.get(task).state is JobState.SUCCEEDED, "the task to finish")
+        wait_for_status(platform, AGENT, "gpu-box-7", "idle", finished=1)
     finally:
         go.write_text("")
         agent.shutdown.set()
         thread.join(30)
     assert not thread.is_alive()
-    stopped = _row(platform, "gpu-box-7")
+    stopped = registered(platform, AGENT, "gpu-box-7")
     assert stopped is not None and (stopped.status, stopped.current_job) == ("stopped", None)

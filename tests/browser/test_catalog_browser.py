@@ -18,20 +18,14 @@ from medcycle.platform import Platform
 from medcycle.testing.browser import LiveServer
 from medcycle.testing.catalog import make_catalog
 from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
+from tests.browser.helpers import SCREENSHOTS, log_in, shot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 PHANTOMS = 'source == "phantoms"'
-
-
-def shot(tab: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.evaluate("window.scrollTo(0, 0)")  # else the sticky top bar lands mid-page in a full-page shot
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def populate(platform: Platform, folder: Path) -> None:
@@ -67,14 +61,6 @@ def populate(platform: Platform, folder: Path) -> None:
         versions.freeze(s, platform.objects, "chest-xr", tag="v2.0", message="clinic-b added, labels reviewed")
 
 
-def log_in(tab: Page, server: LiveServer, target: str) -> None:
-    tab.goto(f"{server.url}{target}")
-    tab.wait_for_url(re.compile(r"/login\?next="))
-    tab.fill("#token", server.token)
-    tab.click("button[type=submit]")
-    tab.wait_for_url(re.compile(re.escape(server.url) + r"/ui/"))
-
-
 def images_loaded(tab: Page) -> list[int]:
     """Scroll the thumbnails into view (they load lazily, one at a time), wait for all, return their widths."""
     tab.locator("#series").scroll_into_view_if_needed()
@@ -89,7 +75,7 @@ def test_catalog_page_charts_fields_presets_and_thumbnails(
     live_server: LiveServer, page: Page, console_errors: list[str], tmp_path: Path
 ) -> None:
     populate(live_server.platform, tmp_path / "in")
-    log_in(page, live_server, "/ui/data")
+    log_in(page, live_server.url, live_server.token, "/ui/data")
     assert page.locator("main h1").inner_text() == "Data catalog"
     page.wait_for_selector("#chart-sources .main-svg")
     page.wait_for_selector("#chart-manufacturers .main-svg")
@@ -150,7 +136,7 @@ def test_dataset_pages_show_versions_card_and_diff(
     live_server: LiveServer, page: Page, console_errors: list[str], tmp_path: Path
 ) -> None:
     populate(live_server.platform, tmp_path / "in")
-    log_in(page, live_server, "/ui/datasets")
+    log_in(page, live_server.url, live_server.token, "/ui/datasets")
     assert page.locator("main h1").inner_text() == "Datasets"
     shot(page, "datasets")
     page.click("a[href='/ui/datasets/chest-xr']")

@@ -10,7 +10,8 @@ import pytest
 
 from medcycle.datasets import items, versions
 from medcycle.testing.browser import LiveServer
-from tests.browser.test_catalog_browser import log_in, populate, shot
+from tests.browser.helpers import log_in, shot
+from tests.browser.test_catalog_browser import populate
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -27,7 +28,7 @@ def test_write_the_card_in_the_browser(
         if DATASET not in {d.name for d in items.list_datasets(s)}:
             items.create_dataset(s, DATASET, query='source == "clinic-c"', description="card editing demo")
             versions.freeze(s, live_server.platform.objects, DATASET, tag="v1.0")
-    log_in(page, live_server, f"/ui/datasets/{DATASET}/v1")
+    log_in(page, live_server.url, live_server.token, f"/ui/datasets/{DATASET}/v1")
     assert page.locator("#card p.missing").count() >= 5  # nothing written yet
     page.click("[data-testid=edit-card]")
     page.wait_for_url(re.compile(rf"/ui/datasets/{DATASET}/card\?back=v1"))

@@ -5,34 +5,25 @@ agreement heatmaps. No console errors anywhere (the ``page`` fixture fails the t
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-from sqlalchemy import select
 
-from medcycle.auth import users
-from medcycle.catalog.ingest import ingest
-from medcycle.catalog.tables import SeriesRow
 from medcycle.labels import readers, schemas, store, tasks
 from medcycle.labels.model import Annotation, Box, Kind
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
-from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
-from tests.web.test_labels_pages import SCHEMA, make_app
+from tests.browser.helpers import image_shown, log_in, shot
+from tests.serving.helpers import serve_app
+from tests.web.labels_helpers import FINDINGS_SCHEMA, create_users, ct_series, ingest_phantoms, make_app
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 SLICES = 7
 
 
@@ -44,90 +35,31 @@ class Server:
     ct: str
 
 
-def _serve(platform: Platform) -> tuple[str, object, threading.Thread, socket.socket]:
-    """The app with the labels pages (until ``medcycle.web`` mounts them), served by uvicorn on loopback."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(make_app(platform), log_level="warning", lifespan="off", ws="none", http="h11",
-                            access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="labels-live", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{int(sock.getsockname()[1])}"
-    deadline = time.monotonic() + 30
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while True:
-            try:
-                if client.get(f"{url}/livez").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the labels live server did not start")
-            time.sleep(0.05)
-    return url, server, thread, sock
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A CT volume and two radiographs; task T-1 read by ann and bob (both read every item, blinded); ada leads."""
     root = tmp_path_factory.mktemp("labels-browser")
     platform = Platform(load_settings(home=root / "home", environment="test", secret_key="y" * 40))
     platform.init()
-    write_ct_series(root / "in" / "ct", slices=SLICES, size=64, seed=5)
-    write_radiograph(root / "in" / "dx1.dcm", FakePatient(patient_id="MRN-1"), size=96, monochrome1=True)
-    write_radiograph(root / "in" / "dx2.dcm", FakePatient(patient_id="MRN-2"), size=96, seed=2)
-    assert ingest(platform, [root / "in"], source="phantoms").ingested == SLICES + 2
-    tokens = {}
+    ingest_phantoms(platform, root / "in", slices=SLICES, ct_size=64, ct_seed=5, radiographs=2, dx_size=96)
     with platform.session() as s:
-        schemas.add_schema(s, platform.objects, SCHEMA, actor="ada")
+        schemas.add_schema(s, platform.objects, FINDINGS_SCHEMA, actor="ada")
         for name in ("ann", "bob"):
             readers.set_reader(s, name, qualified=True, actor="ada")
         items = tasks.task_items(s, schema="findings", query='source == "phantoms"')
         tasks.create_task(s, items, schema="findings", readers_per_item=2, readers=["ann", "bob"],
                           adjudication_threshold=0.9, seed=2, actor="ada")
-        ct = s.scalars(select(SeriesRow.uid).where(SeriesRow.modality == "CT")).one()
-        for name, role in (("ada", "admin"), ("ann", "annotator"), ("bob", "annotator")):
-            users.create_user(s, name, role)
-            tokens[name] = users.create_token(s, name).secret
-    url, uv, thread, sock = _serve(platform)
+        ct = ct_series(s)
+        tokens = create_users(s, {"ada": "admin", "ann": "annotator", "bob": "annotator"})
     try:
-        yield Server(url, platform, tokens, ct)
+        with serve_app(make_app(platform)) as url:
+            yield Server(url, platform, tokens, ct)
     finally:
-        uv.should_exit = True  # type: ignore[attr-defined]
-        thread.join(timeout=15)
-        sock.close()
         platform.close()
 
 
-def shot(tab: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.evaluate("window.scrollTo(0, 0)")
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def log_in(tab: Page, server: Server, who: str, target: str) -> None:
-    tab.goto(f"{server.url}{target}")
-    tab.wait_for_url(re.compile(r"/login\?next="))
-    tab.fill("#token", server.tokens[who])
-    tab.click("button[type=submit]")
-    tab.wait_for_url(re.compile(re.escape(server.url) + r"/ui/"))
-
-
-def image_shown(tab: Page) -> str:
-    """Wait until the viewer's image has loaded what it asked for; return its URL."""
-    tab.wait_for_function("() => { const i = document.getElementById('lv-image');"
-                          " return i.complete && i.naturalWidth > 0 && document.getElementById('lv').dataset.loaded"
-                          " === i.getAttribute('src'); }")
-    src: str = tab.get_attribute("#lv-image", "src") or ""
-    return src
-
-
 def test_queue_item_slider_box_and_submit(server: Server, page: Page, console_errors: list[str]) -> None:
-    log_in(page, server, "ann", "/ui/labels/queue")
+    log_in(page, server.url, server.tokens["ann"], "/ui/labels/queue")
     assert page.locator("main h1").inner_text() == "My queue"
     assert page.locator("[data-testid=queue-count]").inner_text() == "3"
     assert page.locator("[data-testid=progress-T-1] .lv-progress-text").inner_text() == "0 / 3"
@@ -191,7 +123,7 @@ def test_lead_reviews_layers_and_sees_agreement_heatmaps(server: Server, page: P
                 boxes = [Annotation(item, "nodule", Kind.BOX, Box(8, 8, 20, 20 if reader == "ann" else 30, z=None))]
                 tasks.submit(s, server.platform.objects, "T-1", item, reader,
                              [Annotation(item, "normal", Kind.CLASS), *boxes], seconds=30)
-    log_in(page, server, "ada", "/ui/labels/tasks/T-1")
+    log_in(page, server.url, server.tokens["ada"], "/ui/labels/tasks/T-1")
     for reader in ("ann", "bob"):
         assert page.locator(f"[data-reader={reader}] .lv-progress-text").inner_text() == "3 / 3"
     page.click("[data-testid=agreement-link]")

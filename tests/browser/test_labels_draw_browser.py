@@ -13,18 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
 
-from medcycle.auth import audit, users
-from medcycle.catalog.ingest import ingest
-from medcycle.catalog.tables import SeriesRow
+from medcycle.auth import audit
 from medcycle.labels import readers, schemas, store, tasks
 from medcycle.labels.model import Kind, Mask
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
-from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
 from medcycle.web.labels import item_url
-from tests.browser.test_labels_browser import SCREENSHOTS, _serve, image_shown
+from tests.browser.helpers import SCREENSHOTS, image_shown, log_in
+from tests.serving.helpers import serve_app
+from tests.web.labels_helpers import OUTLINES_SCHEMA, create_users, ct_series, ingest_phantoms, make_app
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -34,17 +32,6 @@ pytestmark = pytest.mark.browser
 SLICES = 7
 CT = 64
 DX = 96
-SCHEMA = """\
-name: outlines
-level: series
-kinds: [polygon, mask]
-classes:
-  - lesion
-  - name: nodule
-    kinds: [box]
-  - name: normal
-    kinds: [class]
-"""
 
 
 @dataclass(frozen=True)
@@ -63,42 +50,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("labels-draw")
     platform = Platform(load_settings(home=root / "home", environment="test", secret_key="z" * 40))
     platform.init()
-    write_ct_series(root / "mine" / "ct", slices=SLICES, size=CT, seed=3)
-    write_radiograph(root / "mine" / "dx.dcm", FakePatient(patient_id="MRN-1"), size=DX, monochrome1=True)
-    write_radiograph(root / "other" / "dx.dcm", FakePatient(patient_id="MRN-2"), size=DX, seed=2)
-    assert ingest(platform, [root / "mine"], source="mine").ingested == SLICES + 1
-    assert ingest(platform, [root / "other"], source="other").ingested == 1
-    tokens = {}
+    ingest_phantoms(platform, root / "mine", slices=SLICES, ct_size=CT, ct_seed=3, radiographs=1, dx_size=DX,
+                    source="mine")
+    ingest_phantoms(platform, root / "other", slices=None, radiographs=1, dx_size=DX, first_patient=2, source="other")
     with platform.session() as s:
-        schemas.add_schema(s, platform.objects, SCHEMA, actor="ada")
+        schemas.add_schema(s, platform.objects, OUTLINES_SCHEMA, actor="ada")
         for name in ("ann", "bob"):
             readers.set_reader(s, name, qualified=True, actor="ada")
         for query, reader in (('source == "mine"', "ann"), ('source == "other"', "bob")):
             items = tasks.task_items(s, schema="outlines", query=query)
             tasks.create_task(s, items, schema="outlines", readers=[reader], seed=1, actor="ada")
-        ct = s.scalars(select(SeriesRow.uid).where(SeriesRow.modality == "CT")).one()
+        ct = ct_series(s)
         dx, other = (next(iter(tasks.assignments_of(s, t).values()))[0] for t in (1, 2))
         if dx == ct:
             dx = tasks.assignments_of(s, 1)["ann"][1]
-        for name in ("ann", "bob"):
-            users.create_user(s, name, "annotator")
-            tokens[name] = users.create_token(s, name).secret
-    url, uv, thread, sock = _serve(platform)
+        tokens = create_users(s, {"ann": "annotator", "bob": "annotator"})
     try:
-        yield Server(url, platform, tokens, ct, dx, other)
+        with serve_app(make_app(platform)) as url:
+            yield Server(url, platform, tokens, ct, dx, other)
     finally:
-        uv.should_exit = True  # type: ignore[attr-defined]
-        thread.join(timeout=15)
-        sock.close()
         platform.close()
-
-
-def log_in(tab: Page, server: Server, who: str, target: str) -> None:
-    tab.goto(f"{server.url}{target}")
-    tab.wait_for_url(re.compile(r"/login\?next="))
-    tab.fill("#token", server.tokens[who])
-    tab.click("button[type=submit]")
-    tab.wait_for_url(re.compile(re.escape(server.url) + r"/ui/labels/tasks/"))
 
 
 def to_image(canvas: dict[str, float], fx: float, fy: float, size: int) -> tuple[float, float, float, float]:
@@ -135,7 +106,7 @@ def canvas_box(tab: Page) -> dict[str, float]:
 
 def test_an_annotator_draws_a_polygon_and_paints_a_mask_and_submits(server: Server, page: Page,
                                                                     console_errors: list[str]) -> None:
-    log_in(page, server, "ann", item_url("T-1", server.ct))
+    log_in(page, server.url, server.tokens["ann"], item_url("T-1", server.ct))
     page.wait_for_selector("[data-testid=label-form]")
     page.wait_for_function("() => document.getElementById('lv').dataset.drawReady === '1'")
     first = image_shown(page)
@@ -262,7 +233,7 @@ def test_an_annotator_draws_a_polygon_and_paints_a_mask_and_submits(server: Serv
 
 def test_an_unfinished_polygon_stops_the_submission(server: Server, page: Page, console_errors: list[str]) -> None:
     """An unfinished polygon (two points) stops the submission in the page; nothing is sent or stored."""
-    log_in(page, server, "bob", item_url("T-2", server.other))
+    log_in(page, server.url, server.tokens["bob"], item_url("T-2", server.other))
     page.wait_for_function("() => document.getElementById('lv').dataset.drawReady === '1'")
     image_shown(page)
     canvas = canvas_box(page)

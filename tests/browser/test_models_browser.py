@@ -13,7 +13,7 @@ import pytest
 
 from medcycle.models import cards, registry
 from medcycle.testing.browser import LiveServer
-from tests.browser.test_runs_browser import shot
+from tests.browser.helpers import log_in, shot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -49,11 +49,7 @@ def production(live_server: LiveServer) -> int:
 
 def test_promote_force_and_roll_back_in_the_browser(live_server: LiveServer, two_versions: None, page: Page,
                                                     console_errors: list[str]) -> None:
-    page.goto(f"{live_server.url}/ui/models/{MODEL}")
-    page.wait_for_url(re.compile(r"/login\?next="))
-    page.fill("#token", live_server.token)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(rf"/ui/models/{MODEL}$"))
+    log_in(page, live_server.url, live_server.token, f"/ui/models/{MODEL}")
 
     page.locator("[data-testid=promote-v1] button").click()  # a passing gate report and a complete card
     page.wait_for_url(re.compile(rf"/ui/models/{MODEL}#history"))

@@ -5,15 +5,10 @@ a reviewer records a verdict and pins a case from the gallery; the DB holds both
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -27,14 +22,14 @@ from medcycle.settings import load_settings
 from medcycle.training.config import example, validate
 from medcycle.training.demo_data import generate, load
 from medcycle.training.trainers import train_version
+from tests.browser.helpers import log_in, shot
+from tests.serving.helpers import serve_app
 from tests.training.conftest import pin_deid_key
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
 @dataclass(frozen=True)
@@ -49,8 +44,6 @@ class Gallery:
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gallery]:
-    import uvicorn
-
     from medcycle.api.app import create_app
 
     root = tmp_path_factory.mktemp("review-gallery")
@@ -72,46 +65,17 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gallery]:
     ev = evaluate(platform, ref, dataset, parse({"bootstrap": {"resamples": 20}, "gallery": {"limit": 6}}, "g.yaml"))
     assert ev.report_id is not None and len(ev.cases_list) == 6
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(platform), log_level="warning", lifespan="off", ws="none",
-                                           http="h11", access_log=False, timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="review-live", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{int(sock.getsockname()[1])}"
-    deadline = time.monotonic() + 30
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while True:
-            try:
-                if client.get(f"{url}/livez").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and thread.is_alive(), "the live server did not start"
-            time.sleep(0.05)
     try:
-        yield Gallery(url, token, platform, ref, dataset, ev.report_id)
+        with serve_app(create_app(platform)) as url:
+            yield Gallery(url, token, platform, ref, dataset, ev.report_id)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
         platform.close()
-
-
-def shot(tab: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_review_a_case_and_pin_it_into_the_regression_suite(gallery: Gallery, page: Page,
                                                             console_errors: list[str]) -> None:
     target = f"/ui/evaluation/{gallery.report}/review"
-    page.goto(f"{gallery.url}/ui/evaluation")
-    page.wait_for_url(re.compile(r"/login\?next="))
-    page.fill("#token", gallery.token)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/ui/evaluation$"))
+    log_in(page, gallery.url, gallery.token, "/ui/evaluation")
     page.click(f"[data-testid=review-{gallery.report}]")
     page.wait_for_url(re.compile(re.escape(gallery.url + target)))
 

@@ -4,26 +4,18 @@ parallel coordinates draw), and move a logged image's step slider (the image cha
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from medcycle.testing.browser import LiveServer
+from tests.browser.helpers import log_in, shot
 from tests.web.test_runs_pages import Runs, populate_runs
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-
-
-def shot(tab: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.evaluate("window.scrollTo(0, 0)")
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +24,9 @@ def runs(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> R
     return populate_runs(live_server.platform, tmp_path_factory.mktemp("runs"), dataset=False)
 
 
-def log_in(tab: Page, server: LiveServer, target: str) -> None:
-    tab.goto(f"{server.url}{target}")
-    tab.wait_for_url(re.compile(r"/login\?next="))
-    tab.fill("#token", server.token)
-    tab.click("button[type=submit]")
-    tab.wait_for_url(re.compile(re.escape(server.url) + r"/ui/runs"))
-
-
 def test_select_two_runs_and_compare(live_server: LiveServer, runs: Runs, page: Page,
                                      console_errors: list[str]) -> None:
-    log_in(page, live_server, "/ui/runs?project=lung")
+    log_in(page, live_server.url, live_server.token, "/ui/runs?project=lung")
     table = page.locator("[data-testid=runs-table]")
     assert table.locator("tbody tr").count() == 2
     button = page.locator("#compare-button")
@@ -84,7 +68,7 @@ def test_select_two_runs_and_compare(live_server: LiveServer, runs: Runs, page: 
 
 def test_step_slider_changes_the_image(live_server: LiveServer, runs: Runs, page: Page,
                                        console_errors: list[str]) -> None:
-    log_in(page, live_server, f"/ui/runs/{runs.base}")
+    log_in(page, live_server.url, live_server.token, f"/ui/runs/{runs.base}")
     page.wait_for_selector("[data-chart='metrics'] .main-svg")
     page.wait_for_selector("[data-chart='system'] .main-svg")
     figure = page.locator("figure[data-image-key='val/case']")

@@ -8,7 +8,6 @@ import re
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from medcycle.platform import Platform
 from medcycle.serving.worker import ServingWorker
 from medcycle.testing.dicom import write_radiograph
 from medcycle.testing.platform import make_settings
-from tests.browser.test_smoke import shot
+from tests.browser.helpers import log_in, shot
+from tests.process_registry import wait_for_status, wait_until
 from tests.serving.helpers import serve_app, serving_model
 
 if TYPE_CHECKING:
@@ -72,16 +72,6 @@ def _app(platform: Platform) -> object:
     return app
 
 
-def _until_registered(platform: Platform, kind: str, name: str, status: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with platform.session(write=False) as session:
-            if any(p.id == name and p.status == status for p in processes.list_processes(session, kind)):
-                return
-        assert time.monotonic() < deadline, f"{name} never showed {status} in the process registry"
-        time.sleep(0.05)
-
-
 def _serve_one(platform: Platform, url: str, token: str, image: Path) -> str:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False) as c:
         r = c.post("/v1/jobs", data={"model": "xr@production"},
@@ -122,8 +112,8 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
             served = _serve_one(platform, url, token, write_radiograph(tmp_path / "dx.dcm"))
             idle_worker_thread.start()
             idle_agent_thread.start()
-            _until_registered(platform, processes.ProcessKind.SERVING_WORKER, "idle-worker", "idle")
-            _until_registered(platform, processes.ProcessKind.AGENT, "cpu-box-2", "idle")
+            wait_for_status(platform, processes.ProcessKind.SERVING_WORKER, "idle-worker", "idle")
+            wait_for_status(platform, processes.ProcessKind.AGENT, "cpu-box-2", "idle")
             script = tmp_path / "work" / "tracked.py"
             script.parent.mkdir()
             script.write_text(TRACKED)
@@ -136,10 +126,8 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
                                                 name="long sleep", project="browser"), queue="gpu").id
             queued = submit(platform, TaskSpec(command=["python", "-c", "print(1)"], name="waits for an agent",
                                                project="browser"), queue="cpu-pool").id
-            deadline = time.monotonic() + 60
-            while platform.jobs.get(running).state is not JobState.RUNNING:
-                assert time.monotonic() < deadline, "the agent did not take the second task"
-                time.sleep(0.1)
+            wait_until(lambda: platform.jobs.get(running).state is JobState.RUNNING,
+                       "the agent to take the second task", timeout=60, step=0.1)
             yield Scene(url, token, platform, served, finished, str(done.result["run_id"]), running, queued,
                         socket.gethostname())
     finally:
@@ -153,15 +141,8 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
         platform.close()
 
 
-def _login(page: Page, scene: Scene, path: str) -> None:
-    page.goto(f"{scene.url}/login?next={path}")
-    page.fill("#token", scene.token)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{scene.url}{path}")
-
-
 def test_serving_page_shows_the_deployment_the_worker_and_the_job(page: Page, scene: Scene) -> None:
-    _login(page, scene, "/ui/serving")
+    log_in(page, scene.url, scene.token, "/ui/serving")
     assert page.locator("main h1").inner_text() == "Serving"
     assert page.locator("a.nav-link.active").get_attribute("href") == "/ui/serving"
     aliases = page.locator("[data-testid=aliases] tbody tr")
@@ -190,7 +171,7 @@ def test_serving_page_shows_the_deployment_the_worker_and_the_job(page: Page, sc
 
 
 def test_training_page_shows_agents_and_tasks_and_cancels(page: Page, scene: Scene) -> None:
-    _login(page, scene, "/ui/training")
+    log_in(page, scene.url, scene.token, "/ui/training")
     assert page.locator("main h1").inner_text() == "Training queue and agents"
     agent = page.locator("tr[data-agent='gpu-box-1']")
     assert "busy" in agent.inner_text() and scene.running_task[:12] in agent.inner_text()
@@ -214,10 +195,8 @@ def test_training_page_shows_agents_and_tasks_and_cancels(page: Page, scene: Sce
     page.locator(f"tr[data-task='{scene.running_task}'] [data-testid=cancel]").click()
     page.wait_for_url(f"{scene.url}/ui/training?done=cancel")
     assert scene.platform.jobs.get(scene.running_task).cancel_requested
-    deadline = time.monotonic() + 30
-    while scene.platform.jobs.get(scene.running_task).state is not JobState.CANCELLED:
-        assert time.monotonic() < deadline, "the agent did not stop the cancelled task"
-        time.sleep(0.2)
+    wait_until(lambda: scene.platform.jobs.get(scene.running_task).state is JobState.CANCELLED,
+               "the agent to stop the cancelled task", step=0.2)
     page.reload()
     stopped = page.locator(f"[data-testid=tasks-finished] tr[data-task='{scene.running_task}']")
     assert "cancelled" in stopped.inner_text()

@@ -7,25 +7,17 @@ error (the ``page`` fixture) or a failed request for the page or anything it loa
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from medcycle.testing.browser import LiveServer
+from tests.browser.helpers import shot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-
-
-def shot(tab: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
 
 def slug(href: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", href.lower()).strip("-") or "overview"

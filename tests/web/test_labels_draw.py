@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from medcycle.auth import audit, users
+from medcycle.auth import audit
 from medcycle.catalog.ingest import ingest
 from medcycle.catalog.tables import SeriesRow
 from medcycle.errors import ValidationFailed
@@ -30,22 +30,11 @@ from medcycle.labels.model import Kind, Mask, Polygon
 from medcycle.labels.schemas import SchemaInfo
 from medcycle.labels.tables import LabelSchemaRow
 from medcycle.platform import Platform
-from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
+from medcycle.testing.dicom import write_ct_series
 from medcycle.web import labels as labels_pages
 from medcycle.web import labels_data, labels_images
-from tests.web.test_labels_pages import make_app
+from tests.web.labels_helpers import OUTLINES_SCHEMA, create_users, ct_series, ingest_phantoms, logged_in, make_app
 
-SCHEMA = """\
-name: outlines
-level: series
-kinds: [polygon, mask]
-classes:
-  - lesion
-  - name: nodule
-    kinds: [box]
-  - name: normal
-    kinds: [class]
-"""
 SLICES = 5
 CT = 48
 DX = 64
@@ -62,29 +51,19 @@ class Drawn:
 
 @pytest.fixture
 def drawn(platform: Platform, tmp_path: Path) -> Iterator[Drawn]:
-    write_ct_series(tmp_path / "in" / "ct", slices=SLICES, size=CT, seed=1)
-    write_radiograph(tmp_path / "in" / "dx.dcm", FakePatient(patient_id="MRN-1"), size=DX, monochrome1=True)
-    assert ingest(platform, [tmp_path / "in"], source="phantoms").ingested == SLICES + 1
+    ingest_phantoms(platform, tmp_path / "in", slices=SLICES, ct_size=CT, ct_seed=1, radiographs=1, dx_size=DX)
     with platform.session() as s:
-        schemas.add_schema(s, platform.objects, SCHEMA, origin="outlines.yaml", actor="ada")
+        schemas.add_schema(s, platform.objects, OUTLINES_SCHEMA, origin="outlines.yaml", actor="ada")
         for name in ("ann", "bob"):
             readers.set_reader(s, name, qualified=True, actor="ada")
         items = tasks.task_items(s, schema="outlines", query='source == "phantoms"')
         tasks.create_task(s, items, schema="outlines", readers_per_item=2, readers=["ann", "bob"], seed=1,
                           actor="ada")
-        ct = s.scalars(select(SeriesRow.uid).where(SeriesRow.modality == "CT")).one()
+        ct = ct_series(s)
         dx = s.scalars(select(SeriesRow.uid).where(SeriesRow.modality != "CT")).one()
-        tokens = {}
-        for name in ("ann", "cal"):
-            users.create_user(s, name, "annotator")
-            tokens[name] = users.create_token(s, name).secret
-    app = make_app(platform)
+        tokens = create_users(s, {"ann": "annotator", "cal": "annotator"})
     with ExitStack() as stack:
-        clients = {}
-        for name, token in tokens.items():
-            client = stack.enter_context(TestClient(app, follow_redirects=False))
-            assert client.post("/login", data={"token": token, "next": "/"}).status_code == 303
-            clients[name] = client
+        clients = logged_in(stack, make_app(platform), tokens)
         yield Drawn(platform, ct, dx, clients["ann"], clients["cal"])
 
 

@@ -17,13 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from medcycle.api.app import create_app
-from medcycle.auth import audit, users
+from medcycle.auth import audit
 from medcycle.catalog.ingest import ingest
 from medcycle.catalog.tables import InstanceRow, SeriesRow
 from medcycle.errors import UsageError
@@ -31,38 +29,15 @@ from medcycle.labels import adjudication, readers, schemas, store, tasks
 from medcycle.labels.agreement import Ratings, kappa_matrix
 from medcycle.labels.model import Annotation, Box, Kind, Mask
 from medcycle.platform import Platform
-from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
 from medcycle.web import labels as labels_pages
 from medcycle.web import labels_images
+from tests.web.labels_helpers import FINDINGS_SCHEMA, create_users, ct_series, ingest_phantoms, logged_in, make_app
 from tests.web.test_pages import parts
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SCHEMA = """\
-name: findings
-level: series
-kinds: [box]
-classes:
-  - nodule
-  - name: normal
-    kinds: [class]
-  - name: abnormal
-    kinds: [class]
-"""
 CT_SLICES = 5
 ROLES = {"ada": "admin", "ann": "annotator", "bob": "annotator", "cal": "annotator", "sue": "annotator",
          "vic": "viewer"}
-
-
-def make_app(platform: Platform) -> FastAPI:
-    """The app as ``medcycle.web.mount_web`` will build it: our pages go before the stage placeholder at /ui/labels."""
-    app = create_app(platform)
-    if "/ui/labels/queue" not in {getattr(r, "path", "") for r in app.routes}:
-        before = len(app.router.routes)
-        app.include_router(labels_pages.router)
-        ours = app.router.routes[before:]
-        del app.router.routes[before:]
-        app.router.routes[0:0] = ours
-    return app
 
 
 @dataclass
@@ -90,33 +65,20 @@ class World:
 def world(platform: Platform, tmp_path: Path) -> Iterator[World]:
     """A CT series and two radiographs, one task T-1 (series level, 2 readers per item, blinded, adjudication
     below 0.9) read by ann, bob and cal; sue is a senior reader; a client logged in (web session) per user."""
-    write_ct_series(tmp_path / "in" / "ct", slices=CT_SLICES, size=48, seed=1)
-    write_radiograph(tmp_path / "in" / "dx1.dcm", FakePatient(patient_id="MRN-1"), size=64, monochrome1=True)
-    write_radiograph(tmp_path / "in" / "dx2.dcm", FakePatient(patient_id="MRN-2"), size=64, seed=2)
-    assert ingest(platform, [tmp_path / "in"], source="phantoms").ingested == CT_SLICES + 2
+    ingest_phantoms(platform, tmp_path / "in", slices=CT_SLICES, ct_size=48, ct_seed=1, radiographs=2, dx_size=64)
     with platform.session() as s:
-        schemas.add_schema(s, platform.objects, SCHEMA, origin="findings.yaml", actor="ada")
+        schemas.add_schema(s, platform.objects, FINDINGS_SCHEMA, origin="findings.yaml", actor="ada")
         for name in ("ann", "bob", "cal"):
             readers.set_reader(s, name, qualified=True, actor="ada")
         readers.set_reader(s, "sue", senior=True, actor="ada")
         items = tasks.task_items(s, schema="findings", query='source == "phantoms"')
         tasks.create_task(s, items, schema="findings", readers_per_item=2, readers=["ann", "bob", "cal"],
                           adjudication_threshold=0.9, due="2031-01-31", seed=1, name="phantoms", actor="ada")
-        ct = s.scalars(select(SeriesRow.uid).where(SeriesRow.modality == "CT")).one()
+        ct = ct_series(s)
         mine = tasks.assignments_of(s, 1)
-        tokens = {}
-        for name, role in ROLES.items():
-            users.create_user(s, name, role)
-            tokens[name] = users.create_token(s, name).secret
-    app = make_app(platform)
+        tokens = create_users(s, ROLES)
     with ExitStack() as stack:
-        clients = {}
-        for name in ROLES:
-            client = stack.enter_context(TestClient(app, follow_redirects=False))
-            r = client.post("/login", data={"token": tokens[name], "next": "/"})
-            assert r.status_code == 303
-            clients[name] = client
-        yield World(platform, ct, clients, mine)
+        yield World(platform, ct, logged_in(stack, make_app(platform), tokens), mine)
 
 
 def denied(platform: Platform, actor: str) -> list[tuple[str, str | None, Any]]:
