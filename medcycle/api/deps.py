@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -10,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from medcycle.auth.roles import Permission, Principal, Role
 from medcycle.auth.sessions import COOKIE_NAME, verify_session
-from medcycle.auth.users import authenticate, principal_for_token_id
+from medcycle.auth.users import TOUCH_EVERY, authenticate, principal_for_token_id, touch_token
 from medcycle.errors import AuthError
 from medcycle.platform import Platform
 
@@ -28,8 +30,9 @@ def get_session(request: Request, platform: Annotated[Platform, Depends(get_plat
         yield session
 
 
-def resolve_principal(request: Request, platform: Platform, session: Session) -> Principal:
-    """Bearer token first, then the web session cookie; with auth off everyone is a local admin."""
+def resolve_principal(request: Request, platform: Platform, session: Session, *, touch: bool = True) -> Principal:
+    """Bearer token first, then the web session cookie; with auth off everyone is a local admin. ``touch``
+    stamps the token's last use in ``session`` (which must then be a write session)."""
     if not platform.settings.auth_enabled:
         return ANONYMOUS_ADMIN
     header = request.headers.get("authorization", "")
@@ -39,22 +42,37 @@ def resolve_principal(request: Request, platform: Platform, session: Session) ->
             raise AuthError(
                 "the Authorization header is not a bearer token", hint="Send `Authorization: Bearer <token>`."
             )
-        return authenticate(session, token.strip())
+        return authenticate(session, token.strip(), touch=touch)
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie:
         token_id = verify_session(platform.settings.secret_key.get_secret_value(), cookie)
-        return principal_for_token_id(session, token_id)
+        return principal_for_token_id(session, token_id, touch=touch)
     raise AuthError(
         "this endpoint needs an API token",
         hint="Send `Authorization: Bearer <token>`; create one with `medcycle token create --user NAME`.",
     )
 
 
+_TOUCHED: dict[str, float] = {}  # token id → when this process last stamped its use (monotonic)
+_TOUCH_LOCK = threading.Lock()
+
+
 def get_principal(request: Request, platform: Annotated[Platform, Depends(get_platform)]) -> Principal:
-    # Its own short transaction: the token's last-use stamp must not hold SQLite's write lock
-    # while the route goes on to use other connections (job queue, object references).
-    with platform.session() as session:
-        principal = resolve_principal(request, platform, session)
+    # A read: checking a token must not take SQLite's write lock (requests would queue behind every writer).
+    # The token's last-use stamp is written in a short transaction of its own, at most once a minute.
+    with platform.session(write=False) as session:
+        principal = resolve_principal(request, platform, session, touch=False)
+    if principal.token_id is not None:
+        now = time.monotonic()
+        with _TOUCH_LOCK:
+            due = now - _TOUCHED.get(principal.token_id, -1e9) > TOUCH_EVERY.total_seconds()
+            if due:
+                if len(_TOUCHED) > 10_000:
+                    _TOUCHED.clear()
+                _TOUCHED[principal.token_id] = now
+        if due:
+            with platform.session() as session:
+                touch_token(session, principal.token_id)
     request.state.principal = principal
     return principal
 

@@ -19,6 +19,7 @@ from medcycle.store.base import new_id, utcnow
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 TOKEN_PREFIX = "mct"
+TOUCH_EVERY = timedelta(minutes=1)  # how stale a token's last-use stamp may get
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +141,29 @@ def principal_for_token_id(session: Session, token_id: str, *, touch: bool = Tru
         raise _unauthorised("has expired")
     if user.disabled:
         raise _unauthorised(f"belongs to the disabled user {user.name!r}")
-    if touch and (token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1)):
+    if touch and _stale(token.last_used_at, now):
         token.last_used_at = now
         session.flush()
     return Principal(name=user.name, role=Role(user.role), user_id=user.id, token_id=token.id)
 
 
-def authenticate(session: Session, token: str) -> Principal:
-    """Check a plaintext token (``mct_<id>_<secret>``) in constant time and return its principal."""
+def _stale(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at > TOUCH_EVERY
+
+
+def touch_token(session: Session, token_id: str) -> None:
+    """Stamp the token's last use (at most once a minute: a write per request would serialise requests on
+    SQLite's write lock)."""
+    token = session.get(TokenRow, token_id)
+    now = utcnow()
+    if token is not None and _stale(token.last_used_at, now):
+        token.last_used_at = now
+        session.flush()
+
+
+def authenticate(session: Session, token: str, *, touch: bool = True) -> Principal:
+    """Check a plaintext token (``mct_<id>_<secret>``) in constant time and return its principal (``touch``:
+    stamp its last use, see :func:`principal_for_token_id`)."""
     parts = (token or "").strip().split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         raise _unauthorised("is malformed")
@@ -157,4 +173,4 @@ def authenticate(session: Session, token: str) -> Principal:
     expected = stored.secret_hash if stored is not None else _hash("not-a-token")
     if not hmac.compare_digest(expected, _hash(secret)) or stored is None:
         raise _unauthorised("is not valid")
-    return principal_for_token_id(session, token_id)
+    return principal_for_token_id(session, token_id, touch=touch)

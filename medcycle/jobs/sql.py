@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import OperationalError
 
@@ -41,6 +41,11 @@ from medcycle.store.engine import IMMEDIATE, is_sqlite
 T: Table = JobRow.__table__  # type: ignore[assignment]
 POLL_MIN_S = 0.02
 POLL_MAX_S = 0.25
+# Built once: constructing a statement costs more than SQLite running it (enqueue is on every request's path).
+_BY_KEY = select(T).where(T.c.queue == bindparam("q"), T.c.idempotency_key == bindparam("k"))
+_ACTIVE = (select(func.count()).select_from(T)
+           .where(T.c.queue == bindparam("q"), T.c.state.in_([s.value for s in ACTIVE_STATES])))
+_INSERT = T.insert()
 
 
 def _row_to_job(row: Mapping[str, Any] | RowMapping, *, with_token: bool = False) -> Job:
@@ -119,18 +124,10 @@ class SqlJobQueue(JobQueue):
         now = utcnow()
         with self._write(queue) as conn:
             if idempotency_key is not None:
-                existing = (
-                    conn.execute(select(T).where(T.c.queue == queue, T.c.idempotency_key == idempotency_key))
-                    .mappings()
-                    .first()
-                )
+                existing = conn.execute(_BY_KEY, {"q": queue, "k": idempotency_key}).mappings().first()
                 if existing is not None:
                     return _row_to_job(existing)
-            active = conn.execute(
-                select(func.count())
-                .select_from(T)
-                .where(T.c.queue == queue, T.c.state.in_([s.value for s in ACTIVE_STATES]))
-            ).scalar_one()
+            active = conn.execute(_ACTIVE, {"q": queue}).scalar_one()
             if active >= self.limit:
                 raise QueueFull(
                     f"queue {queue!r} is full ({active} of {self.limit} jobs waiting or running)",
@@ -152,9 +149,12 @@ class SqlJobQueue(JobQueue):
                 "created_at": now,
                 "updated_at": now,
             }
-            conn.execute(T.insert().values(**values))
-            row = conn.execute(select(T).where(T.c.id == values["id"])).mappings().one()
-            return _row_to_job(row)
+            conn.execute(_INSERT, values)
+        # the row as written (no read back): a new job has no result, token, lease or end yet
+        unset = {"result": None, "error": None, "token": None, "lease_owner": None, "lease_expires_at": None,
+                 "finished_at": None}
+        written = {"payload": dict(payload), "deadline": deadline.astimezone(UTC) if deadline is not None else None}
+        return _row_to_job({**values, **unset, **written})
 
     # -- consumer side -----------------------------------------------------------------------------
     def _runnable(self, queue: str, now: datetime) -> Any:

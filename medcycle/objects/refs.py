@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from medcycle.objects.base import check_digest
@@ -25,6 +26,28 @@ def add_ref(session: Session, digest: str, owner_kind: str, owner_id: str, *, si
             ObjectRefRow(digest=digest, owner_kind=owner_kind, owner_id=owner_id, size=size, created_at=utcnow())
         )
         session.flush()
+
+
+def add_refs(session: Session, digests: Iterable[str], owner_kind: str, owner_id: str) -> None:
+    """:func:`add_ref` for several objects of one owner in one statement (existing references are kept)."""
+    unique = list(dict.fromkeys(digests))
+    if not unique:
+        return
+    for digest in unique:
+        check_digest(digest)
+    table: Table = ObjectRefRow.__table__  # type: ignore[assignment]
+    now = utcnow()
+    values = [{"digest": d, "owner_kind": owner_kind, "owner_id": owner_id, "size": None, "created_at": now}
+              for d in unique]
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["digest", "owner_kind", "owner_id"]), values)
 
 
 def remove_refs(session: Session, owner_kind: str, owner_id: str) -> int:

@@ -71,27 +71,26 @@ def _fetch(objects: ObjectStore, digest: str, folder: Path, name: str, fmt: str)
     return target
 
 
-def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folder: Path) -> DecodedCase:
-    """Case ``index`` of a job's ``payload``, fetched into ``folder`` and read.
+def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folder: Path, tag: str = "") -> DecodedCase:
+    """Case ``index`` of a job's ``payload``, fetched into ``folder`` (as files named ``TAG…``) and read.
 
     Raises:
         ValidationFailed: the stored input cannot be read as an image (the message says why).
     """
-    from medcycle.training.data import read_file, read_volume, slice_order
+    from medcycle.training.data import read_file
 
     spec = payload["cases"][index]
     digests = [payload["inputs"][i] for i in spec["inputs"]]
     fmt = str(spec["kind"])
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [_fetch(objects, d, folder, f"c{index}-{k:05d}", fmt) for k, d in enumerate(digests)]
+    paths = [_fetch(objects, d, folder, f"{tag}c{index}-{k:05d}", fmt) for k, d in enumerate(digests)]
+    datasets: list[Any] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decoder warnings may quote header values
         try:
             if fmt == DICOM:
-                ordered = [Path(p) for p in slice_order(paths)] if len(paths) > 1 else paths
-                pixels = read_volume(ordered)
+                datasets, pixels = _read_series(paths)
             else:
-                ordered = paths
                 pixels = read_file(paths[0])
         except ValidationFailed:
             raise
@@ -105,21 +104,42 @@ def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folde
                                hint="Send 2D images or 3D volumes of at least 2 pixels per side.")
     case = DecodedCase(index, fmt, [str(d) for d in digests], np.ascontiguousarray(pixels, dtype=np.float32))
     if fmt == DICOM:
-        _dicom_context(case, ordered)
+        _dicom_context(case, datasets)
     elif fmt == NIFTI:
         _nifti_context(case, paths[0])
     return case
 
 
-def _dicom_context(case: DecodedCase, ordered: Sequence[Path]) -> None:
+def _read_series(paths: Sequence[Path]) -> tuple[list[Any], F32]:
+    """Each file read once, as training reads it: the datasets in slice order (their pixel data dropped once
+    decoded) and the pixels, one image or the slices stacked."""
     import pydicom
 
     from medcycle.catalog.deid import quiet_pydicom
+    from medcycle.training.data import dicom_pixels, slice_key
+
+    with quiet_pydicom():
+        datasets = [pydicom.dcmread(p) for p in paths]
+    if len(datasets) > 1:
+        datasets = [ds for _, _, ds in sorted(((*slice_key(ds), k), k, ds) for k, ds in enumerate(datasets))]
+    planes = [dicom_pixels(ds) for ds in datasets]
+    for ds in datasets:
+        for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # (float / double) pixel data: headers are kept
+            if tag in ds:
+                del ds[tag]
+    if len(planes) == 1:
+        return datasets, planes[0]
+    shapes = {p.shape for p in planes}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValidationFailed(f"the slices of the series differ in shape ({sorted(shapes)})",
+                               hint="Every slice of a series must be 2D with the same rows and columns.")
+    return datasets, np.stack(planes)
+
+
+def _dicom_context(case: DecodedCase, datasets: list[Any]) -> None:
     from medcycle.labels.formats.geometry import SeriesGeometry
 
-    with quiet_pydicom(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        case.datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in ordered]
+    case.datasets = datasets
     case.header = case.datasets[0]
     try:
         grid = SeriesGeometry.from_datasets(case.datasets)

@@ -18,11 +18,12 @@ File names are used in error messages only: they are never stored (folder names 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -115,14 +116,15 @@ def _write_stream(src: BinaryIO, dest: Path, limit: int, label: str) -> None:
             out.write(chunk)
 
 
-def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, limits: ServingSettings
-                ) -> list[_Local]:
-    """Each given input as a local file in ``folder``; zips expanded (safely), stored objects fetched."""
+def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, limits: ServingSettings,
+                tag: str = "r") -> list[_Local]:
+    """Each given input as a local file in ``folder``, named ``TAG-…`` (a request's own prefix, so requests can
+    share a folder); zips expanded (safely), stored objects fetched."""
     if not items:
         raise UsageError("a request needs at least one input", hint="Send a DICOM, NIfTI or PNG file, or a zip.")
     out: list[_Local] = []
     for n, item in enumerate(items):
-        dest = folder / f"in-{n:05d}"
+        dest = folder / f"{tag}-in-{n:05d}"
         if isinstance(item, str):
             if not DIGEST_RE.match(item):
                 raise UsageError(f"input {n + 1} ({item[:20]!r}) is not an object digest",
@@ -149,7 +151,7 @@ def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, 
             raise UsageError(f"input {n + 1} is a {type(item).__name__}",
                              hint="Pass files (Path, bytes, Upload) or object digests.")
         if digest is None and zipfile.is_zipfile(dest):
-            out.extend(_unzip(dest, folder / f"zip-{n:05d}", label, limits))
+            out.extend(_unzip(dest, folder / f"{tag}-zip-{n:05d}", label, limits))
             dest.unlink()
         else:
             out.append(_Local(dest, label, digest))
@@ -247,8 +249,12 @@ def _dicom_read(path: Path, label: str, *, pixels: bool) -> Any:
                                    hint="Send the complete file again.") from None
 
 
-def _dicom_frames(ds: Any, label: str) -> int:
-    """Frames of an image instance; refuses instances without pixels and truncated native pixel data."""
+def _dicom_frames(ds: Any, label: str, pixel_bytes: Callable[[], int], compressed: Callable[[], bool]) -> int:
+    """Frames of an image instance; refuses instances without pixels and truncated native pixel data.
+
+    ``ds`` is a pydicom dataset or the byte-level path's view of one; ``compressed`` says whether the transfer
+    syntax is, and ``pixel_bytes`` gives the length of the pixel data (both asked only once the image
+    attributes were found)."""
     if "PixelData" not in ds:
         raise ValidationFailed(f"{label} holds no pixel data (is it an image?)",
                                hint="Send image instances (CT, MR, CR, DX, …), not SR, SEG or presentation states.")
@@ -261,10 +267,11 @@ def _dicom_frames(ds: Any, label: str) -> int:
                                hint="Send a complete image instance.") from None
     if rows < 1 or cols < 1 or frames < 1:
         raise ValidationFailed(f"{label} declares an empty image", hint="Send a complete image instance.")
-    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+    if not compressed():
         expected = rows * cols * frames * samples * bits // 8
-        if len(ds.PixelData) < expected:
-            raise ValidationFailed(f"{label} is truncated: {len(ds.PixelData)} of {expected} pixel bytes",
+        have = pixel_bytes()
+        if have < expected:
+            raise ValidationFailed(f"{label} is truncated: {have} of {expected} pixel bytes",
                                    hint="Send the complete file again.")
     return frames
 
@@ -318,23 +325,31 @@ def prepare(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
     return Prepared(local.label, PNG, 1, unique, None if local.digest else parsed.data, local.digest)
 
 
+def _pydicom_frames(ds: Any, label: str) -> int:
+    return _dicom_frames(ds, label, lambda: len(ds.PixelData),
+                         lambda: bool(ds.file_meta.TransferSyntaxUID.is_compressed))
+
+
 def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
     if local.digest is not None:  # stored by an intake that de-identified it already
         ds = _dicom_read(local.path, local.label, pixels=False)
-        frames = _dicom_frames(ds, local.label)
+        frames = _pydicom_frames(ds, local.label)
         return Prepared(local.label, DICOM, frames, f"series:{ds.get('SeriesInstanceUID', local.digest)}",
                         digest=local.digest)
-    from medcycle.catalog.deid import DeidOptions, deidentify, quiet_pydicom
-    from medcycle.objects.base import digest_file
-
-    ds = _dicom_read(local.path, local.label, pixels=True)
-    frames = _dicom_frames(ds, local.label)
     if pseudo is None:
         raise UsageError("raw DICOM needs the de-identification key", hint="Pass the platform's pseudonymizer.")
-    result = deidentify(ds, pseudo, DeidOptions(), fallback_key=digest_file(local.path)[0])
-    if result.quarantine_reason:
-        raise ValidationFailed(f"{local.label} may show patient data in its pixels ({result.quarantine_reason})",
-                               hint="Send images whose BurnedInAnnotation is NO, or de-identify the pixels first.")
+    data = local.path.read_bytes()
+    fallback_key = hashlib.sha256(data).hexdigest()
+    fast = _prepare_dicom_fast(local, pseudo, data, fallback_key)
+    if fast is not None:
+        return fast
+    del data
+    from medcycle.catalog.deid import DeidOptions, deidentify, quiet_pydicom
+
+    ds = _dicom_read(local.path, local.label, pixels=True)
+    frames = _pydicom_frames(ds, local.label)
+    result = deidentify(ds, pseudo, DeidOptions(), fallback_key=fallback_key)
+    _refuse_burnt_in(local, result.quarantine_reason)
     buf = io.BytesIO()
     with quiet_pydicom(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -344,6 +359,34 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
             raise ValidationFailed(f"{local.label} cannot be re-encoded after de-identification "
                                    f"({type(exc).__name__})", hint="Send a valid DICOM instance.") from None
     return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=buf.getvalue())
+
+
+def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes, fallback_key: str) -> Prepared | None:
+    """The byte-level path of ingest (:mod:`medcycle.catalog.deid_fast`): the same de-identified bytes as the
+    pydicom path without building a dataset; None where a file needs pydicom, which then judges it (and says
+    why a file is refused)."""
+    from pydicom.uid import UID
+
+    from medcycle.catalog.deid import DeidOptions
+    from medcycle.catalog.deid_fast import Fallback, deidentify_bytes
+
+    try:
+        fast = deidentify_bytes(data, pseudo, DeidOptions(), fallback_key=fallback_key)
+    except (Fallback, ValidationFailed):
+        return None
+    pixels = fast.pixels
+    compressed = bool(UID(fast.transfer_syntax).is_compressed) or (pixels is not None and pixels.encapsulated)
+    frames = _dicom_frames(fast.source, local.label, lambda: pixels.length if pixels is not None else 0,
+                           lambda: compressed)
+    result = fast.result
+    _refuse_burnt_in(local, result.quarantine_reason)
+    return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=fast.data)
+
+
+def _refuse_burnt_in(local: _Local, reason: str | None) -> None:
+    if reason:
+        raise ValidationFailed(f"{local.label} may show patient data in its pixels ({reason})",
+                               hint="Send images whose BurnedInAnnotation is NO, or de-identify the pixels first.")
 
 
 def cases(files: Sequence[Prepared]) -> list[Case]:

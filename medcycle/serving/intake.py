@@ -9,10 +9,10 @@ enqueued. The same idempotency key on the inference queue returns the first job.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Mapping, Sequence
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -21,9 +21,12 @@ from medcycle.jobs.base import Job
 from medcycle.serving.config import ServingSettings, load_serving_settings
 from medcycle.serving.inputs import InputLike, Prepared, cases, materialise, prepare
 from medcycle.serving.schemas import Params
+from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
 from medcycle.store.base import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from medcycle.platform import Platform
 
 PAYLOAD_VERSION = 1
@@ -51,12 +54,27 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key.strip()
 
 
+_MODELS_SEEN: weakref.WeakKeyDictionary[Platform, dict[str, float]] = weakref.WeakKeyDictionary()
+MODEL_CHECK_TTL_S = 5.0
+
+
 def _check_model(platform: Platform, model: str) -> str:
+    """``model`` if it names a registered model; a name seen in the last few seconds is not looked up again
+    (every request names one of a handful of models). A worker resolves the reference again when it runs the
+    job, so a model deleted meanwhile fails that job with the registry's message."""
     from medcycle.models.registry import resolve
 
+    model = model.strip()
+    seen = _MODELS_SEEN.setdefault(platform, {})
+    now = time.monotonic()
+    if seen.get(model, 0.0) > now:
+        return model
     with platform.session(write=False) as session:
         resolve(session, model)  # NotFound / UsageError with hints
-    return model.strip()
+    if len(seen) > 256:
+        seen.clear()
+    seen[model] = now + MODEL_CHECK_TTL_S
+    return model
 
 
 def submit(
@@ -71,6 +89,7 @@ def submit(
     params: Params | Mapping[str, Any] | str | None = None,
     priority: int = 0,
     settings: ServingSettings | None = None,
+    record: Callable[[Session, Job], None] | None = None,
 ) -> Job:
     """Store ``inputs`` and enqueue one inference job for ``model``; returns the job (the first one for a key).
 
@@ -83,6 +102,8 @@ def submit(
         deadline_s: seconds from now after which the job is dropped, not computed (default: settings).
         webhook: URL that receives the finished job (POST, JSON), with retries.
         params: :class:`~medcycle.serving.schemas.Params` (or a mapping / JSON text of them).
+        record: called with the transaction that records the job's input references and the new job (not a
+            replayed one), e.g. to write an audit event in the same commit.
 
     Raises:
         UsageError / ValidationFailed / PayloadTooLarge: a bad input (the message names which).
@@ -122,11 +143,12 @@ def submit(
     }
     deadline = utcnow() + timedelta(seconds=deadline_s or cfg.default_deadline_s)
     job = platform.jobs.enqueue(cfg.queue, payload, priority=priority, idempotency_key=key, deadline=deadline)
-    from medcycle.objects.refs import add_ref
+    from medcycle.objects.refs import add_refs
 
     with platform.session() as session:
-        for digest in dict.fromkeys(digests):
-            add_ref(session, digest, INPUT_REF, job.id)
+        add_refs(session, digests, INPUT_REF, job.id)
+        if record is not None:
+            record(session, job)
     return job
 
 
@@ -152,8 +174,11 @@ def _prepare_all(platform: Platform, inputs: Sequence[InputLike], cfg: ServingSe
 
     raw = any(not isinstance(i, str) for i in inputs)
     pseudo = Pseudonymizer(load_or_create_key(platform.settings.resolved_deid_key_file)) if raw else None
-    with tempfile.TemporaryDirectory(prefix="medcycle-intake-") as tmp:
-        files = materialise(list(inputs), Path(tmp), platform.objects, cfg)
+    folder, tag = scratch_dir(), new_tag()
+    try:
+        files = materialise(list(inputs), folder, platform.objects, cfg, tag)
         if not files:
             raise UsageError("the request holds no files (an empty zip?)", hint="Send at least one image file.")
         return [prepare(f, pseudo) for f in files]
+    finally:
+        remove_tagged(folder, tag)

@@ -28,7 +28,6 @@ import os
 import queue
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,6 +151,7 @@ class DeployedWorker(ServingWorker):
         from medcycle.serving.decode import decode_case
         from medcycle.serving.predictor import CaseInput
         from medcycle.serving.schemas import Params
+        from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
 
         assert spec.shadow
         shadow = self._shadow_predictor(spec.shadow)
@@ -162,10 +162,13 @@ class DeployedWorker(ServingWorker):
             served = [dict(c) for c in primary.cases] if primary is not None else []
             served_by = primary.model_ref if primary is not None else "?"
         params = Params.parse(payload.get("params"))
-        with tempfile.TemporaryDirectory(prefix="medcycle-shadow-") as tmp:
-            cases = [decode_case(self.platform.objects, payload, i, Path(tmp) / str(i))
+        folder, tag = scratch_dir(), new_tag()
+        try:
+            cases = [decode_case(self.platform.objects, payload, i, folder, tag)
                      for i in range(len(payload.get("cases", [])))]
-            predictions = shadow.predict([CaseInput(c.pixels, c.header, c.spacing, params) for c in cases])
+        finally:
+            remove_tagged(folder, tag)
+        predictions = shadow.predict([CaseInput(c.pixels, c.header, c.spacing, params) for c in cases])
         agree = 0
         for case, pred in zip(served, predictions, strict=False):
             mine = pred.to_dict(shadow.classes)

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcycle.errors import MedcycleError, NotFound, UsageError
@@ -51,6 +49,7 @@ from medcycle.serving.metrics import ServingMetrics
 from medcycle.serving.predictor import CaseInput, Prediction, Predictor, Prepared
 from medcycle.serving.predlog import LogEntry, PredictionLog, input_statistics, log_predictions
 from medcycle.serving.schemas import JobStatus, OutputKind, Params
+from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
 from medcycle.serving.tables import ServingResultRow
 from medcycle.store.base import utcnow
 
@@ -281,9 +280,11 @@ class ServingWorker:
         from medcycle.monitoring.describe import header_fields
 
         payload = job.payload
-        with tempfile.TemporaryDirectory(prefix="medcycle-serving-") as tmp:
-            cases = [decode_case(self.platform.objects, payload, i, Path(tmp) / str(i))
-                     for i in range(len(payload["cases"]))]
+        folder, tag = scratch_dir(), new_tag()
+        try:
+            cases = [decode_case(self.platform.objects, payload, i, folder, tag) for i in range(len(payload["cases"]))]
+        finally:
+            remove_tagged(folder, tag)
         prepared = None if predictor is None else [predictor.prepare(CaseInput(c.pixels, c.header)) for c in cases]
         logged = bool(cases) and self.prediction_log is not None
         return _Decoded(cases, prepared, input_statistics(cases[0]) if logged else {},

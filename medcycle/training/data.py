@@ -79,9 +79,14 @@ def read_dicom(path: Path, *, raw: bool = False) -> F32:
     """Pixels of one DICOM file: ``(rows, columns)`` or ``(frames, rows, columns)``; modality LUT applied and
     MONOCHROME1 inverted unless ``raw``. Colour is averaged to gray."""
     import pydicom
+
+    return dicom_pixels(pydicom.dcmread(path), raw=raw)
+
+
+def dicom_pixels(ds: Any, *, raw: bool = False) -> F32:
+    """:func:`read_dicom` of a dataset already read (with its pixel data)."""
     from pydicom.pixels.processing import apply_modality_lut
 
-    ds = pydicom.dcmread(path)
     arr = np.asarray(ds.pixel_array)
     if int(ds.get("SamplesPerPixel") or 1) > 1:
         arr = arr.mean(axis=-1)
@@ -140,16 +145,19 @@ def slice_order(paths: Sequence[str | Path]) -> list[str]:
 
     keys: list[tuple[float, float, str]] = []
     for p in paths:
-        position, number = 0.0, 0.0
-        if _is_dicom(Path(p)):
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-            ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-            if ipp is not None and iop is not None and len(iop) == 6:
-                normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-                position = float(np.dot(normal, np.asarray(ipp, float)))
-            number = float(ds.get("InstanceNumber") or 0)
-        keys.append((position, number, str(p)))
+        key = slice_key(pydicom.dcmread(p, stop_before_pixels=True)) if _is_dicom(Path(p)) else (0.0, 0.0)
+        keys.append((*key, str(p)))
     return [k[2] for k in sorted(keys)]
+
+
+def slice_key(ds: Any) -> tuple[float, float]:
+    """A slice's place in its series: (position along the slice normal, InstanceNumber); 0 where unknown."""
+    position = 0.0
+    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    if ipp is not None and iop is not None and len(iop) == 6:
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        position = float(np.dot(normal, np.asarray(ipp, float)))
+    return position, float(ds.get("InstanceNumber") or 0)
 
 
 def read_volume(paths: Sequence[str | Path], *, raw: bool = False) -> F32:

@@ -15,6 +15,7 @@ The route only parses and calls :func:`medcycle.serving.intake.submit`; workers 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -22,9 +23,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from medcycle.api.admission import Admission
 from medcycle.api.deps import PlatformDep, requires
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission, Principal
@@ -97,6 +100,14 @@ def _settings(request: Request, platform: Platform) -> ServingSettings:
         cfg = load_serving_settings(platform.settings)
         request.app.state.serving_settings = cfg
     return cfg
+
+
+def _admission(request: Request, platform: Platform, cfg: ServingSettings) -> Admission:
+    found: Admission | None = getattr(request.app.state, "admission", None)
+    if found is None:
+        found = request.app.state.admission = Admission(
+            lambda: platform.jobs.check_capacity(cfg.queue), concurrency=max(2, os.cpu_count() or 1))
+    return found
 
 
 def _float(value: Any, name: str) -> float | None:
@@ -180,7 +191,8 @@ async def submit_job(
     """Submit an inference job: files (multipart) or object references (JSON). 202 + the job; see the module."""
     cfg = _settings(request, platform)
     # a full queue answers 429 before the upload is read, stored or de-identified (the bound holds at enqueue too)
-    await run_in_threadpool(platform.jobs.check_capacity, cfg.queue)
+    admission = _admission(request, platform, cfg)
+    await admission.admit()
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.max_upload_bytes:
@@ -202,20 +214,28 @@ async def submit_job(
                                        hint="Send multipart/form-data with files, or application/json with object "
                                             "digests.")
         key = f"{principal.name}:{idempotency_key}" if idempotency_key else None
-        job = await run_in_threadpool(
+
+        recorded: list[str] = []
+
+        def record(session: Session, new: Job) -> None:  # in the transaction that records the job's inputs
+            audit.record(session, principal, "serving.submit", target_kind="job", target_id=new.id, via="api",
+                         model=fields["model"], images=(new.payload or {}).get("images"))
+            recorded.append(new.id)
+
+        job = await admission.run(
             intake.submit, platform, inputs, model=fields["model"], source="rest", idempotency_key=key,
             deadline_s=fields["deadline_s"], webhook=fields["webhook"], params=fields["params"],
-            priority=max(-10, min(10, fields["priority"])), settings=cfg)
+            priority=max(-10, min(10, fields["priority"])), settings=cfg, record=record)
     finally:
         if form is not None:
             await form.close()
+    if not recorded:  # a replay of an idempotency key: audited too
 
-    def record() -> None:
-        with platform.session() as session:
-            audit.record(session, principal, "serving.submit", target_kind="job", target_id=job.id, via="api",
-                         model=fields["model"], images=(job.payload or {}).get("images"))
+        def replayed() -> None:
+            with platform.session() as session:
+                record(session, job)
 
-    await run_in_threadpool(record)
+        await run_in_threadpool(replayed)
     if wait > 0:
         job = await _wait(platform, job, min(wait, cfg.max_wait_s))
     return await run_in_threadpool(_answer, platform, job, submitted=True)
