@@ -76,6 +76,7 @@ HEAVY = {"name": "densenet121"}  # MONAI DenseNet121: the CheXNet-style chest ra
 HEAVY_SIZE = [224, 224]
 HEAVY_SOURCE = 512  # radiographs of 512 × 512 pixels
 CLIENTS = 4
+RETRY_CAP_S = 0.25  # REST clients wait as Retry-After says, at most this long (the queue holds seconds of work)
 API = """
 import socket, sys, uvicorn
 from medcycle.api.app import create_app
@@ -299,18 +300,21 @@ def multipart(data: bytes, params: dict[str, Any]) -> bytes:
     return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def post(client: Any, url: str, token: str, data: bytes) -> tuple[int, float, str | None]:
+def post(client: Any, url: str, token: str, data: bytes) -> tuple[int, float, str | None, float]:
+    """Status, seconds, the job id (202) and the Retry-After seconds (429)."""
     body = multipart(data, next_params())
     started = time.perf_counter()
     response = client.post(f"{url}/v1/jobs", content=body, headers={
         "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     elapsed = time.perf_counter() - started
     job = response.json().get("id") if response.status_code == 202 else None
-    return response.status_code, elapsed, job
+    return response.status_code, elapsed, job, float(response.headers.get("retry-after") or 0)
 
 
 def rest_throughput(p: Platform, svc: Services, token: str, blobs: list[bytes], n: int) -> dict[str, Any]:
-    """``n`` jobs through REST from ``CLIENTS`` threads (a 429 is retried after 20 ms); jobs/s until all finish."""
+    """``n`` jobs through REST from ``CLIENTS`` threads (a 429 is retried after its Retry-After, at most
+    ``RETRY_CAP_S``: clients polling every few ms would spend the CPU the network needs); jobs/s until all
+    finish."""
     import httpx
 
     ids: list[str] = []
@@ -323,7 +327,7 @@ def rest_throughput(p: Platform, svc: Services, token: str, blobs: list[bytes], 
         with httpx.Client(timeout=30, trust_env=False) as c:
             for i in counter:
                 while True:
-                    code, _, job = post(c, svc.url, token, blobs[i % len(blobs)])
+                    code, _, job, retry_after = post(c, svc.url, token, blobs[i % len(blobs)])
                     if job is not None:
                         with lock:
                             ids.append(job)
@@ -332,7 +336,7 @@ def rest_throughput(p: Platform, svc: Services, token: str, blobs: list[bytes], 
                         raise RuntimeError(f"submit answered {code}")
                     with lock:
                         refused += 1
-                    time.sleep(0.02)
+                    time.sleep(min(retry_after, RETRY_CAP_S))  # a polite client, a little impatient
 
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -379,7 +383,7 @@ def _overload_round(p: Platform, svc: Services, token: str, blobs: list[bytes], 
         c = getattr(local, "client", None)
         if c is None:
             c = local.client = httpx.Client(timeout=30, trust_env=False)
-        code, elapsed, _ = post(c, svc.url, token, blobs[i % len(blobs)])
+        code, elapsed, _, _ = post(c, svc.url, token, blobs[i % len(blobs)])
         with lock:
             answers.append((code, elapsed))
 

@@ -4,7 +4,8 @@ Under overload most requests are refused, and a refusal must be fast (clients re
 Asking the queue for every request would put each refusal behind a thread hop and a database read that
 compete with the intakes being accepted, so the answer of one look is shared: while a look is in flight
 other requests wait for it instead of asking again, and a *full* answer is reused for ``hold_s`` (the
-queue's own bound at enqueue stays exact either way). Intakes (reading, de-identifying and storing an
+queue's own bound at enqueue stays exact either way); a request arriving while that answer holds is refused
+before its token is checked (:meth:`Admission.refuse_if_known_full`, on the event loop). Intakes (reading, de-identifying and storing an
 upload) run at most ``concurrency`` at a time: more threads would only contend for the interpreter lock
 with the event loop that answers the refusals; and when ``waiting`` more already wait for a slot, the API
 itself is the bottleneck and a new request is answered 429 at once rather than left waiting.
@@ -40,11 +41,15 @@ class Admission:
         """A refusal seen elsewhere (the enqueue's own bound): reused like one of :meth:`admit`'s."""
         self._full, self._until = refusal, time.monotonic() + self.hold_s
 
-    async def admit(self) -> None:
-        """Return when the queue has room; raise :class:`QueueFull` when it has not."""
+    def refuse_if_known_full(self) -> None:
+        """Raise :class:`QueueFull` if a look in the last ``hold_s`` found the queue full (no look of its own)."""
         full = self._full
         if full is not None and time.monotonic() < self._until:
             raise _again(full)
+
+    async def admit(self) -> None:
+        """Return when the queue has room; raise :class:`QueueFull` when it has not."""
+        self.refuse_if_known_full()
         if self._inflight is None:
             self._inflight = asyncio.get_running_loop().create_future()
             look = self._inflight

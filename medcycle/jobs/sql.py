@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +46,12 @@ _BY_KEY = select(T).where(T.c.queue == bindparam("q"), T.c.idempotency_key == bi
 _ACTIVE = (select(func.count()).select_from(T)
            .where(T.c.queue == bindparam("q"), T.c.state.in_([s.value for s in ACTIVE_STATES])))
 _INSERT = T.insert()
+_NOW = bindparam("b_now", type_=T.c.finished_at.type)
+_COMPLETE_FENCED = (update(T)
+                    .where(T.c.id == bindparam("b_id"), T.c.token == bindparam("b_token"),
+                           T.c.state == JobState.RUNNING.value)
+                    .values(state=JobState.SUCCEEDED.value, result=bindparam("b_result", type_=T.c.result.type),
+                            error=None, token=None, finished_at=_NOW, updated_at=_NOW))
 
 
 def _row_to_job(row: Mapping[str, Any] | RowMapping, *, with_token: bool = False) -> Job:
@@ -305,6 +311,29 @@ class SqlJobQueue(JobQueue):
         return self._finish(
             job, state=JobState.SUCCEEDED.value, result=result, error=None, token=None, finished_at=utcnow()
         )
+
+    @staticmethod
+    def complete_in(conn: Connection, done: Sequence[tuple[Job, dict[str, Any] | None]]) -> set[str]:
+        """Complete leased jobs in the caller's transaction on ``conn`` (the same database: a worker stores
+        results and completes their jobs in one commit), each fenced by its delivery token as :meth:`complete`
+        is; returns the ids whose lease was lost (the job went to another worker, was cancelled or finished) —
+        those are left as they are. Completed jobs are updated in place."""
+        now = utcnow()
+        wanted = {job.id: (job, result) for job, result in done}
+        if not wanted:
+            return set()
+        query = select(T.c.id, T.c.token, T.c.state).where(T.c.id.in_(sorted(wanted)))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        held = {r.id for r in conn.execute(query)
+                if r.state == JobState.RUNNING.value and r.token and r.token == wanted[r.id][0].token}
+        if held:
+            conn.execute(_COMPLETE_FENCED, [{"b_id": i, "b_token": wanted[i][0].token, "b_result": wanted[i][1],
+                                             "b_now": now} for i in held])
+            for i in held:
+                job = wanted[i][0]
+                job.state, job.result, job.token, job.finished_at = JobState.SUCCEEDED, wanted[i][1], None, now
+        return set(wanted) - held
 
     def fail(self, job: Job, error: str, *, retry: bool = True, delay_seconds: float = 0.0) -> Job:
         now = utcnow()

@@ -92,38 +92,12 @@ def shares_transaction(session: Session, jq: JobQueue) -> bool:
 
 
 def complete_jobs(session: Session, done: Sequence[tuple[Job, dict[str, Any] | None]]) -> set[str]:
-    """Complete leased jobs of the embedded queue in the caller's transaction, fenced by their delivery
-    token as :meth:`medcycle.jobs.sql.SqlJobQueue.complete` is; returns the ids whose lease was lost (the job
-    went to another worker, was cancelled or finished) — those are left as they are. Check
+    """Complete leased jobs of the embedded queue in the caller's transaction (see
+    :meth:`medcycle.jobs.sql.SqlJobQueue.complete_in`); returns the ids whose lease was lost. Check
     :func:`shares_transaction` first."""
-    from sqlalchemy import bindparam, update
+    from medcycle.jobs.sql import SqlJobQueue
 
-    from medcycle.jobs.tables import JobRow
-    from medcycle.store.base import utcnow
-
-    table: Table = JobRow.__table__  # type: ignore[assignment]
-    now = utcnow()
-    wanted = {job.id: (job, result) for job, result in done}
-    if not wanted:
-        return set()
-    query = select(table.c.id, table.c.token, table.c.state).where(table.c.id.in_(sorted(wanted)))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    conn = session.connection()
-    held = {r.id for r in conn.execute(query)
-            if r.state == JobState.RUNNING.value and r.token and r.token == wanted[r.id][0].token}
-    lost = set(wanted) - held
-    if held:
-        stmt = (update(table)
-                .where(table.c.id == bindparam("b_id"), table.c.token == bindparam("b_token"),
-                       table.c.state == JobState.RUNNING.value)
-                .values(state=JobState.SUCCEEDED.value, result=bindparam("b_result", type_=table.c.result.type),
-                        error=None, token=None, finished_at=now, updated_at=now))
-        conn.execute(stmt, [{"b_id": i, "b_token": wanted[i][0].token, "b_result": wanted[i][1]} for i in held])
-        for i in held:
-            job = wanted[i][0]
-            job.state, job.result, job.token, job.finished_at = JobState.SUCCEEDED, wanted[i][1], None, now
-    return lost
+    return SqlJobQueue.complete_in(session.connection(), done)
 
 
 def count(session: Session, key: str | None = None) -> int:

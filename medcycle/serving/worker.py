@@ -33,24 +33,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from medcycle.errors import MedcycleError, NotFound, UsageError
 from medcycle.jobs import processes
 from medcycle.jobs.base import Job, JobCancelled, JobQueue, LeaseLost
 from medcycle.jobs.worker import Heartbeat, default_worker_name
-from medcycle.serving import outputs as out
 from medcycle.serving import results, webhooks
 from medcycle.serving.batcher import Batch, DynamicBatcher
+from medcycle.serving.case_outputs import case_outputs
 from medcycle.serving.config import ServingSettings, load_serving_settings
-from medcycle.serving.decode import DecodedCase, decode_case
+from medcycle.serving.decode import decode_case
 from medcycle.serving.metrics import ServingMetrics
 from medcycle.serving.predictor import CaseInput, Prediction, Predictor, Prepared
 from medcycle.serving.predlog import LogEntry, PredictionLog, input_statistics, log_predictions
 from medcycle.serving.schemas import JobStatus, OutputKind, Params
 from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
 from medcycle.serving.tables import ServingResultRow
+from medcycle.serving.worker_state import Decoded, InHand, Outcome, ResultToWrite, ServingStats
 from medcycle.store.base import utcnow
 
 if TYPE_CHECKING:
@@ -62,62 +62,6 @@ log = logging.getLogger(__name__)
 
 #: Called with a batch's jobs once their results are stored and webhooks queued, before the jobs complete.
 AfterStore = Callable[[Sequence[Job]], None]
-
-
-@dataclass
-class ServingStats:
-    batches: int = 0
-    jobs: int = 0
-    computed: int = 0
-    cached: int = 0
-    refused: int = 0
-    expired: int = 0
-    failed: int = 0
-    retried: int = 0
-    lost: int = 0
-    images: int = 0
-    batch_images: list[int] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Outcome:
-    action: str  # complete | fail | retry
-    label: str  # the metric outcome
-    result: dict[str, Any] | None = None
-    error: str | None = None
-
-
-@dataclass
-class _Decoded:
-    cases: list[DecodedCase]
-    prepared: list[Prepared] | None  # the cases made ready for the network (None: no predictor known yet)
-    stats: dict[str, float]  # the prediction log's input statistics of the first case
-    header: dict[str, Any]  # and its allow-listed header fields
-
-
-@dataclass
-class _Row:
-    job: Job
-    row: ServingResultRow
-    entry: LogEntry
-
-
-@dataclass
-class InHand:
-    """A batch taken from the queue: the heartbeat renewing its leases, its inputs decoding in the pool, and
-    what its processing has to write (result rows, log entries)."""
-
-    batch: Batch
-    beat: Heartbeat
-    decoding: dict[str, Future[_Decoded]]
-    rows: list[_Row] = field(default_factory=list)
-    logs: list[LogEntry] = field(default_factory=list)
-
-    @property
-    def dropped(self) -> set[str]:
-        """Jobs whose lease was lost or that were cancelled: never settled by this worker."""
-        return self.beat.dropped
 
 
 class ServingWorker:
@@ -274,7 +218,7 @@ class ServingWorker:
             stop.wait(1.0)
             return None
 
-    def _decode(self, job: Job, predictor: Predictor | None = None) -> _Decoded:
+    def _decode(self, job: Job, predictor: Predictor | None = None) -> Decoded:
         """A job's cases fetched and decoded (in the pool), made ready for ``predictor``, with what the log
         keeps of the first (statistics, header fields)."""
         from medcycle.monitoring.describe import header_fields
@@ -287,7 +231,7 @@ class ServingWorker:
             remove_tagged(folder, tag)
         prepared = None if predictor is None else [predictor.prepare(CaseInput(c.pixels, c.header)) for c in cases]
         logged = bool(cases) and self.prediction_log is not None
-        return _Decoded(cases, prepared, input_statistics(cases[0]) if logged else {},
+        return Decoded(cases, prepared, input_statistics(cases[0]) if logged else {},
                         header_fields(cases[0].header) if logged else {})
 
     def process(self, hand: InHand | Batch) -> None:
@@ -315,13 +259,13 @@ class ServingWorker:
         s.jobs += len(batch.jobs)
         s.batch_images.append(batch.images)
         s.reasons.append(batch.reason.value)
-        outcomes: dict[str, _Outcome] = {}
+        outcomes: dict[str, Outcome] = {}
         try:
             self._handle(batch.jobs, hand, outcomes)
         except Exception as exc:  # an unexpected failure fails its batch (retried), never the worker
             log.exception("batch of %d jobs failed", len(batch.jobs))
             for job in batch.jobs:
-                outcomes.setdefault(job.id, _Outcome("retry", "retried", error=f"{type(exc).__name__}: {exc}"[:500]))
+                outcomes.setdefault(job.id, Outcome("retry", "retried", error=f"{type(exc).__name__}: {exc}"[:500]))
         finally:
             for future in hand.decoding.values():
                 future.cancel()
@@ -331,7 +275,7 @@ class ServingWorker:
             if job.id not in settled:
                 self._settle(job, outcomes.get(job.id), hand.dropped)
 
-    def _finish(self, hand: InHand, outcomes: dict[str, _Outcome]) -> set[str]:
+    def _finish(self, hand: InHand, outcomes: dict[str, Outcome]) -> set[str]:
         """Queue webhooks, then store the batch in one transaction; returns the jobs settled in it."""
         jobs = hand.batch.jobs
         for job in jobs:
@@ -350,13 +294,13 @@ class ServingWorker:
             log.exception("results of a batch of %d jobs not stored", len(jobs))
             error = f"{type(exc).__name__}: {exc}"[:500]
             for job in jobs:
-                outcomes[job.id] = _Outcome("retry", "retried", error=error)
+                outcomes[job.id] = Outcome("retry", "retried", error=error)
             return set()
         if self.after_store is not None:
             self.after_store(jobs)
         return settled
 
-    def _store(self, hand: InHand, outcomes: dict[str, _Outcome],
+    def _store(self, hand: InHand, outcomes: dict[str, Outcome],
                complete: Sequence[tuple[Job, dict[str, Any] | None]]) -> set[str]:
         """One transaction: result rows (``ON CONFLICT DO NOTHING``), log records (computed ones only for rows
         this call wrote) and — when the queue shares the database — the jobs' completions; returns the jobs
@@ -383,7 +327,7 @@ class ServingWorker:
                         self._count(job, outcomes[job.id])
         return settled
 
-    def _settle(self, job: Job, outcome: _Outcome | None, dropped: set[str]) -> None:
+    def _settle(self, job: Job, outcome: Outcome | None, dropped: set[str]) -> None:
         if outcome is None or job.id in dropped:
             self.stats.lost += 1
             self.metrics.jobs.labels("cancelled" if outcome is None else "lost").inc()
@@ -401,7 +345,7 @@ class ServingWorker:
             return
         self._count(job, outcome)
 
-    def _count(self, job: Job, outcome: _Outcome) -> None:
+    def _count(self, job: Job, outcome: Outcome) -> None:
         label = outcome.label
         setattr(self.stats, label, getattr(self.stats, label) + 1)
         self.metrics.jobs.labels(label).inc()
@@ -410,23 +354,23 @@ class ServingWorker:
             self.metrics.latency.labels(model).observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
 
     # -- one batch -----------------------------------------------------------------------------------------
-    def _handle(self, jobs: Sequence[Job], hand: InHand, outcomes: dict[str, _Outcome]) -> None:
+    def _handle(self, jobs: Sequence[Job], hand: InHand, outcomes: dict[str, Outcome]) -> None:
         now = utcnow()
         groups: dict[str, list[Job]] = {}
         for job in jobs:
             if job.deadline is not None and job.deadline <= now:
-                outcomes[job.id] = _Outcome("fail", "expired", error=results.DEADLINE_ERROR)
+                outcomes[job.id] = Outcome("fail", "expired", error=results.DEADLINE_ERROR)
                 self._log_failure(hand, job, str((job.payload or {}).get("model", "")), "timeout", None)
                 continue
             groups.setdefault(str((job.payload or {}).get("model", "")), []).append(job)
         for ref, group in groups.items():
             self._run_group(ref, group, hand, outcomes)
 
-    def _fail_all(self, jobs: Sequence[Job], outcomes: dict[str, _Outcome], exc: MedcycleError) -> None:
+    def _fail_all(self, jobs: Sequence[Job], outcomes: dict[str, Outcome], exc: MedcycleError) -> None:
         for job in jobs:
-            outcomes[job.id] = _Outcome("fail", "failed", error=exc.message[:500])
+            outcomes[job.id] = Outcome("fail", "failed", error=exc.message[:500])
 
-    def _run_group(self, ref: str, jobs: Sequence[Job], hand: InHand, outcomes: dict[str, _Outcome]) -> None:
+    def _run_group(self, ref: str, jobs: Sequence[Job], hand: InHand, outcomes: dict[str, Outcome]) -> None:
         try:
             predictor = self.predictor(ref)
         except (NotFound, UsageError) as exc:  # no such model or version, or it cannot be served
@@ -438,7 +382,7 @@ class ServingWorker:
             try:
                 params[job.id] = Params.parse((job.payload or {}).get("params"))
             except UsageError as exc:
-                outcomes[job.id] = _Outcome("fail", "failed", error=exc.message)
+                outcomes[job.id] = Outcome("fail", "failed", error=exc.message)
                 continue
             keys[job.id] = results.result_key(list(job.payload["inputs"]), predictor.version.id, params[job.id])
         with self.platform.session(write=False) as session:
@@ -453,7 +397,7 @@ class ServingWorker:
             key = keys[job.id]
             if key in cached:
                 status, cases = cached[key]
-                outcomes[job.id] = _Outcome("complete", "cached", {"result": key, "cached": True,
+                outcomes[job.id] = Outcome("complete", "cached", {"result": key, "cached": True,
                                                                    "model": predictor.ref, "worker": self.name})
                 hand.logs.append(_entry(job, predictor.ref, status, {"cases": cases}))
             elif key in first:
@@ -467,28 +411,28 @@ class ServingWorker:
         for job, twin in twins:  # the same input, version and parameters twice in one batch: computed once
             done = outcomes.get(twin.id)
             if done is not None and done.action == "complete":
-                outcomes[job.id] = _Outcome("complete", "cached", {**(done.result or {}), "cached": True})
+                outcomes[job.id] = Outcome("complete", "cached", {**(done.result or {}), "cached": True})
                 row = computed.get(twin.id)
                 status, cases = (row.row.status, list(row.row.cases)) if row is not None else ("done", [])
                 hand.logs.append(_entry(job, predictor.ref, status, {"cases": cases}))
             elif done is not None:
-                outcomes[job.id] = _Outcome(done.action, done.label, done.result, done.error)
+                outcomes[job.id] = Outcome(done.action, done.label, done.result, done.error)
 
-    def _decoded(self, hand: InHand, job: Job) -> _Decoded:
+    def _decoded(self, hand: InHand, job: Job) -> Decoded:
         future = hand.decoding.get(job.id)
         return future.result() if future is not None else self._decode(job)
 
     def _compute(self, predictor: Predictor, jobs: Sequence[Job], keys: dict[str, str], params: dict[str, Params],
-                 hand: InHand, outcomes: dict[str, _Outcome]) -> None:
+                 hand: InHand, outcomes: dict[str, Outcome]) -> None:
         started = time.perf_counter()
-        decoded: dict[str, _Decoded] = {}
+        decoded: dict[str, Decoded] = {}
         for job in jobs:
             if job.id in hand.dropped:
                 continue
             try:
                 decoded[job.id] = self._decoded(hand, job)
             except UsageError as exc:
-                outcomes[job.id] = _Outcome("fail", "failed", error=exc.message[:500])
+                outcomes[job.id] = Outcome("fail", "failed", error=exc.message[:500])
                 self._log_failure(hand, job, predictor.ref, "error", exc)
         ready = [job for job in jobs if job.id in decoded and job.id not in hand.dropped]
         inputs = [CaseInput(c.pixels, c.header, c.spacing, params[job.id]) for job in ready
@@ -507,14 +451,14 @@ class ServingWorker:
             share = elapsed * sum(c.images for c in cases) / total
             row = self._result_row(job, predictor, keys[job.id], params[job.id], decoded[job.id], preds, share)
             hand.rows.append(row)
-            outcomes[job.id] = _Outcome("complete", "refused" if row.row.status == JobStatus.REFUSED else "computed",
+            outcomes[job.id] = Outcome("complete", "refused" if row.row.status == JobStatus.REFUSED else "computed",
                                         {"result": row.row.key, "cached": False, "model": predictor.ref,
                                          "worker": self.name})
             self.stats.images += row.row.images
         self.metrics.compute.labels(predictor.ref).observe(time.perf_counter() - started)
 
-    def _result_row(self, job: Job, predictor: Predictor, key: str, params: Params, decoded: _Decoded,
-                    preds: Sequence[Prediction], compute_s: float) -> _Row:
+    def _result_row(self, job: Job, predictor: Predictor, key: str, params: Params, decoded: Decoded,
+                    preds: Sequence[Prediction], compute_s: float) -> ResultToWrite:
         """The job's result row (its output files stored as objects) and its prediction-log entry."""
         cases = decoded.cases
         summaries: list[dict[str, Any]] = []
@@ -522,7 +466,7 @@ class ServingWorker:
         mask_digest = None
         for case, pred in zip(cases, preds, strict=True):
             summary = {"index": case.index, "kind": case.kind, **pred.to_dict(predictor.classes)}
-            files, problems = self._outputs(case, pred, predictor, key, params)
+            files, problems = case_outputs(case, pred, predictor, key, params)
             for f in files:
                 info = self.platform.objects.put(f.data)
                 entry = {"case": case.index, "kind": f.kind.value, "digest": info.digest,
@@ -550,49 +494,7 @@ class ServingWorker:
             details.update(input_stats=decoded.stats, header=decoded.header)
         elif cases:
             details["decoded"] = cases[first]
-        return _Row(job, row, _entry(job, predictor.ref, row.status, details))
-
-    # -- outputs -------------------------------------------------------------------------------------------
-    def _outputs(self, case: DecodedCase, pred: Prediction, predictor: Predictor, key: str, params: Params
-                 ) -> tuple[list[out.Output], list[str]]:
-        if pred.status != "ok":
-            return [], []
-        version = predictor.version
-        ref = version.ref
-        files: list[out.Output] = []
-        problems: list[str] = []
-        finding = pred.finding or {}
-        image = finding.get("image")
-        if pred.mask is not None:
-            found = ", ".join(finding.get("classes") or []) or "nothing found"
-            caption = f"{found} ({finding.get('components', 0)} components) | {ref}"
-        else:
-            caption = f"{finding.get('class')} {float(finding.get('score') or 0):.2f} | {ref}"
-        case_key = f"{key}:{case.index}"
-        try:
-            if pred.mask is not None and params.wants(OutputKind.NIFTI):
-                files.append(out.Output(OutputKind.NIFTI, out.nifti_mask(pred.mask, case.affine, case.spacing)))
-            rgb = None
-            if params.wants(OutputKind.PNG) or (case.datasets and params.wants(OutputKind.SC)):
-                rgb = out.overlay_rgb(case.pixels, pred.mask, caption, image=image)
-            if rgb is not None and params.wants(OutputKind.PNG):
-                files.append(out.Output(OutputKind.PNG, out.png(rgb)))
-            if pred.mask is not None and params.wants(OutputKind.SEG) and case.datasets:
-                if case.grid is None:
-                    problems.append("seg: the series has no regular grid (multi-frame, uneven or missing geometry)")
-                else:
-                    files.append(out.Output(OutputKind.SEG, out.dicom_seg(
-                        case.datasets, pred.mask, predictor.classes, model=version.model,
-                        version=f"v{version.version}", key=case_key)))
-            if rgb is not None and case.datasets and params.wants(OutputKind.SC):
-                k = out.slice_of_interest(case.pixels, pred.mask, image)
-                ref_ds = case.datasets[min(k, len(case.datasets) - 1)]
-                files.append(out.Output(OutputKind.SC, out.dicom_sc(
-                    ref_ds, rgb, model=version.model, version=f"v{version.version}", key=case_key,
-                    description="segmentation" if pred.mask is not None else "classification")))
-        except UsageError as exc:
-            problems.append(exc.message)
-        return files, problems
+        return ResultToWrite(job, row, _entry(job, predictor.ref, row.status, details))
 
     # -- the prediction log --------------------------------------------------------------------------------
     def _log_in(self, session: Session, entries: Sequence[LogEntry]) -> None:

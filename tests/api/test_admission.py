@@ -132,3 +132,39 @@ def test_a_refusal_raised_by_the_intake_is_remembered() -> None:
 
     _run(go)
     assert looks == []
+
+
+def test_a_known_full_queue_is_refused_before_the_token_is_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from medcycle.api.app import create_app
+    from medcycle.platform import Platform
+    from medcycle.testing.platform import make_settings
+
+    platform = Platform(make_settings(tmp_path / "home", job_queue_limit=2))
+    token = platform.init().admin_token
+    try:
+        for n in range(2):
+            platform.jobs.enqueue("inference", {"n": n})
+        app = create_app(platform, web=False)
+        app.state.admission = Admission(lambda: platform.jobs.check_capacity("inference"), concurrency=1,
+                                        hold_s=2.0)
+        upload = {"files": ("a.dcm", b"DICM", "application/dicom")}
+        with TestClient(app, raise_server_exceptions=False) as client:
+            anonymous = client.post("/v1/jobs", files=upload, data={"model": "m"})
+            assert anonymous.status_code == 401  # nothing known yet: authentication comes first
+            first = client.post("/v1/jobs", files=upload, data={"model": "m"},
+                                headers={"Authorization": f"Bearer {token}"})
+            assert first.status_code == 429 and "is full" in first.json()["error"]["message"]
+            assert int(first.headers["retry-after"]) >= 1
+            again = client.post("/v1/jobs", files=upload, data={"model": "m"},
+                                headers={"Authorization": "Bearer mct_not_a_token"})
+            assert again.status_code == 429  # the full answer holds: refused before the token is read
+            assert platform.jobs.stats("inference").active == 2  # nothing was queued
+            platform.jobs.cancel(platform.jobs.list("inference")[0].id)
+            time.sleep(2.1)  # the answer expired: the next request is authenticated first again
+            bad = client.post("/v1/jobs", files=upload, data={"model": "m"},
+                              headers={"Authorization": "Bearer mct_not_a_token"})
+            assert bad.status_code == 401
+    finally:
+        platform.close()

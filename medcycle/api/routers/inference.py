@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -100,6 +100,15 @@ def _settings(request: Request, platform: Platform) -> ServingSettings:
         cfg = load_serving_settings(platform.settings)
         request.app.state.serving_settings = cfg
     return cfg
+
+
+async def _known_full(request: Request) -> None:
+    """First, on the event loop, before the token is checked (a thread hop and a read): a queue known to be full
+    — the shared answer of a look a moment ago — is answered 429 at once. It says no more than that the service
+    is busy; everything else waits for authentication."""
+    admission: Admission | None = getattr(request.app.state, "admission", None)
+    if admission is not None:
+        admission.refuse_if_known_full()
 
 
 def _admission(request: Request, platform: Platform, cfg: ServingSettings) -> Admission:
@@ -183,6 +192,7 @@ def _answer(platform: Platform, job: Job, *, submitted: bool) -> JSONResponse:
 @router.post("", response_model=JobOut, status_code=202, responses=ERRORS, openapi_extra={"requestBody": REQUEST_BODY})
 async def submit_job(
     request: Request,
+    _shed: Annotated[None, Depends(_known_full)],
     platform: PlatformDep,
     principal: Submitter,
     wait: WaitQuery = 0.0,
