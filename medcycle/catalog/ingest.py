@@ -6,11 +6,14 @@ batches. Idempotent and resumable: a file whose keyed content hash is already re
 objects are content-addressed, and the catalog rows of a batch are written in one transaction — so a
 ``kill -9`` at any moment followed by a re-run ends with nothing missing and nothing doubled.
 
-Durability: workers store objects without waiting for an fsync each (on a local folder store,
-``defer_sync``: the fsyncs run in the background) and make a whole batch durable before they return its
-outcomes. A row is never committed before the object it points at is on disk, as when each put waited
+Durability: a row is never committed before the object it points at is on disk, as when each put waited
 for its fsyncs, at a fraction of the cost (two fsyncs a file, one after the other, cost more than
-de-identifying it).
+de-identifying it). On a local folder store where ``syncfs`` reports write-back errors (Linux 5.8+), the
+workers put without any fsync and this process, before it commits each batch of rows, makes the store's
+file system durable with one ``syncfs`` (:class:`~medcycle.objects.local.FileSystemSync`, opened before
+the first put): it covers every object the workers wrote, and no worker waits for the disk. Elsewhere each
+worker makes its task's objects durable before it returns their outcomes (``defer_sync``: the fsyncs run
+in the background meanwhile). ``progress`` may hear of a file before its object is durable.
 
 The worker processes are started once per process and kept for later ingests (``jobs`` >= 2): starting
 them (a fresh interpreter importing pydicom, numpy and SQLAlchemy each) takes seconds on a small machine,
@@ -106,6 +109,7 @@ class Job:
     source: str
     modality: str | None
     body_part: str | None
+    writer_syncs: bool = False  # the writer makes the store's file system durable before each commit
 
 
 def _context(job: Job, engine: Any = None) -> worker.WorkerContext:
@@ -116,7 +120,9 @@ def _context(job: Job, engine: Any = None) -> worker.WorkerContext:
     settings = job.settings
     store = open_object_store(settings.resolved_object_store_url, settings)
     if isinstance(store, LocalObjectStore):
-        store.defer_sync = True  # the writer syncs once per batch before it commits rows (module docstring)
+        store.defer_sync = True  # durable once per batch before rows point at the objects (module docstring)
+        if job.writer_syncs:
+            store.fsync = False  # the writer's syncfs covers these puts: nothing to keep pending or wait for
     return worker.WorkerContext(
         store=store,
         engine=engine or create_engine_for(settings.resolved_database_url),
@@ -502,28 +508,36 @@ def ingest(
     summary = IngestSummary(source=source, run_id=run_id)
     items = iter_inputs(paths)
     started = time.monotonic()
-    job = Job(uuid.uuid4().hex, settings, key, options, source, modality, body_part)
-    inline = _context(job, engine=platform.engine) if jobs <= 1 else None
+    store = platform.objects
+    fs_sync = store.file_system_sync() if isinstance(store, LocalObjectStore) else None  # before the first put
+    job = Job(uuid.uuid4().hex, settings, key, options, source, modality, body_part, fs_sync is not None)
     batch: list[worker.Outcome] = []
     size = BATCH
 
     def flush() -> None:
         if not batch:
             return
+        if fs_sync is not None:
+            fs_sync()  # every object of the batch, whichever worker put it, is on disk before a row points at it
         with platform.session() as session:
             writer = _Writer(session, source_id, run_id)
             for out, status in zip(batch, writer.write_batch(batch), strict=True):
                 _account(summary, out, status)
         batch.clear()
 
-    for outcome in _outcomes(job, items, jobs, inline):
-        if progress:
-            progress(outcome)
-        batch.append(outcome)
-        if len(batch) >= size:
-            flush()
-            size = min(size * 2, MAX_BATCH)
-    flush()
+    try:
+        inline = _context(job, engine=platform.engine) if jobs <= 1 else None
+        for outcome in _outcomes(job, items, jobs, inline):
+            if progress:
+                progress(outcome)
+            batch.append(outcome)
+            if len(batch) >= size:
+                flush()
+                size = min(size * 2, MAX_BATCH)
+        flush()
+    finally:
+        if fs_sync is not None:
+            fs_sync.close()
     summary.seconds = time.monotonic() - started
     with platform.session() as session:
         row = session.get(IngestRunRow, run_id)

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import io
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -106,6 +107,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_small(path: str | Path, size: int) -> bytes:
+    """A small file's bytes with an ``open``, two ``read`` and a ``close`` (``Path.read_bytes`` makes several more
+    system calls, which show at thousands of files); the whole file, should it have grown since it was listed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        data = os.read(fd, size + 1)
+        rest: list[bytes] = []
+        while data and (chunk := os.read(fd, CHUNK)):
+            rest.append(chunk)
+        return data + b"".join(rest) if rest else data
+    finally:
+        os.close(fd)
+
+
 def _known(engine: Engine | None, keys: list[str]) -> set[str]:
     """Which of ``keys`` an earlier ingest recorded (one query)."""
     if engine is None or not keys:
@@ -138,7 +153,7 @@ def process_batch(ctx: WorkerContext, items: list[InputFile]) -> list[Outcome]:
             done[i] = big
         elif item.member is None:  # zip members are keyed once extracted (in _one)
             try:
-                data = Path(item.path).read_bytes() if item.size <= IN_MEMORY else None
+                data = _read_small(item.path, item.size) if item.size <= IN_MEMORY else None
                 digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(Path(item.path))
             except OSError as exc:
                 done[i] = Outcome(REJECTED, item.display, reason=f"cannot read the file ({type(exc).__name__})")
@@ -319,12 +334,17 @@ def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _compressed(transfer_syntax: str) -> bool:
+    return bool(UID(transfer_syntax).is_compressed)
+
+
 def _native_pixels(fast: FastResult, data: bytes) -> tuple[Any, tuple[float, float] | None] | None:
     """The stored pixel values read from the bytes (subsampled) and the rescale still to apply: what ``_decode``
     gives for uncompressed pixel data, without decoding; None where pydicom should decode (compressed, unusual
     layouts, a Modality LUT)."""
     src, px = fast.source, fast.pixels
-    if px is None or px.encapsulated or UID(fast.transfer_syntax).is_compressed:
+    if px is None or px.encapsulated or _compressed(fast.transfer_syntax):
         return None
     if any(k in src for k in ("FloatPixelData", "DoubleFloatPixelData", "ModalityLUTSequence")):
         return None

@@ -23,6 +23,13 @@ the machine (not of a process: the bytes are in the page cache) can leave an obj
 final name, so in this mode a put that finds its object already there checks it (size, then digest)
 and replaces it when it is damaged. Where unnamed files are not available, puts in this mode fsync as
 usual.
+
+A bulk writer that stores from several processes (ingest's workers) can make every process's objects durable
+with one ``syncfs`` instead of one a process and batch: its stores put with ``fsync`` off and ``defer_sync`` on
+(nothing pending, nothing waited for), and it calls a :class:`FileSystemSync` of the store, opened before the
+first put, before it records anything that points at the objects. ``syncfs`` writes back the whole file
+system, whichever process wrote to it, and reports a write-back error that happened on it since the
+descriptor was opened.
 """
 
 from __future__ import annotations
@@ -163,6 +170,32 @@ def link_unnamed(fd: int, path: str) -> None:
     os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
 
 
+class FileSystemSync:
+    """Makes everything written to the file system of ``folder`` so far durable, by any process (see the module
+    docstring): one ``syncfs`` through a descriptor opened now, so that any write-back error from now on is
+    raised. Only where ``syncfs`` reports such errors: :meth:`LocalObjectStore.file_system_sync` says where."""
+
+    def __init__(self, folder: Path) -> None:
+        self._fd: int | None = os.open(folder, os.O_RDONLY)
+
+    def __call__(self) -> None:
+        if self._fd is None:
+            raise ValueError("this FileSystemSync is closed")
+        if not syncfs(self._fd):
+            raise OSError(errno.ENOSYS, "syncfs is not available")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileSystemSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class LocalObjectStore(ObjectStore):
     """Objects in a local (or mounted network) folder.
 
@@ -227,6 +260,11 @@ class LocalObjectStore(ObjectStore):
     def close(self) -> None:
         """Sync what is pending (and release its descriptors)."""
         self.sync()
+
+    def file_system_sync(self) -> FileSystemSync | None:
+        """A :class:`FileSystemSync` of this store's file system, or None where ``syncfs`` is not available or
+        does not report write-back errors (not Linux, or Linux before 5.8); the caller closes it."""
+        return FileSystemSync(self.root) if _SYNCFS is not None else None
 
     def _intact(self, path: str | Path, digest: str, size: int, found: int | None = None) -> bool:
         """Whether the file at ``path`` holds ``size`` bytes hashing to ``digest`` (``found``: its size, if

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from medcycle.catalog import ingest as ingest_module
 from medcycle.catalog.ingest import ingest, worker_pool
 from medcycle.catalog.pixels import pixel_stats
 from medcycle.catalog.tables import IngestFileRow, InstanceRow, PatientRow, SeriesRow, StudyRow
+from medcycle.objects import local
 from medcycle.objects.local import LocalObjectStore
 from medcycle.objects.tables import ObjectRefRow
 from medcycle.platform import Platform
@@ -136,6 +138,65 @@ def test_torn_objects_from_a_crash_before_the_batch_sync_are_repaired(platform: 
     summary = ingest(platform, [src], source="b")
     assert summary.ingested == total
     stored_objects_intact(platform)
+
+
+def test_the_writer_makes_each_batch_durable_before_its_rows(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where syncfs is available, the workers' puts wait for no fsync and the writer flushes the store's file
+    system once per catalog batch, before that batch's rows are committed."""
+    src = tmp_path / "in"
+    total = series_folder(src, patients=2, slices=4)  # 8 files: catalog batches of 3, 3 and 2
+    monkeypatch.setattr(ingest_module, "BATCH", 3)
+    monkeypatch.setattr(ingest_module, "MAX_BATCH", 3)
+    rows_at_flush: list[int] = []
+    fsynced: set[str] = set()
+    real_fsync = os.fsync
+
+    def fake_syncfs(fd: int) -> int:
+        rows_at_flush.append(counts(platform)["instances"])
+        os.sync()  # what syncfs does for this file system, and more
+        return 0
+
+    def fsync(fd: int) -> None:
+        fsynced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local, "_SYNCFS", fake_syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    summary = ingest(platform, [src], source="b", jobs=1)
+    assert summary.ingested == total
+    assert rows_at_flush == [0, 3, 6]  # each flush came before its batch's rows
+    store = platform.objects
+    assert isinstance(store, LocalObjectStore)
+    assert not [path for path in fsynced if path.startswith(str(store.root))]  # no put waited for the disk
+    stored_objects_intact(platform)
+
+
+def test_without_syncfs_each_task_fsyncs_its_own_objects(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "in"
+    total = series_folder(src, patients=1, slices=5)
+    fsynced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        fsynced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local, "_SYNCFS", None)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert ingest(platform, [src], source="b", jobs=1).ingested == total
+    store = platform.objects
+    assert isinstance(store, LocalObjectStore)
+    with platform.session() as s:
+        digests = list(s.scalars(select(InstanceRow.digest)))
+    assert len(digests) == total
+    for digest in digests:
+        st = store.path_for(digest).stat()
+        assert (st.st_dev, st.st_ino) in fsynced
 
 
 @pytest.mark.parametrize(

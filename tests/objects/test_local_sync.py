@@ -126,6 +126,48 @@ def test_a_failed_flush_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert err.value.errno == errno.EIO
 
 
+@needs_unnamed
+def test_a_file_system_sync_covers_puts_that_keep_nothing_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk writers' mode: stores put with fsync off (nothing pending, nothing waited for) and one
+    FileSystemSync, opened before the puts, flushes their file system."""
+    flushes = Flushes(monkeypatch, syncfs=True)
+    store = LocalObjectStore(tmp_path / "objects", defer_sync=True, fsync=False)
+    fs_sync = store.file_system_sync()
+    assert fs_sync is not None
+    before = len(os.listdir("/proc/self/fd"))
+    infos = [store.put(b) for b in blobs(10)]
+    assert len(os.listdir("/proc/self/fd")) == before  # no descriptor kept for a later sync
+    store.sync()
+    assert flushes.syncfs == [] and flushes.fsynced == []  # the store itself waits for nothing
+    with fs_sync:
+        fs_sync()
+    assert flushes.syncfs == [os.stat(store.root).st_dev]
+    assert len(os.listdir("/proc/self/fd")) == before - 1  # its own descriptor, closed
+    with pytest.raises(ValueError, match="closed"):
+        fs_sync()
+    for info in infos:
+        assert store.verify(info.digest)
+
+
+@needs_unnamed
+def test_a_file_system_sync_raises_a_failed_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Flushes(monkeypatch, syncfs=True, fail=True)
+    store = LocalObjectStore(tmp_path / "objects", defer_sync=True, fsync=False)
+    fs_sync = store.file_system_sync()
+    assert fs_sync is not None
+    store.put(b"an object")
+    with fs_sync, pytest.raises(OSError, match="syncfs") as err:
+        fs_sync()
+    assert err.value.errno == errno.EIO
+
+
+def test_no_file_system_sync_without_syncfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Flushes(monkeypatch, syncfs=False)
+    assert LocalObjectStore(tmp_path / "objects").file_system_sync() is None
+
+
 def test_syncfs_reports_the_file_system_flushed(tmp_path: Path) -> None:
     """The real syncfs(2), where this system has it (Linux 5.8+): it returns, and the file is intact."""
     path = tmp_path / "f"
