@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from medcycle.errors import ValidationFailed
+from medcycle.labels import policy
 from medcycle.labels.active import InputTransform, MemoryCache, ScoreCache, select_batch
 
 F32 = npt.NDArray[np.float32]
@@ -144,15 +146,29 @@ class PhantomScorer:
 
 
 def dice_per_image(net: TinySegNet, data: Phantoms) -> npt.NDArray[np.float64]:
-    """Foreground Dice of each image (both empty: 1)."""
+    """Foreground Dice of each image, empty masks as :mod:`medcycle.labels.policy` decides (both empty: 1 — a
+    lesion-free image left clean; one empty: 0 — a false positive on it, or a lesion missed entirely)."""
     set_dropout(net, False)
     with torch.inference_mode():
         pred = torch.cat([net(torch.from_numpy(data.images[p:p + 256])).argmax(1)
                           for p in range(0, len(data), 256)]).numpy() == 1
-    truth = data.masks == 1
-    inter = (pred & truth).sum(axis=(1, 2))
-    total = pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))
-    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0).astype(np.float64)
+    return masks_dice(pred, data.masks == 1)
+
+
+def masks_dice(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """Dice of each pair of boolean masks ``(N, ...)``, with the project's empty-mask policy."""
+    if pred.shape != truth.shape:
+        raise ValidationFailed(f"predicted masks {pred.shape} and reference masks {truth.shape} differ in shape",
+                               hint="Give one predicted mask per reference mask, on the same grid.")
+    axes = tuple(range(1, pred.ndim))
+    inter = (pred & truth).sum(axis=axes)
+    total = pred.sum(axis=axes) + truth.sum(axis=axes)
+    out: npt.NDArray[np.float64] = (2.0 * inter / np.maximum(total, 1)).astype(np.float64)
+    for k in range(len(out)):
+        fixed = policy.empty_overlap(not pred[k].any(), not truth[k].any())
+        if fixed is not None:
+            out[k] = fixed
+    return out
 
 
 def train(net: TinySegNet, opt: torch.optim.Optimizer, data: Phantoms, idx: Sequence[int], steps: int,
