@@ -4,11 +4,12 @@ Under overload most requests are refused, and a refusal must be fast (clients re
 Asking the queue for every request would put each refusal behind a thread hop and a database read that
 compete with the intakes being accepted, so the answer of one look is shared: while a look is in flight
 other requests wait for it instead of asking again, and a *full* answer is reused for ``hold_s`` (the
-queue's own bound at enqueue stays exact either way); a request arriving while that answer holds is refused
-before its token is checked (:meth:`Admission.refuse_if_known_full`, on the event loop). Intakes (reading, de-identifying and storing an
-upload) run at most ``concurrency`` at a time: more threads would only contend for the interpreter lock
-with the event loop that answers the refusals; and when ``waiting`` more already wait for a slot, the API
-itself is the bottleneck and a new request is answered 429 at once rather than left waiting.
+queue's own bound at enqueue stays exact either way); a request arriving while that answer holds is
+refused before its token is checked (:meth:`Admission.refuse_if_known_full`, on the event loop). Intakes
+(reading, de-identifying and storing an upload) run at most ``concurrency`` at a time: more threads would
+only contend for the interpreter lock with the event loop that answers the refusals; and when ``waiting``
+more already wait for a slot, the API itself is the bottleneck and a new request is answered 429 at once
+rather than left waiting.
 """
 
 from __future__ import annotations
