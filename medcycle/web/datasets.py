@@ -176,8 +176,8 @@ def _same_site(request: Request) -> None:
 
 async def card_form_fields(request: Request) -> dict[str, str]:
     """The posted form as plain strings (the fields of the card and the form's own hidden fields)."""
-    form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    async with request.form() as form:  # any file part a client adds is closed here, not left to the collector
+        return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 CardForm = Annotated[dict[str, str], Depends(card_form_fields)]
