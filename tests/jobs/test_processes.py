@@ -13,6 +13,7 @@ from medcycle.jobs import processes as reg
 from medcycle.jobs.processes import Beacon, ProcessInfo, ProcessKind, ProcessRow, Status
 from medcycle.platform import Platform
 from medcycle.store.base import utcnow
+from tests.process_registry import wait_until
 
 
 def _age(platform: Platform, process_id: str, seconds: float) -> None:
@@ -84,13 +85,6 @@ def test_list_orders_busy_idle_lost_stopped(platform: Platform) -> None:
             ("b", "busy"), ("a", "idle"), ("c", "lost"), ("d", "stopped")]
 
 
-def _wait(check: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_beacon_registers_beats_on_poke_and_marks_stopped(platform: Platform) -> None:
     state = {"s": Status("idle", details={"gpus": "0"})}
     beacon = Beacon(platform, ProcessInfo("agent-x", ProcessKind.AGENT, queue="gpu", beat_seconds=30.0),
@@ -103,12 +97,13 @@ def test_beacon_registers_beats_on_poke_and_marks_stopped(platform: Platform) ->
         return found[0] if found else None
 
     try:
-        _wait(lambda: seen() is not None)
+        wait_until(lambda: seen() is not None, "agent-x to register", 10.0)
         first = seen()
         assert first is not None and (first.status, first.details["gpus"]) == ("idle", "0")
         state["s"] = Status("busy", "task-9", {"gpus": "0"})
         beacon.poke()  # beats now, not in 30 s
-        _wait(lambda: (v := seen()) is not None and v.status == "busy" and v.current_job == "task-9")
+        wait_until(lambda: (v := seen()) is not None and v.status == "busy" and v.current_job == "task-9",
+                   "agent-x to show busy with task-9", 10.0)
     finally:
         beacon.close()
     assert not beacon.is_alive()
@@ -131,7 +126,8 @@ def test_beacon_failures_are_logged_and_ignored(platform: Platform, caplog: pyte
     with caplog.at_level("WARNING", logger="medcycle.jobs.processes"):
         bad.start()
         half.start()
-        _wait(lambda: half.beats >= 2)  # the first write failed (details not JSON); later beats register it
+        # the first write failed (details not JSON); later beats register it
+        wait_until(lambda: half.beats >= 2, "two beats of half", 10.0)
         time.sleep(0.2)
         assert bad.is_alive() and half.is_alive()
         bad.close()
