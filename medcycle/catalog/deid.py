@@ -160,6 +160,7 @@ class Pseudonymizer:
             raise ConfigError("the de-identification key is shorter than 16 bytes", hint="Use load_or_create_key().")
         self._key = key
         self._uids: dict[str, str] = {}  # the study, series and frame of reference UIDs repeat file after file
+        self._shifts: dict[str, int] = {}  # and so do the patient: pseudonym -> date shift
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(fingerprint={self.fingerprint})"
@@ -169,7 +170,7 @@ class Pseudonymizer:
         for part in parts:
             raw = part.encode("utf-8", "surrogateescape")
             message += len(raw).to_bytes(4, "big") + raw
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hmac.digest(self._key, message, hashlib.sha256)
 
     @property
     def fingerprint(self) -> str:
@@ -206,8 +207,14 @@ class Pseudonymizer:
 
     def date_shift_days(self, patient_pseudonym: str) -> int:
         """Days to add to every date of this patient: between -365 and -1, never 0."""
-        n = int.from_bytes(self._mac("medcycle/date-shift", patient_pseudonym)[:8], "big")
-        return -(1 + n % MAX_SHIFT_DAYS)
+        found = self._shifts.get(patient_pseudonym)
+        if found is None:
+            n = int.from_bytes(self._mac("medcycle/date-shift", patient_pseudonym)[:8], "big")
+            found = -(1 + n % MAX_SHIFT_DAYS)
+            if len(self._shifts) >= UID_CACHE:
+                self._shifts.clear()
+            self._shifts[patient_pseudonym] = found
+        return found
 
     def content_key(self, data_digest: str) -> str:
         """A keyed id for an original file's digest (64 hex): lets re-ingest be recognised without
@@ -223,7 +230,8 @@ class DeidCounts:
     private_removed: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"removed": self.removed, "emptied": self.emptied, "replaced": self.replaced,
+                "private_removed": self.private_removed}
 
 
 @dataclass(frozen=True, eq=False)
@@ -315,11 +323,17 @@ def quiet_pydicom() -> Iterator[None]:
         logger.addFilter(_QUIET)
     _QUIET.local.depth = getattr(_QUIET.local, "depth", 0) + 1
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        if warnings.filters and warnings.filters[0] == _IGNORE_ALL:
+            yield  # every warning is ignored already (an enclosing quiet_pydicom): nothing to add
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
     finally:
         _QUIET.local.depth -= 1
+
+
+_IGNORE_ALL: Final = ("ignore", None, Warning, None, 0)  # the filter simplefilter("ignore") puts first
 
 
 @dataclass(frozen=True)
@@ -338,14 +352,19 @@ class _Head:
 
 
 _ACTIONS: dict[DeidOptions, dict[tuple[int, str], _Act]] = {}
+_RETAINED: dict[DeidOptions, frozenset[int]] = {}  # options.retained_tags(), asked once per options
 
 
 class _Run:
     def __init__(self, pseudo: Pseudonymizer, options: DeidOptions) -> None:
         self.pseudo, self.options = pseudo, options
         self.exact, self.masked = tables.basic_profile()
-        self.retained = options.retained_tags()
-        self.actions = _ACTIONS.setdefault(options, {})  # (tag, VR) -> action, shared by every run
+        actions = _ACTIONS.get(options)  # (tag, VR) -> action, shared by every run
+        if actions is None:
+            _RETAINED[options] = options.retained_tags()  # first: a run that finds the actions finds this
+            actions = _ACTIONS.setdefault(options, {})
+        self.actions = actions
+        self.retained = _RETAINED[options]
         self.where = "reading identifiers"
         self.shift = 0
         self.removed = self.emptied = self.replaced = self.private_removed = 0
@@ -377,7 +396,8 @@ class _Run:
         keep_chars, keep_dates = opts.retain_patient_characteristics, opts.retain_longitudinal_dates_modified
         dates = (get(k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"))
         first_date = next((d for d in dates if d), "")
-        years = tables.age_years(get("PatientAge"), get("PatientBirthDate"), first_date)
+        age = get("PatientAge")
+        years = tables.age_years(age, get("PatientBirthDate"), first_date)
         sex = get("PatientSex").upper() if keep_chars else ""
         shifted = tables.shift_date(first_date, self.shift) if keep_dates else None
         self.where = "burned-in annotation screening"
@@ -385,7 +405,7 @@ class _Run:
         self.identifiers = tables.identifiers_of(ds)
         if opts.clean_descriptors:
             self.clean_terms = tables.listed_strings(ds, self.exact)
-        return _Head(patient, study, series, sop, get("PatientAge"), shifted, sex, years, reason)
+        return _Head(patient, study, series, sop, age, shifted, sex, years, reason)
 
     def added(self, ds: Any, head: _Head) -> list[tuple[str, object]]:
         """The attributes set last (keyword, value), in this order: :meth:`varying`, then :meth:`constant`."""

@@ -27,6 +27,7 @@ writer.
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 from typing import Final
 
@@ -131,9 +132,31 @@ class _Writer:
 
 
 # -- the walk ----------------------------------------------------------------------------------------------------
+def _element_vr(tag: int, vr: str) -> str:
+    if vr and vr != "UN":
+        return vr
+    if vr == "UN":  # pydicom reads a public UN it knows with the dictionary's VR
+        try:
+            dictionary_VR(tag)
+        except KeyError:
+            return "UN"
+        raise Fallback("public attribute encoded as UN")
+    return implicit_vr(tag)
+
+
+_VRS: dict[tuple[int, str], str] = {}  # (tag, VR as encoded, "" for implicit) -> the VR pydicom reads
+
+# What the walk does with a public element: skip it (group lengths, command or misplaced meta elements), drop
+# it as part of an overlay, keep it as it is (a kept value that is no text and no sequence), or apply an action.
+_SKIP, _OVERLAY, _PLAIN, _ACT = "skip", "overlay", "plain", "act"
+_Plan = tuple[str, str, str, _Act]  # (what, VR read, VR acted on, action)
+_PLANS: dict[DeidOptions, dict[tuple[int, str], _Plan]] = {}  # per options: (tag, VR as encoded) -> plan
+
+
 class _Fast:
     def __init__(self, run: _Run, buf: bytes, enc: Enc, encodings: list[str] | None) -> None:
         self.run, self.buf, self.enc, self.encodings = run, buf, enc, encodings
+        self.plans = _PLANS.setdefault(run.options, {})
         self.view = memoryview(buf)  # kept elements are joined into the output from here, copied once
         self.out = _Writer(enc)
         self.private_kept = bool(run.options.private_allowlist) or run.options.retain_safe_private
@@ -142,25 +165,38 @@ class _Fast:
     def _raw(self, el: El) -> bytes:
         return self.buf[el.val:el.end]
 
-    def _vr(self, el: El) -> str:
-        vr = el.vr
-        if vr and vr != "UN":
-            return vr
-        if vr == "UN":  # pydicom reads a public UN it knows with the dictionary's VR
-            try:
-                dictionary_VR(el.tag)
-            except KeyError:
-                return "UN"
-            raise Fallback("public attribute encoded as UN")
-        return implicit_vr(el.tag)
+    @staticmethod
+    def _vr(el: El) -> str:
+        """The VR pydicom reads the element with (the dictionary's for implicit VR; may be "US or SS")."""
+        key = (el.tag, el.vr)
+        found = _VRS.get(key)
+        if found is None:
+            found = _VRS[key] = _element_vr(el.tag, el.vr)
+        return found
+
+    def _plan(self, el: El) -> _Plan:
+        """What :meth:`dataset` does with a public element of this tag and encoded VR (cached per options)."""
+        tag, group = el.tag, el.tag >> 16
+        if tag & 0xFFFF == 0 or group in (0x0000, 0x0002):
+            plan: _Plan = (_SKIP, "", "", _Act.REMOVE)
+        elif (group & 0xFF00) == 0x6000:
+            plan = (_OVERLAY, "", "", _Act.REMOVE)
+        else:
+            full = self._vr(el)
+            vr = full.split(" or ")[0] if " " in full else full
+            action = self.run.action(tag, vr)
+            plain = action is _Act.KEEP and full != "SQ" and full not in tables.TEXT_VRS
+            plan = (_PLAIN if plain else _ACT, full, vr, action)
+        self.plans[(tag, el.vr)] = plan
+        return plan
 
     def dataset(self, elems: list[El], depth: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         run = self.run
-        actions = run.actions  # (tag, VR) -> action, filled by run.action
+        plans = self.plans
         creators: dict[int, El] = {}
         kept_blocks: set[int] = set()
-        buf = self.buf
+        buf, view, top = self.buf, self.view, self.top
         for el in elems:
             tag = el.tag
             group = tag >> 16
@@ -176,15 +212,15 @@ class _Fast:
                 continue
             if depth and tag == CHARSET:
                 raise Fallback("a character set inside a sequence item")
-            if tag & 0xFFFF == 0 or group in (0x0000, 0x0002):
-                continue
-            if (group & 0xFF00) == 0x6000:
+            kind, full, vr, action = plans.get((tag, el.vr)) or self._plan(el)
+            if kind is _PLAIN:  # kept as it is, nothing to read: :meth:`_keep` inlined
+                out.append((tag, view[el.hdr:el.end]))  # type: ignore[arg-type]  # joined, never kept
+                if not depth:
+                    top[tag] = (full, el)
+            elif kind is _ACT:
+                self._do(action, el, full, vr, out, depth)
+            elif kind is _OVERLAY:
                 run.removed += 1
-                continue
-            full = self._vr(el)
-            vr = full.split(" or ")[0] if " " in full else full
-            action = actions.get((tag, vr)) or run.action(tag, vr)
-            self._do(action, el, full, vr, out, depth)
         for key, el in creators.items():
             if key in kept_blocks:
                 out.append((el.tag, buf[el.hdr:el.end]))
@@ -323,10 +359,13 @@ class _Fast:
 
 
 # -- the file ----------------------------------------------------------------------------------------------------
+_META_TAGS: Final = sorted(tables.FILE_META_KEPT - {0x00020000})  # written in this order after the group length
+
+
 def _write_meta(buf: bytes, meta: dict[int, El], new_sop: str) -> bytes:
-    w = _Writer(Enc(False, True))
+    w = _META_WRITER
     parts: list[bytes] = []
-    for tag in sorted(tables.FILE_META_KEPT - {0x00020000}):
+    for tag in _META_TAGS:
         el = meta.get(tag)
         if tag == 0x00020001 and (el is None or el.end == el.val):
             parts.append(w.element(tag, "OB", b"\x00\x01"))
@@ -340,6 +379,9 @@ def _write_meta(buf: bytes, meta: dict[int, El], new_sop: str) -> bytes:
             parts.append(buf[el.hdr:el.end])
     body = b"".join(parts)
     return w.element(0x00020000, "UL", packer("<L").pack(len(body))) + body
+
+
+_META_WRITER: Final = _Writer(Enc(False, True))  # the file meta is explicit VR little endian
 
 
 def deidentify_bytes(
@@ -370,6 +412,7 @@ def deidentify_bytes(
             raise Fallback(f"unexpected failure at {run.where}") from None
 
 
+_first = operator.itemgetter(0)  # sorts written elements by tag
 _CONSTANTS: dict[tuple[DeidOptions, Enc], list[tuple[str, object, bytes | None]]] = {}
 
 
@@ -417,13 +460,23 @@ def _deidentify(data: bytes, run: _Run, issuer: str | None, fallback_key: str | 
     if start + 6 <= len(data) and (data[start + 4:start + 6] in VALID_VR_BYTES) == enc.implicit:
         raise Fallback("the encoding contradicts the transfer syntax")
     elems, _ = parse(data, start, len(data), enc)
-    charset = next((el for el in elems if el.tag == CHARSET), None)
+    vrs, element_vr = _VRS, _element_vr
+    source_elements: dict[int, tuple[str, bytes | El]] = {}
+    charset: El | None = None
+    pixel_el: El | None = None
+    for el in elems:
+        number = el.tag
+        if not number >> 16 & 1:
+            full = vrs.get((number, el.vr))
+            if full is None:
+                full = vrs[(number, el.vr)] = element_vr(number, el.vr)
+            source_elements[number] = (full, el)
+            if number == CHARSET:
+                charset = el
+            elif number == PIXEL_DATA:
+                pixel_el = el
     encodings = encodings_of(data, charset)
     fast = _Fast(run, data, enc, encodings)
-    source_elements: dict[int, tuple[str, bytes | El]] = {}
-    for el in elems:
-        if not el.tag >> 16 & 1:
-            source_elements[el.tag] = (fast._vr(el), el)
     meta_info = FileMeta(ts, meta_text(data, meta.get(0x00020002)))
     source = RawView(source_elements, enc.little, encodings, meta_info, data)
     head = run.prologue(source, issuer, fallback_key)
@@ -437,7 +490,7 @@ def _deidentify(data: bytes, run: _Run, issuer: str | None, fallback_key: str | 
     meta_bytes = _write_meta(data, meta, new_sop or run.pseudo.uid(sop))
     run.removed += sum(1 for tag in meta if tag not in tables.FILE_META_KEPT)
     run.where = "de-identification attributes"
-    written = RawView(fast.top, enc.little, encodings, buf=data)
+    written = RawView(fast.top, enc.little, encodings, buf=data, shared=source)
     varying = [(keyword, value, None) for keyword, value in run.varying(written, head)]
     replaced: set[int] = set()  # written elements that the attributes set last replace
     added: list[tuple[int, bytes]] = []
@@ -454,9 +507,8 @@ def _deidentify(data: bytes, run: _Run, issuer: str | None, fallback_key: str | 
         fast._new(added, tag, vr, encoded, 0)
     out = [item for item in out if item[0] not in replaced] if replaced else out
     out += dict(added).items()  # a tag set twice keeps its last value
-    out.sort(key=lambda x: x[0])
+    out.sort(key=_first)
     pixels = None
-    pixel_el = next((el for el in elems if el.tag == PIXEL_DATA), None)
     if pixel_el is not None:
         pixels = PixelInfo(pixel_el.val, pixel_el.end - pixel_el.val, pixel_el.undefined, enc.little)
     body = b"".join([b"\x00" * 128, b"DICM", meta_bytes, *(b for _, b in out)])

@@ -236,16 +236,21 @@ def clean(value: object) -> str:
 
 def text_of(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
+    if type(value) is str:  # the common case, as strings_of below would give it
+        return value.strip(" \x00\t\r\n")
     return "" if isinstance(value, Sequence) else "\\".join(strings_of(value))
 
 
 def strings_of(value: object) -> list[str]:
+    if type(value) is str:  # the common case first (what clean does to a str)
+        return [value.strip(" \x00\t\r\n")] if value else []
     if value is None or value == "":
         return []
     items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
     return [clean(v) for v in items]
 
 
+@functools.lru_cache(maxsize=1024)  # a study's dates repeat file after file (in memory only)
 def shift_date(value: str, days: int) -> str | None:
     """Shift a DA value (also ACR-NEMA ``YYYY.MM.DD``, ranges, year or month precision) by ``days``."""
     if "-" in value:
@@ -256,6 +261,7 @@ def shift_date(value: str, days: int) -> str | None:
     return shifted if shifted is not None and len(shifted) == len(digits) else None
 
 
+@functools.lru_cache(maxsize=1024)
 def shift_datetime(value: str, days: int) -> str | None:
     """Shift the date part of a DT value, keeping its precision, time of day and UTC offset."""
     match = _DATE_PARTS.match(value)
@@ -350,10 +356,15 @@ def identifiers_of(ds: Dataset) -> tuple[str, ...]:
     found: set[str] = set()
     for keyword in ("PatientName", "PatientBirthName", "PatientMotherBirthName"):
         name = text_of(ds, keyword)
-        found |= {name, name.replace("^", " ").strip(), *re.split(r"[\^=]", name)}
+        if name:  # an empty name adds nothing that is kept below
+            found |= {name, name.replace("^", " ").strip(), *_NAME_PARTS.split(name)}
     for keyword in ("PatientID", "AccessionNumber", "PatientBirthDate", "OtherPatientIDs"):
-        found |= set(strings_of(ds[keyword].value)) if keyword in ds else set()
-    return tuple(sorted(s.lower() for s in found if len(s) >= 4 and (len(s) >= 6 or re.search("[A-Za-z]", s))))
+        found.update(strings_of(ds.get(keyword)))  # get: the value, None when absent
+    return tuple(sorted(s.lower() for s in found if len(s) >= 4 and (len(s) >= 6 or _LETTER.search(s))))
+
+
+_NAME_PARTS: Final = re.compile(r"[\^=]")
+_LETTER: Final = re.compile("[A-Za-z]")
 
 
 def listed_strings(ds: Dataset, exact: Mapping[int, str]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ converted on demand the way pydicom converts them. Anything this reader does not
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ STRING_VRS: Final = frozenset(
 )
 CHARSET_VRS: Final = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})  # decoded with SpecificCharacterSet
 NUMBER_FORMATS: Final = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
+NUMBER_SIZES: Final = {vr: struct.calcsize("<" + fmt) for vr, fmt in NUMBER_FORMATS.items()}  # standard sizes
 
 
 class Fallback(Exception):
@@ -231,13 +233,15 @@ def value_of(vr: str, raw: bytes, little: bool, encodings: list[str] | None) -> 
         return strings_value(vr, raw, encodings)
     fmt = NUMBER_FORMATS.get(vr)
     if fmt is not None:
-        size = struct.calcsize(fmt)
         if not raw:
             return None
-        if len(raw) % size:
+        count, rest = divmod(len(raw), NUMBER_SIZES[vr])
+        if rest:
             raise Fallback("numeric value of a wrong length")
-        values = list(struct.unpack(("<" if little else ">") + fmt * (len(raw) // size), raw))
-        return values[0] if len(values) == 1 else values
+        prefix = "<" if little else ">"
+        if count == 1:
+            return packer(prefix + fmt).unpack(raw)[0]
+        return list(struct.unpack(f"{prefix}{count}{fmt}", raw))
     return raw
 
 
@@ -260,10 +264,11 @@ class RawView:
 
     def __init__(
         self, elements: dict[int, tuple[str, bytes | El]], little: bool, encodings: list[str] | None,
-        file_meta: Any = None, buf: bytes = b"",
+        file_meta: Any = None, buf: bytes = b"", shared: RawView | None = None,
     ) -> None:
         self._elements, self._little, self._encodings, self._buf = elements, little, encodings, buf
         self._cache: dict[int, Any] = {}
+        self._shared = shared  # a view of the same bytes: where both hold the very same element, read it there
         self.file_meta = file_meta
 
     @staticmethod
@@ -277,18 +282,26 @@ class RawView:
         return tag is not None and tag in self._elements
 
     def _convert(self, tag: int) -> Any:
-        if tag in self._cache:
-            return self._cache[tag]
+        cache = self._cache
+        if tag in cache:
+            return cache[tag]
         vr, raw = self._elements[tag]
         if isinstance(raw, El):  # pixel data and sequences: only their presence is read
+            shared = self._shared
+            if shared is not None and (theirs := shared._elements.get(tag)) is not None and theirs[1] is raw \
+                    and theirs[0] == vr:  # the same bytes read the same way: converted once for both views
+                value = cache[tag] = shared._cache[tag] if tag in shared._cache else shared._convert(tag)
+                return value
             raw = b"" if vr == "SQ" or raw.undefined or tag >> 16 == 0x7FE0 else self._buf[raw.val:raw.end]
-        value = self._cache[tag] = value_of(vr, raw, self._little, self._encodings)
+        value = cache[tag] = value_of(vr, raw, self._little, self._encodings)
         return value
 
     def get(self, key: object, default: Any = None) -> Any:
-        tag = self._tag(key)
+        tag = (_KEYWORDS[key] if key in _KEYWORDS else keyword_tag(key)) if type(key) is str else self._tag(key)
         if tag is None or tag not in self._elements:
             return default
+        if tag in self._cache:
+            return self._cache[tag]
         return self._convert(tag)
 
     def __getitem__(self, key: object) -> _ViewElement:
@@ -322,8 +335,15 @@ class FileMeta:
     """The file meta as the worker reads it."""
 
     def __init__(self, transfer_syntax: str, sop_class: str) -> None:
-        self.TransferSyntaxUID = UID(transfer_syntax)
-        self.MediaStorageSOPClassUID = UID(sop_class)
+        self.TransferSyntaxUID = _uid(transfer_syntax)
+        self.MediaStorageSOPClassUID = _uid(sop_class)
+
+
+@functools.lru_cache(maxsize=256)
+def _uid(value: str) -> UID:
+    """A class or syntax UID as pydicom's (immutable) UID; made once per value: it costs more than reading a file's
+    header elements."""
+    return UID(value)
 
 
 

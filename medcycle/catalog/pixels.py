@@ -8,6 +8,7 @@ difference between 262,144 evenly spread voxels and all of them is far below wha
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 
 MAX_VALUES = 1 << 18  # 262,144 voxels: percentiles of an even sample this size are within a fraction of a %
 QUANTILES = np.array([0.01, 0.05, 0.50, 0.95, 0.99])
+MAX_BINS_PER_VALUE = 4  # integer pixels are counted in a histogram when it has at most this many bins a value
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +104,20 @@ def pixel_stats(
 
     Integer pixels stay integers until the end (partitioning and comparing them is cheaper than converting
     every value to float first); only floating-point pixels can hold NaN or infinities, so only they are
-    filtered. Integers of at most 16 bits (nearly all medical images) are sorted instead (a radix sort, one
-    pass): extremes, percentiles and the counts above or below a threshold then come from the sorted values
-    directly, and a rescale is applied to the sorted values (it keeps or reverses their order). The results
-    are those of the partition below; only the mean and standard deviation may differ in the last digits
-    (a floating-point sum in another order).
+    filtered. Integers of at most 16 bits (nearly all medical images) are counted instead: one histogram
+    with a bin per integer between the extremes (``np.bincount``) says how often each value occurs, in
+    order, from which the percentiles, the counts above or below a threshold, the mean and the standard
+    deviation follow exactly as from the sorted values; a rescale is applied to the bins' values (it keeps
+    or reverses their order). Where the extremes lie too far apart for a histogram to be cheap
+    (more than :data:`MAX_BINS_PER_VALUE` bins a value) the values are sorted instead (a radix sort). Both
+    give the results of the partition below; only the mean and standard deviation may differ in the last
+    digits (a floating-point sum in another order).
     """
     flat = _subsample(np.asarray(values))
     if flat.dtype.kind in "iu" and flat.dtype.itemsize <= 2 and flat.size:
+        counted = _histogram(flat)
+        if counted is not None:
+            return _counted_stats(*counted, rescale, bits_stored, monochrome1, hounsfield)
         ordered: NDArray[Any] = np.sort(flat, kind="stable")
         if rescale is not None:
             ordered = ordered.astype(np.float64) * rescale[0]
@@ -188,3 +196,73 @@ def _sorted_stats(
     mean = float(ordered.mean(dtype=np.float64))
     std = float(ordered.std(dtype=np.float64))
     return PixelStats(p01, p05, p50, p95, p99, mean, std, saturated, air)
+
+
+def _histogram(flat: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.intp]] | None:
+    """Every integer from the least to the greatest of integer pixels (at most 16 bits) and how often each
+    occurs (zero for many); None where that range would need more than :data:`MAX_BINS_PER_VALUE` bins a value."""
+    lo, hi = int(flat.min()), int(flat.max())
+    if hi - lo + 1 > MAX_BINS_PER_VALUE * flat.size:
+        return None
+    if not flat.dtype.isnative:
+        flat = flat.astype(flat.dtype.newbyteorder("="))
+    if flat.dtype.kind == "i":  # the unsigned twin that keeps the order (flip the sign bit): no overflow below
+        bias = 1 << (8 * flat.dtype.itemsize - 1)
+        shifted = flat.view(np.dtype(f"u{flat.dtype.itemsize}")) ^ np.array(bias, dtype=f"u{flat.dtype.itemsize}")
+        offsets = shifted - np.array(lo + bias, dtype=shifted.dtype)
+    else:
+        offsets = flat - np.array(lo, dtype=flat.dtype)
+    return np.arange(lo, hi + 1, dtype=np.int64), np.bincount(offsets, minlength=hi - lo + 1)
+
+
+def _counted_stats(
+    values: NDArray[np.int64], counts: NDArray[np.intp], rescale: tuple[float, float] | None,
+    bits_stored: int | None, monochrome1: bool, hounsfield: bool,
+) -> PixelStats:
+    """:func:`_sorted_stats` of the values that ``values`` (ascending, distinct; the first and last occur) and
+    ``counts`` describe: value ``values[j]`` ``counts[j]`` times. Each number is computed from the same float64
+    values as there (a value that does not occur is never picked: a rank falls in a bin that holds values)."""
+    real = values.astype(np.float64)  # compared and interpolated as float64 there too
+    if rescale is not None:  # the same arithmetic per value as on the sorted values
+        real *= rescale[0]
+        real += rescale[1]
+        if rescale[0] < 0:
+            real, counts = real[::-1], counts[::-1]
+    lo, hi = float(real[0]), float(real[-1])
+    if monochrome1:
+        top = _mono1_top(bits_stored, lo, hi)
+        real, counts = (top - real)[::-1], counts[::-1]
+        lo, hi = top - hi, top - lo
+    ends = np.cumsum(counts)  # ends[j]: how many values are at or below real[j]
+    n = int(ends[-1])
+    ranks, fraction = _ranks(n)
+    ab = real[np.searchsorted(ends, ranks, "right")]  # the values of the lower and upper ranks
+    a, b = ab[: len(QUANTILES)], ab[len(QUANTILES):]
+    p01, p05, p50, p95, p99 = (float(v) for v in a + (b - a) * fraction)
+
+    def below(index: int) -> int:  # how many values lie before real[index]
+        return int(ends[index - 1]) if index > 0 else 0
+
+    span = hi - lo
+    top = _saturation_top(bits_stored, hounsfield, hi)
+    saturated = float(n - below(int(np.searchsorted(real, top, "left")))) / n if span > 0 else 1.0
+    air: float
+    if hounsfield:
+        air = float(below(int(np.searchsorted(real, -900.0, "left")))) / n
+    else:
+        air = float(below(int(np.searchsorted(real, lo + 0.01 * span, "right")))) / n if span > 0 else 1.0
+    weights = counts.astype(np.float64)
+    mean = float(np.dot(weights, real)) / n
+    deviation = real - mean
+    std = float(np.sqrt(np.dot(weights, deviation * deviation) / n))
+    return PixelStats(p01, p05, p50, p95, p99, mean, std, saturated, air)
+
+
+@functools.lru_cache(maxsize=64)
+def _ranks(n: int) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """The ranks of the values below and above each of the :data:`QUANTILES` of ``n`` values (lower ones
+    first), and how far between them each quantile lies (numpy's linear interpolation)."""
+    pos = QUANTILES * (n - 1)
+    lower = np.floor(pos).astype(np.intp)
+    upper = np.minimum(lower + 1, n - 1)
+    return np.concatenate([lower, upper]), pos - lower

@@ -1,0 +1,120 @@
+"""Pixel statistics of integer pixels come from a histogram: the same numbers as from the sorted values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medcycle.catalog import pixels
+from medcycle.catalog.pixels import pixel_stats
+
+OPTIONS: list[dict[str, Any]] = [
+    {},
+    {"hounsfield": True},
+    {"bits_stored": 12},
+    {"bits_stored": 8, "monochrome1": True},
+    {"monochrome1": True},
+    {"rescale": (1.0, -1024.0), "hounsfield": True},  # CT stored values to HU
+    {"rescale": (-2.5, 100.0)},  # a negative slope reverses the order
+    {"rescale": (0.3, -7.1), "monochrome1": True, "bits_stored": 16},
+    {"rescale": (0.0, 3.0)},  # every value the same after rescale
+]
+
+
+def _random_pixels(rng: np.random.Generator, dtype: str) -> np.ndarray:
+    """Values over a range of at most four times their number (counted, not sorted), often far narrower."""
+    info = np.iinfo(dtype)
+    shape = (int(rng.integers(1, 60)), int(rng.integers(1, 60)))
+    width = min(int(info.max) - int(info.min), int(rng.integers(0, 4 * shape[0] * shape[1] // 2 + 1)))
+    if rng.random() < 0.3:  # a narrow range: many repeats
+        width = min(width, int(rng.integers(0, 40)))
+    lo = int(rng.integers(int(info.min), int(info.max) - width + 1))
+    values = rng.integers(lo, lo + width + 1, shape).astype(dtype)
+    return values[:, ::2] if rng.random() < 0.3 and values.shape[1] > 1 else values  # strided views too
+
+
+def _sorted_definition(values: np.ndarray, monkeypatch: pytest.MonkeyPatch, **options: Any) -> pixels.PixelStats:
+    """The statistics by the sort of the values (the histogram turned off)."""
+    with monkeypatch.context() as m:
+        m.setattr(pixels, "MAX_BINS_PER_VALUE", 0)
+        stats = pixel_stats(values, **options)
+    assert stats is not None
+    return stats
+
+
+def _same(got: pixels.PixelStats, expected: pixels.PixelStats) -> None:
+    a, b = got.to_dict(), expected.to_dict()
+    scale = max(1.0, abs(b["mean"]), b["std"])
+    for name in a:
+        if name in ("mean", "std"):  # sums in another order: the last digits may differ
+            assert a[name] == pytest.approx(b[name], rel=1e-12, abs=1e-12 * scale), name
+        else:
+            assert a[name] == b[name], name
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", ">u2", ">i2"])
+@pytest.mark.parametrize("seed", range(6))
+def test_histogram_gives_the_statistics_of_the_sorted_values(
+    dtype: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng([seed, len(dtype), ord(dtype[-1])])
+    for _ in range(4):
+        values = _random_pixels(rng, dtype)
+        assert pixels._histogram(values.reshape(-1)) is not None
+        for options in OPTIONS:
+            got = pixel_stats(values, **options)
+            assert got is not None
+            _same(got, _sorted_definition(values, monkeypatch, **options))
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_histogram_statistics_match_numpy(options: dict[str, Any]) -> None:
+    values = np.random.default_rng(7).integers(-1024, 3072, (128, 128)).astype(np.int16)
+    stats = pixel_stats(values, **options)
+    assert stats is not None
+    flat = values.astype(np.float64).reshape(-1)
+    if "rescale" in options:
+        flat = flat * options["rescale"][0] + options["rescale"][1]
+    if options.get("monochrome1"):
+        bits = options.get("bits_stored")
+        top = 2.0**bits - 1 if bits and flat.min() >= 0 and flat.max() <= 2**bits - 1 else flat.min() + flat.max()
+        flat = top - flat
+    expected = np.percentile(flat, [1, 5, 50, 95, 99])
+    got = [stats.p01, stats.p05, stats.p50, stats.p95, stats.p99]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+    assert stats.mean == pytest.approx(flat.mean(), rel=1e-12, abs=1e-9)
+    assert stats.std == pytest.approx(flat.std(), rel=1e-12, abs=1e-9)
+    if options.get("hounsfield"):
+        assert stats.air_fraction == np.count_nonzero(flat < -900) / flat.size
+
+
+def test_constant_images_and_extremes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for values in (
+        np.full((8, 8), 7, np.uint16),
+        np.full((3, 5), -128, np.int8),
+        np.array([0, 65535], np.uint16),  # a range far wider than the values: sorted instead
+        np.array([-32768, 32767, 0], np.int16),
+        np.array([255], np.uint8),
+    ):
+        for options in OPTIONS:
+            got = pixel_stats(values, **options)
+            assert got is not None
+            _same(got, _sorted_definition(values, monkeypatch, **options))
+    constant = pixel_stats(np.full((4, 4), 100, np.uint16))
+    assert constant is not None and constant.std == 0.0 and constant.p01 == constant.p99 == constant.mean == 100.0
+    assert constant.saturated_fraction == 1.0 and constant.air_fraction == 1.0
+
+
+def test_empty_pixels_have_no_statistics() -> None:
+    assert pixel_stats(np.zeros((0, 4), np.uint16)) is None
+    assert pixel_stats(np.zeros(0, np.int8), hounsfield=True, rescale=(1.0, -1024.0)) is None
+
+
+def test_wide_ranges_fall_back_to_sorting(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = np.array([0, 1000, 65535, 3], np.uint16)
+    assert pixels._histogram(values) is None  # 65,536 bins for 4 values
+    narrow = np.arange(100, dtype=np.uint16)
+    counted = pixels._histogram(narrow)
+    assert counted is not None and counted[0][0] == 0 and counted[0][-1] == 99 and int(counted[1].sum()) == 100
