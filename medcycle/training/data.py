@@ -458,8 +458,12 @@ def _augmentations(config: TrainingConfig, keys: list[str]) -> list[Any]:
 
 def build_transform(config: TrainingConfig, n_classes: int, *, train: bool) -> Any:
     """The MONAI ``Compose``: load, normalise intensities to [0, 1], resize to ``input.size`` (images: area,
-    masks: nearest), then — for training — the configured augmentations; tensors out, without metadata."""
+    masks: nearest), then — for training — the configured augmentations; tensors out, without metadata.
+    Percentile scaling is :class:`medcycle.training.intensity.PercentileScaled`: MONAI's
+    ``ScaleIntensityRangePercentilesd``, the same values, from one partial selection."""
     import torch
+
+    from medcycle.training.intensity import PercentileScaled
     T = monai_module("transforms")
 
     seg = config.task.segmentation
@@ -472,8 +476,8 @@ def build_transform(config: TrainingConfig, n_classes: int, *, train: bool) -> A
         steps.append(T.ScaleIntensityRanged("image", a_min=low, a_max=low + intensity.width, b_min=0.0, b_max=1.0,
                                             clip=True))
     else:
-        steps.append(T.ScaleIntensityRangePercentilesd("image", lower=intensity.lower, upper=intensity.upper,
-                                                       b_min=0.0, b_max=1.0, clip=True))
+        steps.append(PercentileScaled("image", lower=intensity.lower, upper=intensity.upper, b_min=0.0, b_max=1.0,
+                                      clip=True))
     steps.append(T.Resized("image", spatial_size=size, mode="area"))
     if seg:
         steps.append(T.Resized("mask", spatial_size=size, mode="nearest"))
