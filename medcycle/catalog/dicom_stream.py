@@ -207,8 +207,30 @@ def items_of(buf: bytes, el: El, enc: Enc) -> Iterator[list[El]]:
 
 
 # -- values ------------------------------------------------------------------------------------------------
+_STRINGS: dict[tuple[str, bytes], str | tuple[str, ...]] = {}  # (VR, short ASCII value) -> its value
+_STRINGS_MAX = 4096  # entries kept (in memory only), then the cache starts again
+
+
 def strings_value(vr: str, raw: bytes, encodings: list[str] | None) -> Any:
-    """A string VR's value as pydicom converts it (str, or a list for several values)."""
+    """A string VR's value as pydicom converts it (str, or a list for several values; a new list each call).
+
+    Short ASCII values, which do not depend on the character set, are converted once per process: most of a file's
+    header (modality, manufacturer, dates, study and series UIDs, spacing) repeats file after file."""
+    if len(raw) > 64 or not raw.isascii():
+        return _strings_value(vr, raw, encodings)
+    key = (vr, raw)
+    found = _STRINGS.get(key)
+    if found is None:
+        value = _strings_value(vr, raw, None)
+        found = tuple(value) if isinstance(value, list) else value
+        if len(_STRINGS) >= _STRINGS_MAX:
+            _STRINGS.clear()
+        _STRINGS[key] = found
+    return list(found) if type(found) is tuple else found
+
+
+def _strings_value(vr: str, raw: bytes, encodings: list[str] | None) -> Any:
+    """:func:`strings_value`, converted."""
     if not raw.isascii():
         value = convert_value(vr, RawDataElement(BaseTag(0), vr, len(raw), raw, 0, False, True), encodings)
         return list(value) if isinstance(value, MultiValue) else value

@@ -161,23 +161,27 @@ def process_batch(ctx: WorkerContext, items: list[InputFile]) -> list[Outcome]:
             read[i] = (ctx.pseudo.content_key(digest), data)
     known = _known(ctx.engine, [key for key, _ in read.values()])
     out = []
-    for i, item in enumerate(items):
-        if i in done:
-            out.append(done[i])
-        elif i in read and read[i][0] in known:
-            out.append(Outcome(DUPLICATE, item.display, key=read[i][0], reason="already ingested"))
-        else:
-            key, data = read.get(i, (None, None))
-            out.append(_one(ctx, item, key, data))
+    # Third-party warnings and pydicom's log records may quote patient data: silenced once for the files of the
+    # batch (per file, entering and leaving the warnings filters cost as much as reading a file's header).
+    with warnings.catch_warnings(), quiet_pydicom():
+        warnings.simplefilter("ignore")
+        for i, item in enumerate(items):
+            if i in done:
+                out.append(done[i])
+            elif i in read and read[i][0] in known:
+                out.append(Outcome(DUPLICATE, item.display, key=read[i][0], reason="already ingested"))
+            else:
+                key, data = read.get(i, (None, None))
+                out.append(_one(ctx, item, key, data))
     ctx.store.sync()  # the objects are durable before any outcome that points at them leaves this function
     return out
 
 
 def _one(ctx: WorkerContext, item: InputFile, key: str | None, data: bytes | None) -> Outcome:
-    """One file whose content key is known (``key``; None for a zip member) and not recorded before."""
+    """One file whose content key is known (``key``; None for a zip member) and not recorded before; called with
+    third-party warnings and pydicom's log records silenced (see :func:`process_batch`)."""
     try:
-        with materialise(item) as path, warnings.catch_warnings(), quiet_pydicom():
-            warnings.simplefilter("ignore")  # third-party warnings may quote patient data
+        with materialise(item) as path:
             if key is None:  # a zip member, just extracted: read once too when small
                 data = path.read_bytes() if item.size <= IN_MEMORY else None
                 digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
@@ -262,6 +266,8 @@ def _num(ds: Any, keyword: str, index: int | None = None) -> float | None:
 
 def _text(ds: Any, keyword: str, limit: int = 128) -> str | None:
     value = ds.get(keyword)
+    if type(value) is str:  # the common case: what the lines below do to a str
+        return value.strip()[:limit] or None
     if value is None:
         return None
     if not isinstance(value, str | bytes):
@@ -374,6 +380,9 @@ def _native_pixels(fast: FastResult, data: bytes) -> tuple[Any, tuple[float, flo
         return None
 
 
+_ABSENT: Any = object()  # ``get``'s default: an attribute that is not there (present may still be None)
+
+
 def _record(
     ctx: WorkerContext, item: InputFile, key: str, result: DeidResult, info: ObjectInfo, arr: Any, sop_class: str,
     rescale: tuple[float, float] | None = None,
@@ -382,7 +391,8 @@ def _record(
     clean = result.dataset
     modality = _text(clean, "Modality", 16)
     photometric = _text(clean, "PhotometricInterpretation", 16)
-    bits = int(clean.BitsStored) if "BitsStored" in clean else None
+    get = clean.get
+    bits = int(v) if (v := get("BitsStored", _ABSENT)) is not _ABSENT else None
     stats = pixel_stats(arr, bits_stored=bits, monochrome1=photometric == "MONOCHROME1", hounsfield=modality == "CT",
                         rescale=rescale)
     spacing_kw = "PixelSpacing" if "PixelSpacing" in clean else "ImagerPixelSpacing"
@@ -416,8 +426,8 @@ def _record(
         "transfer_syntax": str(clean.file_meta.TransferSyntaxUID)[:64],
         "photometric": photometric,
         "bits_stored": bits,
-        "rows": int(clean.Rows) if "Rows" in clean else None,
-        "columns": int(clean.Columns) if "Columns" in clean else None,
+        "rows": int(v) if (v := get("Rows", _ABSENT)) is not _ABSENT else None,
+        "columns": int(v) if (v := get("Columns", _ABSENT)) is not _ABSENT else None,
         "frames": int(_num(clean, "NumberOfFrames") or 1),
         "instance_number": int(n) if (n := _num(clean, "InstanceNumber")) is not None else None,
         "stats": stats.to_dict() if stats else {},

@@ -77,10 +77,27 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             real_dir = os.path.realpath(dirpath)  # once a folder, not once a file
+            folder = Path(dirpath)
+            folder_s, rel_dir = str(folder), folder.relative_to(root).as_posix()
             for name in sorted(filenames):
                 if name in SKIP_NAMES or name.startswith("._"):
                     continue
-                yield from _expand_file(Path(dirpath) / name, root, seen, real_dir)
+                # A plain file (most of them): what _expand_file gives, with strings rather than Path objects
+                # (which cost more than the rest of the walk at thousands of files); anything else goes there.
+                path_s = name if folder_s == "." else os.path.join(folder_s, name)
+                try:
+                    st = os.lstat(path_s)
+                except OSError:
+                    st = None
+                lower = name.lower()
+                if st is None or not stat.S_ISREG(st.st_mode) or lower.endswith(".zip") or lower == "dicomdir":
+                    yield from _expand_file(folder / name, root, seen, real_dir)
+                    continue
+                real = f"{real_dir}/{name}"
+                if real in seen:
+                    continue
+                seen.add(real)
+                yield InputFile(path_s, None, st.st_size, path_s, name if rel_dir == "." else f"{rel_dir}/{name}")
 
 
 def _expand_file(path: Path, root: Path, seen: set[str], real_dir: str | None = None) -> Iterator[InputFile]:

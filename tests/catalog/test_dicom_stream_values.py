@@ -33,3 +33,23 @@ def test_a_number_of_a_wrong_length_needs_pydicom() -> None:
         value_of("UL", struct.pack("<L", 7) + b"\x00\x00", True, None)
     assert value_of("UL", struct.pack("<L", 70000), True, None) == 70000
     assert value_of("SL", struct.pack(">l", -5), False, None) == -5
+
+
+@pytest.mark.parametrize("raw", [b"CT", b"ORIGINAL\\PRIMARY\\AXIAL ", b"0.7\\0.7", b"", b"  1 ", b"1.2.840.10008\0",
+                                 b"x" * 70 + b"\\y", b"Caf\xe9"])
+@pytest.mark.parametrize("vr", ["CS", "DS", "LO", "UI", "AE", "LT"])
+def test_string_values_are_the_same_each_time_and_a_new_list_each_call(vr: str, raw: bytes) -> None:
+    """Short ASCII values are converted once per process: a repeat gives what converting it again gives, never a
+    list another caller has changed."""
+    from medcycle.catalog.deid import quiet_pydicom
+    from medcycle.catalog.dicom_stream import _strings_value, strings_value
+
+    with quiet_pydicom():  # pydicom warns of a non-ASCII UID, as ingest reads files
+        expected = _strings_value(vr, raw, ["latin_1"])
+        first = strings_value(vr, raw, ["latin_1"])
+        assert first == expected
+        if isinstance(first, list):
+            first.append("changed by a caller")
+        again = strings_value(vr, raw, ["latin_1"])
+    assert again == expected
+    assert not isinstance(again, list) or again is not first

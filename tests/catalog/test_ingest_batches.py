@@ -229,3 +229,58 @@ def test_pixel_stats_of_large_images_use_an_even_sample() -> None:
     stats = pixel_stats(big)
     assert stats is not None
     assert stats.p50 == pytest.approx(big.size / 2, rel=0.001) and stats.mean == pytest.approx(big.size / 2, rel=0.001)
+
+
+def test_insert_many_writes_what_core_insert_writes(platform: Platform) -> None:
+    """The driver-level executemany of the bulk writer stores the same values as Core's insert (dates, timestamps,
+    nulls, reserved column names), on each database."""
+    from datetime import UTC, date, datetime
+
+    from sqlalchemy import Table, insert
+
+    from medcycle.catalog.ingest import insert_many
+    from medcycle.catalog.tables import SourceRow
+
+    def table(model: object) -> Table:
+        return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+    now = datetime(2024, 5, 6, 7, 8, 9, 0, tzinfo=UTC)  # no microseconds: formats that drop ".000000" would differ
+    with platform.session() as s:
+        s.add(SourceRow(id="src1", name="src1", deid_profile={}, created_at=now))
+        s.flush()
+        conn = s.connection()
+        for via in ("core", "fast"):
+            patients = [{"id": f"{via}-p{i}", "sex": "F" if i else None, "created_at": now} for i in range(3)]
+            studies = [{"uid": f"{via}-s{i}", "patient_id": f"{via}-p{i}", "source_id": "src1",
+                        "study_date": date(2001, 2, 3) if i else None, "age_band": None, "created_at": now}
+                       for i in range(3)]
+            instances = [{"uid": f"{via}-i{i}", "digest": "d" * 64, "format": "dicom", "state": "ok", "rows": 512,
+                          "columns": 256, "bytes": 2**40 + i, "mean": 0.5, "created_at": now} for i in range(2)]
+            series = [{"uid": f"{via}-se", "study_uid": f"{via}-s0", "source_id": "src1", "n_instances": 0,
+                       "bytes": 0, "created_at": now}]
+            for model, values in ((PatientRow, patients), (StudyRow, studies), (SeriesRow, series)):
+                if via == "core":
+                    conn.execute(insert(table(model)), values)
+                else:
+                    insert_many(conn, table(model), values)
+            for value in instances:
+                value["series_uid"] = f"{via}-se"
+            if via == "core":
+                conn.execute(insert(table(InstanceRow)), instances)
+            else:
+                insert_many(conn, table(InstanceRow), instances)
+
+    def rows(model: object, key: str, via: str) -> list[tuple[object, ...]]:
+        with platform.session() as s:
+            found = s.scalars(select(model).where(getattr(model, key).like(f"{via}-%")).order_by(getattr(model, key)))
+            return [tuple(getattr(r, c.key) if c.key != key else getattr(r, c.key).split("-", 1)[1]
+                          for c in table(model).c) for r in found]
+
+    for model, key in ((PatientRow, "id"), (StudyRow, "uid"), (SeriesRow, "uid"), (InstanceRow, "uid")):
+        core, fast = rows(model, key, "core"), rows(model, key, "fast")
+        assert len(fast) == (3 if model in (PatientRow, StudyRow) else 1 if model is SeriesRow else 2)
+        normalise = [tuple(v.replace("core-", "fast-") if isinstance(v, str) else v for v in r) for r in core]
+        assert fast == normalise
+    with platform.session() as s:
+        stored = s.scalar(select(StudyRow).where(StudyRow.uid == "fast-s1"))
+        assert stored is not None and stored.created_at == now and stored.study_date == date(2001, 2, 3)

@@ -1,0 +1,56 @@
+"""``iter_inputs``: the string fast path for plain files gives what the general per-file path gives."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from medcycle.catalog.inputs import InputFile, _expand_file, iter_inputs
+
+
+def _tree(root: Path) -> None:
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "top.dcm").write_bytes(b"x" * 3)
+    (root / "a" / "one.dcm").write_bytes(b"y" * 5)
+    (root / "a" / "b" / "two").write_bytes(b"z" * 7)
+    (root / "a" / ".DS_Store").write_bytes(b"junk")
+    (root / "a" / "._one.dcm").write_bytes(b"junk")
+    with zipfile.ZipFile(root / "a" / "pack.ZIP", "w") as zf:
+        zf.writestr("inner/three.dcm", b"w" * 4)
+    (root / "a" / "b" / "link.dcm").symlink_to(root / "a" / "one.dcm")  # the same file twice: listed once
+
+
+def _reference(root: Path) -> list[InputFile]:
+    """Every file through ``_expand_file`` (Path objects throughout), as before the fast path."""
+    seen: set[str] = set()
+    out: list[InputFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        real_dir = os.path.realpath(dirpath)
+        for name in sorted(filenames):
+            if name in {".DS_Store", "Thumbs.db", "desktop.ini"} or name.startswith("._"):
+                continue
+            out += _expand_file(Path(dirpath) / name, root, seen, real_dir)
+    return out
+
+
+@pytest.mark.parametrize("form", ["absolute", "relative", "dot", "trailing slash"])
+def test_plain_files_as_the_general_path_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _tree(data)
+    if form == "absolute":
+        root = data
+    else:
+        monkeypatch.chdir(tmp_path if form == "relative" else data)
+        root = Path("data") if form == "relative" else Path(".")
+        if form == "trailing slash":
+            monkeypatch.chdir(tmp_path)
+            root = Path("data/")
+    got = list(iter_inputs([root]))
+    assert got == _reference(root)
+    assert {f.rel for f in got} == {"top.dcm", "a/one.dcm", "a/b/two", "inner/three.dcm"}
+    assert [f.size for f in got if f.member is None and f.rel == "a/b/two"] == [7]
