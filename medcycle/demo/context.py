@@ -49,7 +49,9 @@ class Profile:
     light_tracking: bool = False  # runs without resource sampling, output capture and code capture
     rest_studies: int = 12
     cstore_studies: int = 6
-    drift_studies: int = 64  # some are refused by the OOD gate: keep 3 windows of them
+    # some are refused by the OOD gate: 64 keep at least 3 windows of 16 that hold nothing but the drift, so the
+    # page (2 drifted windows of 3) does not hang on how many the gate refused
+    drift_studies: int = 64
     drift_window: int = 16
 
     @property
@@ -63,7 +65,7 @@ PROFILES: dict[str, Profile] = {
     "full": Profile("full"),
     "quick": Profile("quick", radiographs=120, size=64, volumes=2, volume_size=32, slices=8, ingest_jobs=1,
                      train_size=32, epochs=(4, 8), threads=1, resamples=200, light_tracking=True, rest_studies=6,
-                     cstore_studies=3, drift_studies=40),
+                     cstore_studies=3, drift_studies=64),
 }
 
 

@@ -163,8 +163,10 @@ def evaluate(config: TrainingConfig, model: torch.nn.Module, loader: Any, device
     """Validation metrics, and one example (image, predicted mask) for segmentation.
 
     Classification: ``val/loss``, ``val/accuracy``, ``val/auroc`` (macro one-vs-rest). Segmentation:
-    ``val/loss`` and ``val/dice`` (mean over images and foreground classes, images whose class is absent
-    from both truth and prediction left out), plus ``val/dice/<class>`` with several classes.
+    ``val/loss`` and ``val/dice`` (mean over images and foreground classes, by the evaluation's convention: an
+    image whose class is absent from both truth and prediction counts 1, a false positive on an image without
+    the class counts 0 — so the best epoch is not one that marks lesions on healthy images), plus
+    ``val/dice/<class>`` with several classes.
     """
     model.eval()
     loss_fn = _loss(config)
@@ -175,7 +177,7 @@ def evaluate(config: TrainingConfig, model: torch.nn.Module, loader: Any, device
     dice = None
     if config.task.segmentation:
         dice = monai_module("metrics").DiceMetric(include_background=False, reduction="mean_batch",
-                                                  ignore_empty=True)
+                                                  ignore_empty=False)
         one_hot = monai_module("networks.utils").one_hot
     n_out = out_channels(config, classes)
     for batch in loader:

@@ -69,6 +69,8 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     demo = subprocess.run([sys.executable, "-m", "medcycle", "demo", "--profile", "quick", "--no-serve"], cwd=root,
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    # every stage ran (a model promoted and served, a drift page, a rollback): the guides read what they left
+    assert "left out" not in demo.stdout, demo.stdout[-6000:]
     return root / "home", json.loads(init.stdout)["admin_token"]
 
 

@@ -110,3 +110,38 @@ def test_a_config_without_a_dataset_is_refused(sqlite_platform: Platform) -> Non
     config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": None})})
     with pytest.raises(UsageError, match="names no dataset"):
         train_version(sqlite_platform, config)
+
+
+def test_val_dice_scores_images_without_a_lesion_as_the_evaluation_does() -> None:
+    """An image without a lesion counts 1 when nothing is predicted on it and 0 on a false positive, so the best
+    epoch is never one that marks healthy images (the release gate's per-case Dice scores them the same way)."""
+    import torch
+
+    from medcycle.training.trainers import evaluate
+
+    config = quick("segmentation-2d")
+    lesion = torch.zeros(1, 1, 8, 8)
+    lesion[0, 0, 2:5, 2:5] = 1
+    empty = torch.zeros(1, 1, 8, 8)
+
+    class Fixed(torch.nn.Module):
+        """Predicts the lesion where the image is bright, plus ``spot`` pixels in a corner."""
+
+        def __init__(self, spot: int) -> None:
+            super().__init__()
+            self.spot = spot
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            fg = (x > 0.5).float()
+            fg[..., 7, : self.spot] = 1
+            return torch.cat([1 - fg, fg], dim=1) * 10
+
+    class Loader(list[dict[str, torch.Tensor]]):
+        dataset = [0, 1]
+
+    loader = Loader([{"image": lesion.clone(), "mask": lesion}, {"image": empty.clone(), "mask": empty}])
+    clean, _ = evaluate(config, Fixed(0).eval(), loader, torch.device("cpu"), False, ["lesion"])
+    spotted, _ = evaluate(config, Fixed(1).eval(), loader, torch.device("cpu"), False, ["lesion"])
+    assert clean["val/dice"] == pytest.approx(1.0)
+    # the lesion image: 9 true pixels, 10 predicted (9 + the spot) → 18/19; the healthy image: a false positive → 0
+    assert spotted["val/dice"] == pytest.approx((18 / 19 + 0.0) / 2)
