@@ -3,20 +3,29 @@
 Under overload most requests are refused, and a refusal must be fast (clients retry on ``Retry-After``).
 Asking the queue for every request would put each refusal behind a thread hop and a database read that
 compete with the intakes being accepted, so the answer of one look is shared: while a look is in flight
-other requests wait for it instead of asking again, and a *full* answer is reused for ``hold_s`` (the
-queue's own bound at enqueue stays exact either way); a request arriving while that answer holds is
-refused before its token is checked (:meth:`Admission.refuse_if_known_full`, on the event loop). Intakes
-(reading, de-identifying and storing an upload) run at most ``concurrency`` at a time: more threads would
-only contend for the interpreter lock with the event loop that answers the refusals; and when ``waiting``
-more already wait for a slot, the API itself is the bottleneck and a new request is answered 429 at once
-rather than left waiting.
+other requests wait for it instead of asking again, and a *full* answer is reused (the queue's own bound at
+enqueue stays exact either way). For ``hold_s`` it is reused as it is; after that, up to ``stale_s``, a
+request is still refused from it at once while a look in the background refreshes it — so under a sustained
+overload no refusal waits for a look, yet a slot that opens is seen within about ``hold_s``. A request
+arriving while such an answer holds is refused before its token is checked
+(:meth:`Admission.refuse_if_known_full`, on the event loop); only an answer older than ``stale_s`` (a quiet
+spell) makes a request wait for a look of its own. A look that finds room says how many places are left,
+and a request admitted holds one of them (:meth:`Admission.reserve`) until its intake has queued the job or
+failed: when as many uploads are already being taken in as there are places, the next request is refused
+at once instead of reading, de-identifying and storing its upload only to find the queue full at enqueue
+(a late refusal that costs the CPU the workers need). Intakes (reading, de-identifying and storing an upload)
+run at most ``concurrency`` at a time: more threads would only contend for the interpreter lock with the
+event loop that answers the refusals; and when ``waiting`` more already wait for a slot, the API itself is
+the bottleneck and a new request is answered 429 at once rather than left waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -26,56 +35,124 @@ from medcycle.errors import QueueFull
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+
+class Slot:
+    """A place in the queue held by an admitted request while its intake runs; released on exit (once)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission: Admission | None = admission
+
+    def release(self) -> None:
+        if self._admission is not None:
+            self._admission._pending -= 1
+            self._admission = None
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
 
 class Admission:
-    def __init__(self, check: Callable[[], None], *, concurrency: int, waiting: int | None = None,
-                 hold_s: float = 0.05) -> None:
+    """``check()`` returns the places left in the queue (``None``: unbounded) or raises :class:`QueueFull`."""
+
+    def __init__(self, check: Callable[[], int | None], *, concurrency: int, waiting: int | None = None,
+                 hold_s: float = 0.05, stale_s: float = 1.0) -> None:
         self._check = check
         self.waiting = waiting if waiting is not None else 2 * max(1, concurrency)
         self.hold_s = hold_s
+        self.stale_s = max(stale_s, hold_s)
         self._full: QueueFull | None = None
-        self._until = 0.0
-        self._inflight: asyncio.Future[QueueFull | None] | None = None
+        self._seen = 0.0  # monotonic time of the look (or refusal) that found the queue full
+        self._inflight: asyncio.Future[QueueFull | int | None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._pending = 0  # admitted requests whose intake has not ended: each holds a place
         self.limiter = CapacityLimiter(max(1, concurrency))
+
+    @property
+    def pending(self) -> int:
+        """Admitted requests still being taken in (each holds one of the places the last look found)."""
+        return self._pending
 
     def remember(self, refusal: QueueFull) -> None:
         """A refusal seen elsewhere (the enqueue's own bound): reused like one of :meth:`admit`'s."""
-        self._full, self._until = refusal, time.monotonic() + self.hold_s
+        self._full, self._seen = refusal, time.monotonic()
 
     def refuse_if_known_full(self) -> None:
-        """Raise :class:`QueueFull` if a look in the last ``hold_s`` found the queue full (no look of its own)."""
+        """Raise :class:`QueueFull` if a look in the last ``stale_s`` found the queue full (no look of its own;
+        past ``hold_s`` a look starts in the background, for the requests after this one)."""
         full = self._full
-        if full is not None and time.monotonic() < self._until:
-            raise _again(full)
+        if full is None:
+            return
+        age = time.monotonic() - self._seen
+        if age >= self.stale_s:
+            return
+        if age >= self.hold_s:
+            self._refresh()
+        raise _again(full)
 
     async def admit(self) -> None:
         """Return when the queue has room; raise :class:`QueueFull` when it has not."""
         self.refuse_if_known_full()
-        if self._inflight is None:
-            self._inflight = asyncio.get_running_loop().create_future()
-            look = self._inflight
-            try:
-                outcome = await anyio.to_thread.run_sync(self._look)
-            except BaseException as exc:
-                self._inflight = None
-                look.set_exception(exc)
-                look.exception()  # retrieved: waiters re-raise it, nobody else needs to
-                raise
-            self._inflight = None
-            look.set_result(outcome)
-        else:
-            outcome = await asyncio.shield(self._inflight)
-        if outcome is not None:
+        outcome = await self._shared_look()
+        if isinstance(outcome, QueueFull):
             raise _again(outcome)
+        if outcome is not None and self._pending >= outcome:
+            raise QueueFull(f"the queue is full: {self._pending} uploads are being taken in for its last "
+                            f"{outcome} place{'s' if outcome != 1 else ''}", retry_after=1)
 
-    def _look(self) -> QueueFull | None:
+    async def reserve(self) -> Slot:
+        """:meth:`admit`, then hold a place until the returned slot is released (use it as ``with slot:``)."""
+        await self.admit()
+        self._pending += 1
+        return Slot(self)
+
+    async def _shared_look(self) -> QueueFull | int | None:
+        """One look at the queue in a worker thread, shared by every request that arrives while it runs."""
+        if self._inflight is not None:
+            return await asyncio.shield(self._inflight)
+        self._inflight = asyncio.get_running_loop().create_future()
+        look = self._inflight
         try:
-            self._check()
+            outcome = await anyio.to_thread.run_sync(self._look)
+        except BaseException as exc:
+            self._inflight = None
+            look.set_exception(exc)
+            look.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        self._inflight = None
+        look.set_result(outcome)
+        return outcome
+
+    def _refresh(self) -> None:
+        if self._inflight is not None or self._background:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: the answer simply ages until a request looks itself
+            return
+        task = loop.create_task(self._look_in_background())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _look_in_background(self) -> None:
+        try:
+            await self._shared_look()
+        except Exception as exc:  # noqa: BLE001 - the next request looks itself and answers the error
+            log.warning("admission: a background look at the queue failed: %s", exc)
+            self._full = None
+
+    def _look(self) -> QueueFull | int | None:
+        try:
+            places = self._check()
         except QueueFull as exc:
             self.remember(exc)
             return exc
         self._full = None
-        return None
+        return places
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``func`` in a worker thread, at most ``concurrency`` at a time; a refusal it raises is remembered.

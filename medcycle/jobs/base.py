@@ -180,13 +180,14 @@ class JobQueue(ABC):
     def list(self, queue: str | None = None, state: JobState | None = None, limit: int = 100) -> builtins.list[Job]:
         """Jobs, newest first."""
 
-    def check_capacity(self, queue: str) -> None:
-        """Raise :class:`QueueFull` when ``queue`` is at its bound — a cheap early refusal before a caller does
-        the work of an enqueue (reading an upload); ``enqueue`` still enforces the bound itself."""
+    def check_capacity(self, queue: str) -> int:
+        """The places left in ``queue``; raise :class:`QueueFull` when it is at its bound — a cheap early refusal
+        before a caller does the work of an enqueue (reading an upload); ``enqueue`` still enforces the bound."""
         active = self.active_count(queue)
         if active >= self.limit:
             raise QueueFull(f"queue {queue!r} is full ({active} of {self.limit} jobs waiting or running)",
                             retry_after=max(1, round(self.lease_seconds / 10)), queue=queue)
+        return self.limit - active
 
     def active_count(self, queue: str) -> int:
         """Jobs waiting or running in ``queue``."""

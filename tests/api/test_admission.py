@@ -69,7 +69,7 @@ def test_room_is_looked_up_again_and_a_refusal_expires() -> None:
         if full["now"]:
             raise QueueFull("full", retry_after=1)
 
-    admission = Admission(check, concurrency=1, hold_s=0.05)
+    admission = Admission(check, concurrency=1, hold_s=0.05, stale_s=0.2)
 
     async def once() -> None:
         await admission.admit()
@@ -77,10 +77,109 @@ def test_room_is_looked_up_again_and_a_refusal_expires() -> None:
     with pytest.raises(QueueFull):
         _run(once)
     full["now"] = False
-    time.sleep(0.06)
-    _run(once)  # the hold passed: looked up again, room
+    time.sleep(0.25)
+    _run(once)  # the answer is older than stale_s: looked up again, room
     _run(once)  # room is never cached
     assert len(looks) == 3
+
+
+def test_past_the_hold_a_refusal_is_still_at_once_and_a_background_look_refreshes_it() -> None:
+    full = {"now": True}
+    looks: list[float] = []
+
+    def check() -> None:
+        looks.append(time.monotonic())
+        time.sleep(0.05)  # a slow look: nobody waits for it once an answer is known
+        if full["now"]:
+            raise QueueFull("queue 'inference' is full", retry_after=2)
+
+    admission = Admission(check, concurrency=1, hold_s=0.05, stale_s=5.0)
+
+    async def scenario() -> tuple[float, int]:
+        with pytest.raises(QueueFull):
+            await admission.admit()  # nothing known: this one waits for the look
+        await asyncio.sleep(0.06)  # past the hold
+        started = time.perf_counter()
+        with pytest.raises(QueueFull, match="is full"):
+            await admission.admit()  # refused from the answer, a look started behind it
+        refused_in = time.perf_counter() - started
+        with pytest.raises(QueueFull):
+            await admission.admit()  # the look in flight is not started twice
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not admission._background:
+                break
+        started_looks = len(looks)
+        full["now"] = False  # a slot opens after the background look saw the queue full
+        await asyncio.sleep(0.06)
+        with pytest.raises(QueueFull):
+            await admission.admit()  # past the hold again: still refused from the answer, refreshed behind it
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not admission._background:
+                break
+        await admission.admit()  # the refresh saw the open slot: admitted
+        return refused_in, started_looks
+
+    refused_in, started_looks = _run(scenario)
+    assert refused_in < 0.04  # the look takes 50 ms: not waited for
+    assert started_looks == 2  # the first look and one background look, however many requests came
+    assert len(looks) == 4  # + one more background look (room), + the admitted request's own look
+
+
+def test_a_failing_background_look_drops_the_answer() -> None:
+    calls = {"n": 0}
+
+    def check() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise QueueFull("full", retry_after=1)
+        raise RuntimeError("the database went away")
+
+    admission = Admission(check, concurrency=1, hold_s=0.01, stale_s=5.0)
+
+    async def scenario() -> None:
+        with pytest.raises(QueueFull):
+            await admission.admit()
+        await asyncio.sleep(0.02)
+        with pytest.raises(QueueFull):
+            await admission.admit()  # refused from the answer; the background look fails
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not admission._background:
+                break
+        with pytest.raises(RuntimeError, match="went away"):
+            await admission.admit()  # no answer to reuse: this request looks itself and sees the error
+
+    _run(scenario)
+
+
+def test_admitted_uploads_hold_their_places_and_the_next_is_refused_before_its_intake() -> None:
+    looks = []
+
+    def check() -> int:
+        looks.append(1)
+        return 2  # two places left: the uploads being taken in are not queued yet
+
+    admission = Admission(check, concurrency=4)
+
+    async def scenario() -> None:
+        first, second = await admission.reserve(), await admission.reserve()
+        assert admission.pending == 2
+        with pytest.raises(QueueFull, match="2 uploads are being taken in for its last 2 places"):
+            await admission.reserve()  # refused now, not after reading its upload
+        assert admission.pending == 2
+        with first:
+            pass  # the intake ended (queued or failed): its place is free again
+        first.release()  # released once only
+        assert admission.pending == 1
+        with await admission.reserve():
+            assert admission.pending == 2
+        second.release()
+        assert admission.pending == 0
+
+    _run(scenario)
+    assert len(looks) == 4  # room is looked up for every request (never cached)
 
 
 def test_intakes_are_bounded_and_a_saturated_intake_sheds_at_once() -> None:
@@ -168,3 +267,33 @@ def test_a_known_full_queue_is_refused_before_the_token_is_checked(tmp_path) -> 
             assert bad.status_code == 401
     finally:
         platform.close()
+
+
+@pytest.mark.parametrize(("headers", "drained"), [
+    ({"content-length": "300000"}, True),  # a radiograph-sized upload: received and dropped before the 429
+    ({"content-length": "300000", "expect": "100-continue"}, False),  # the client waits: it sends nothing
+    ({"content-length": str(64 * 1024 * 1024)}, False),  # too large to wait for: refused at once
+    ({}, False),  # no length
+])
+def test_a_refused_upload_is_received_before_the_answer_when_it_is_small(headers: dict[str, str],
+                                                                        drained: bool) -> None:
+    from starlette.requests import Request
+
+    from medcycle.api.routers.inference import _drain
+
+    chunks = [b"x" * 100_000, b"x" * 100_000, b"x" * 100_000]
+    received: list[int] = []
+
+    async def receive() -> dict[str, object]:
+        received.append(1)
+        body = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "query_string": b"",
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+
+    async def go() -> None:
+        await _drain(Request(scope, receive))
+
+    _run(go)
+    assert (chunks == []) is drained and (len(received) == 3) is drained

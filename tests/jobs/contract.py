@@ -86,7 +86,7 @@ class QueueContract:
         original = jq.limit
         jq.limit = 2
         try:
-            jq.check_capacity("cap")  # empty: room
+            assert jq.check_capacity("cap") == 2  # empty: room, two places
             first = jq.enqueue("cap", {"n": 1})
             jq.enqueue("cap", {"n": 2})
             assert jq.active_count("cap") == 2
@@ -97,7 +97,7 @@ class QueueContract:
             assert jq.active_count("cap") == 2
             jq.complete(taken)
             assert taken.id == first.id and jq.active_count("cap") == 1
-            jq.check_capacity("cap")
+            assert jq.check_capacity("cap") == 1
         finally:
             jq.limit = original
 
