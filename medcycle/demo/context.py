@@ -63,8 +63,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "full": Profile("full"),
-    "quick": Profile("quick", radiographs=120, size=64, volumes=2, volume_size=32, slices=8, ingest_jobs=1,
-                     train_size=32, epochs=(4, 8), threads=1, resamples=200, light_tracking=True, rest_studies=6,
+    "quick": Profile("quick", radiographs=160, size=64, volumes=2, volume_size=32, slices=8, ingest_jobs=1,
+                     train_size=32, epochs=(6, 10), threads=1, resamples=200, light_tracking=True, rest_studies=6,
                      cstore_studies=3, drift_studies=64),
 }
 

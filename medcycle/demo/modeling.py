@@ -68,7 +68,8 @@ def hypothesis(demo: Demo) -> None:
                     ("data_available", "Radiographs from four scanners at three clinics, de-identified.", "high"),
                     ("expert_access", "Three readers and a senior for adjudication.", "medium"),
                     ("baseline_quality", "A U-Net reaches Dice 0.8 on the consensus masks.", "medium"),
-                    ("rollout_quality", "Dice 0.5 overall and on every source, non-inferior to production.", "medium")):
+                    ("rollout_quality", "Dice 0.7 overall, 0.3 on every source, non-inferior to production.",
+                     "medium")):
                 answers.answer(session, ref, key, text, confidence=confidence, actor=ACTOR)
             scoring.score(session, ref, ice=scoring.Ice(8, 6, 7), rice=scoring.Rice(4000, 2, 70, 3), actor=ACTOR)
             for voter, value in (("dr-lead", "up"), ("demo-ml-team", "up"), ("dr-novice", "down")):
@@ -170,7 +171,9 @@ def _policy(demo: Demo) -> Any:
     return parse({
         "split": "test", "bootstrap": {"resamples": demo.profile.resamples, "seed": 0},
         "factors": ["source", "manufacturer"], "min_group": 5,
-        "metrics": {"dice": {"min": 0.5}}, "subgroups": {"dice": {"min": 0.3}},
+        # Dice is per image, an image without a lesion scoring 1 when nothing is marked on it: a model that marks
+        # nothing scores about the share of such images (half, here), so the bar is well above it
+        "metrics": {"dice": {"min": 0.7}}, "subgroups": {"dice": {"min": 0.3}},
         "non_inferiority": {"against": PRODUCTION, "metric": "dice", "margin": 0.1},
         "regression": True,
         "stress": {"noise": [0.05], "contrast": [0.7], "max_drop": {"dice": 0.4}},

@@ -254,7 +254,14 @@ def test_the_whole_cycle_on_postgres_redis_s3_and_separate_processes(stack: Stac
         client = demo.http()
         answers = [_answer(client, j) for j in demo.served_jobs]
         statuses = [a["status"] for a in answers]
-        assert statuses.count("refused") == 1 and statuses.count("done") == len(answers) - 1, statuses  # the MR
+        # the MR slice is refused by its header; a radiograph may be refused by the image statistics, calibrated
+        # to flag about 5 % of in-distribution images (a false alarm of the gate, not a failure of the stack)
+        layers = [{(c.get("ood") or {}).get("layer") for c in (a["result"] or {}).get("cases", [])} for a in answers]
+        mr = p.rest_studies  # served_jobs: the REST radiographs, the MR slice, the C-STORE studies
+        assert statuses[mr] == "refused" and layers[mr] == {"header"}, answers[mr]
+        others = [(s, la) for k, (s, la) in enumerate(zip(statuses, layers, strict=True)) if k != mr]
+        assert all(s == "done" or la == {"image"} for s, la in others), others
+        assert sum(s == "done" for s, _ in others) >= len(others) - 2, others
         assert {a["result"]["model"]["ref"] for a in answers} == {f"{MODEL}@v2"}
         first = answers[0]
         assert first["result"]["outputs"], first
