@@ -112,9 +112,11 @@ class Admission:
 
     async def _shared_look(self) -> QueueFull | int | None:
         """One look at the queue in a worker thread, shared by every request that arrives while it runs."""
-        if self._inflight is not None:
+        loop = asyncio.get_running_loop()
+        if self._inflight is not None and self._inflight.get_loop() is loop:
             return await asyncio.shield(self._inflight)
-        self._inflight = asyncio.get_running_loop().create_future()
+        # (a look of another event loop — an app served again by a new loop, as in tests — is not waited for)
+        self._inflight = loop.create_future()
         look = self._inflight
         try:
             outcome = await anyio.to_thread.run_sync(self._look)
@@ -128,11 +130,12 @@ class Admission:
         return outcome
 
     def _refresh(self) -> None:
-        if self._inflight is not None or self._background:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop: the answer simply ages until a request looks itself
+            return
+        self._background = {t for t in self._background if t.get_loop() is loop and not t.done()}
+        if self._background or (self._inflight is not None and self._inflight.get_loop() is loop):
             return
         task = loop.create_task(self._look_in_background())
         self._background.add(task)

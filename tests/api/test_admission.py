@@ -297,3 +297,24 @@ def test_a_refused_upload_is_received_before_the_answer_when_it_is_small(headers
 
     _run(go)
     assert (chunks == []) is drained and (len(received) == 3) is drained
+
+
+def test_a_look_left_in_flight_by_a_closed_event_loop_does_not_block_the_next_one() -> None:
+    looks: list[int] = []
+    admission = Admission(lambda: looks.append(1) or 5, concurrency=1)
+    old = asyncio.new_event_loop()
+    admission._inflight = old.create_future()  # as a loop that closed mid-look would leave it
+    admission._full, admission._seen = QueueFull("full", retry_after=1), time.monotonic() - 0.5
+    old.close()
+
+    async def again() -> None:
+        with pytest.raises(QueueFull):
+            admission.refuse_if_known_full()  # stale-but-young answer: refused, and a refresh of this loop starts
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not admission._background:
+                break
+        await asyncio.wait_for(admission.admit(), 5)  # the refresh found room: admitted
+
+    _run(again)
+    assert len(looks) == 2  # the background refresh and the admitted request's own look
