@@ -24,7 +24,6 @@ de-identification key and options, source), and a worker sets itself up once per
 from __future__ import annotations
 
 import multiprocessing
-import operator
 import os
 import threading
 import time
@@ -37,7 +36,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +53,7 @@ from medcycle.objects.tables import ObjectRefRow
 from medcycle.platform import Platform
 from medcycle.settings import Settings
 from medcycle.store.base import new_id, utcnow
+from medcycle.store.bulk import insert_many
 
 BATCH = 100  # outcomes per catalog transaction at first; doubles up to MAX_BATCH as the ingest goes on
 MAX_BATCH = 800
@@ -256,50 +256,6 @@ def _date(value: date | str | None) -> date | None:
         return datetime.strptime(value[:8], "%Y%m%d").date()
     except ValueError:
         return None
-
-
-_InsertPlan = tuple[str, tuple[Callable[[Any], Any] | None, ...]] | None  # SQL, bind processors; None: use Core
-_INSERTS: dict[tuple[type, str, str, tuple[str, ...]], _InsertPlan] = {}
-
-
-def _insert_plan(dialect: Any, table: Table, columns: tuple[str, ...]) -> _InsertPlan:
-    """The driver-level INSERT of ``columns`` into ``table`` and each column's bind processor (what Core applies to
-    a value before the driver sees it); None where Core must insert (a placeholder style other than ``?``/``%s``,
-    or a column left out that Core would fill with a Python-side default)."""
-    key = (type(dialect), str(dialect.paramstyle), table.name, columns)
-    if key in _INSERTS:
-        return _INSERTS[key]
-    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(str(dialect.paramstyle))
-    defaulted = [c.name for c in table.c if c.name not in columns and c.default is not None]
-    plan: _InsertPlan = None
-    if mark is not None and not defaulted and all(c in table.c for c in columns):
-        quote = dialect.identifier_preparer.quote
-        sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
-               f"({', '.join(quote(c) for c in columns)}) VALUES ({', '.join([mark] * len(columns))})")
-        plan = (sql, tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns))
-    _INSERTS[key] = plan
-    return plan
-
-
-def insert_many(conn: Connection, table: Table, values: list[dict[str, Any]]) -> None:
-    """``conn.execute(insert(table), values)`` (every dict with the same keys, in the same order) as one executemany
-    of tuples through the driver: Core's per-row work (building each row's parameters) cost more than the inserts
-    themselves. The values go through the same bind processors as with Core."""
-    columns = tuple(values[0])
-    plan = _insert_plan(conn.dialect, table, columns)
-    if plan is None:
-        conn.execute(insert(table), values)
-        return
-    sql, processors = plan
-    row = operator.itemgetter(*columns) if len(columns) > 1 else (lambda v: (v[columns[0]],))
-    rows: list[tuple[Any, ...]] = [row(v) for v in values]
-    if any(p is not None for p in processors):  # converted a column at a time (timestamps, dates)
-        columns_of = list(zip(*rows, strict=True))
-        for j, process in enumerate(processors):
-            if process is not None:
-                columns_of[j] = tuple(map(process, columns_of[j]))
-        rows = list(zip(*columns_of, strict=True))
-    conn.exec_driver_sql(sql, rows)
 
 
 class _Writer:

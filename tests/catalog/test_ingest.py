@@ -284,8 +284,8 @@ def test_source_keeps_its_deid_options(platform: Platform, tmp_path: Path) -> No
 def test_kill_during_ingest_then_rerun_completes_exactly(platform: Platform, tmp_path: Path) -> None:
     src = tmp_path / "in"
     total = 0
-    for i in range(6):
-        total += len(write_ct_series(src / f"s{i}", FakePatient(patient_id=f"MRN-{i:05d}"), slices=30, seed=i))
+    for i in range(6):  # enough that the work after the first committed batch outlasts the poll and the kill
+        total += len(write_ct_series(src / f"s{i}", FakePatient(patient_id=f"MRN-{i:05d}"), slices=80, seed=i))
     env = {
         **os.environ,
         "MEDCYCLE_HOME": str(platform.settings.home),
@@ -304,7 +304,7 @@ def test_kill_during_ingest_then_rerun_completes_exactly(platform: Platform, tmp
         while _catalog_counts(platform)["instances"] < 40:
             assert proc.poll() is None, "ingest finished before it could be killed; make the input larger"
             assert time.monotonic() < deadline
-            time.sleep(0.05)
+            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

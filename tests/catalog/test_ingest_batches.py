@@ -238,8 +238,8 @@ def test_insert_many_writes_what_core_insert_writes(platform: Platform) -> None:
 
     from sqlalchemy import Table, insert
 
-    from medcycle.catalog.ingest import insert_many
     from medcycle.catalog.tables import SourceRow
+    from medcycle.store.bulk import insert_many
 
     def table(model: object) -> Table:
         return model.__table__  # type: ignore[attr-defined,no-any-return]
