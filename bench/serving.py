@@ -1,6 +1,8 @@
 """Serving throughput and latency: dynamic batching against batch size 1, in one run, on the CPU.
 
     .venv/bin/python bench/serving.py [--quick] [--heavy-only] [--batch 16] [--delay-ms 10] [--tmp DIR]
+                                      [--workers N] [--threads N] [--priority idle|low|normal]
+                                      [--queue-batches 4] [--queue-url redis://127.0.0.1:6379/15]
 
 Setup: demo radiographs (64 × 64 DICOM) are ingested; a small MONAI network — DenseNet (``densenet-small``,
 width 16, 3 dense blocks, input resized to 128 × 128: a small radiograph classifier) — is trained for
@@ -17,18 +19,22 @@ Measured, each for batch size 1 and for ``--batch`` (max images per batch, ``--d
    (target ≥ 2.5× over batch size 1). Measured again with the prediction log off, to show its share.
 3. **MONAI model, queue → result** — jobs already queued, the same worker with the real network.
 4. **MONAI model, REST → result** — the whole path as deployed: the API (uvicorn, its own process) takes
-   multipart DICOM uploads (intake: de-identify, check, store, enqueue) from 4 client threads, a
-   ``medcycle serve-worker`` process computes; jobs/s from the first request to the last job finished, and
-   as a share of the raw model's batched throughput (target ≥ 80 %).
+   multipart DICOM uploads (intake: de-identify, check, store, enqueue) from 4 client threads, and
+   ``medcycle serve-worker`` processes compute (``--workers``, default 1, each with ``cores // workers`` torch
+   threads and ``--priority`` idle: the layout ``medcycle deploy`` gives them); jobs/s from the first request
+   to the last job finished, and as a share of the raw model's batched throughput on all the cores (target
+   ≥ 80 %). The API's queue is bounded at ``--queue-batches`` (4) full batches per worker: with only two, the
+   batch a worker takes ahead is taken while clients wait out their 429s, and runs half empty.
 5. **latency** p50/p99 (enqueue → job finished) with jobs arriving at 70 % of each mode's measured
    end-to-end capacity (synthetic model, open loop, evenly spaced arrivals).
-6. **2× overload** — two rounds of requests at twice the REST capacity of 4. against the same API with a
-   bounded queue (``job_queue_limit`` = 2 × batch): the share answered 429, how fast (p50/p99 of the second
-   round; target p99 ≤ 10 ms), and the API process's resident memory before, after the first (warming) round
-   and after the second (target: flat over the second round, ≤ 20 MiB).
+6. **2× overload** — two rounds of requests at twice the REST capacity of 4. against the same API with its
+   bounded queue (``job_queue_limit``, filled to its bound before each round): the share answered 429, how
+   fast (p50/p99 of the second round; target p99 ≤ 10 ms), and the API process's resident memory before,
+   after the first (warming) round and after the second (target: flat over the second round, ≤ 20 MiB).
 7. **A realistic radiograph classifier** — 4. and 6. again on a home of its own with MONAI's DenseNet121 at
    224 × 224 (the CheXNet configuration) serving 512 × 512 radiographs, against that network's raw batched
-   throughput. This is where the end-to-end and 429 targets are judged: serving adds a fixed CPU cost per
+   throughput on all the cores (printed with its one-thread figure). This is where the end-to-end and 429 targets
+   are judged: serving adds a fixed CPU cost per
    image (the API's intake — de-identify, check, store — and, in the worker, decoding, the OOD gate,
    preprocessing and the prediction log's input statistics: about 20 ms per 512 × 512 radiograph in the worker,
    see docs/serving.md) that a network of this size amortises, while ``densenet-small`` costs less than its own
@@ -37,7 +43,8 @@ Measured, each for batch size 1 and for ``--batch`` (max images per batch, ``--d
 
 ``--heavy-only`` runs 7. alone (the part the targets are judged on, in a third of the time).
 
-The GPU path (``device: cuda``) is not measured here; the Celery comparison is in ``bench/serving_chaos.py``. The load
+The job queue is the embedded one in the home's SQLite unless ``--queue-url`` names another (Redis). The GPU path
+(``device: cuda``) is not measured here; the Celery comparison is in ``bench/serving_chaos.py``. The load
 average (other processes share the CPU) is printed and recorded with the results, which are written to
 ``bench/results/serving.json``.
 """
@@ -81,7 +88,7 @@ HEAVY_SIZE = [224, 224]
 HEAVY_SOURCE = 512  # radiographs of 512 × 512 pixels
 CLIENTS = 4
 OVERLOAD_THREADS = 32  # open-loop senders at 2x capacity (each with its own keep-alive connection)
-WORKER_NICE = 10
+QUEUE_URL: str | None = None  # --queue-url: the job queue of the bench's homes (default: embedded, in SQLite)
 RETRY_CAP_S = 0.25  # REST clients wait as Retry-After says, at most this long (the queue holds seconds of work)
 API = """
 import socket, sys, uvicorn
@@ -128,7 +135,8 @@ def setup(tmp: Path, quick: bool, *, size: int = 64, net: dict[str, Any] | None 
 
     n = 32 if quick else 64
     demo = generate(tmp / "demo", seed=0, radiographs=n, volumes=0, size=size)
-    p = Platform(make_settings(tmp / "home", job_queue_limit=100_000))
+    extra = {"queue_url": QUEUE_URL} if QUEUE_URL else {}
+    p = Platform(make_settings(tmp / "home", job_queue_limit=100_000, **extra))
     token = p.init().admin_token
     assert token is not None
     key = p.settings.resolved_deid_key_file
@@ -196,12 +204,22 @@ def make_worker(p: Platform, batch: int, delay_ms: int, model: Any = None, *, lo
     return worker
 
 
-def raw_throughput(p: Platform, batch: int, repeats: int) -> float:
+def raw_throughput(p: Platform, batch: int, repeats: int, threads: int = 1) -> float:
+    """Images/s of the network alone on ``threads`` torch threads (the bench otherwise runs on one)."""
     import torch
 
     from medcycle.serving.predictor import Predictor
 
-    predictor = Predictor.load(p, MODEL)
+    torch.set_num_threads(threads)
+    try:
+        return _raw(Predictor.load(p, MODEL), batch, repeats)
+    finally:
+        torch.set_num_threads(1)
+
+
+def _raw(predictor: Any, batch: int, repeats: int) -> float:
+    import torch
+
     x = [torch.rand((1, *predictor.transform.size)) for _ in range(batch)]
     best = float("inf")
     rounds = max(1, 32 // batch)
@@ -254,21 +272,25 @@ def finished_latencies(p: Platform, ids: list[str]) -> list[float]:
 class Services:
     """The API (uvicorn) and a ``medcycle serve-worker``, each its own process, on the bench's home."""
 
-    def __init__(self, home: Path, batch: int, delay_ms: int, queue_limit: int) -> None:
+    def __init__(self, home: Path, batch: int, delay_ms: int, queue_limit: int, *, workers: int = 1,
+                 threads: int = 0, priority: str = "idle") -> None:
         self.queue_limit = queue_limit
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCYCLE_")}
         env.update({"MEDCYCLE_HOME": str(home), "MEDCYCLE_ENVIRONMENT": "test", "MEDCYCLE_SECRET_KEY": TEST_SECRET,
                     "MEDCYCLE_JOB_QUEUE_LIMIT": str(queue_limit), "OMP_NUM_THREADS": "1",
+                    **({"MEDCYCLE_QUEUE_URL": QUEUE_URL} if QUEUE_URL else {}),
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
         self.api = subprocess.Popen([sys.executable, "-c", API], env=env, stdout=subprocess.PIPE, text=True)
         assert self.api.stdout is not None
         self.url = f"http://127.0.0.1:{int(self.api.stdout.readline())}"
-        # the worker runs at a lower CPU priority than the API (``nice``), as on any machine both share: the API
-        # answers in milliseconds, the worker is throughput-bound (in Kubernetes they are separate pods)
-        self.worker = subprocess.Popen(["nice", "-n", str(WORKER_NICE), sys.executable, "-m", "medcycle",
-                                        "serve-worker", "--max-batch-images",
-                                        str(batch), "--max-delay-ms", str(delay_ms), "--no-webhooks"], env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # each worker takes its share of the cores (``--threads``) and lowers its own CPU priority at start
+        # (``--priority``, serving ``worker_priority``): the API answers in milliseconds, the workers are
+        # throughput-bound (in Kubernetes they are separate pods)
+        self.workers = [subprocess.Popen([sys.executable, "-m", "medcycle", "serve-worker", "--max-batch-images",
+                                          str(batch), "--max-delay-ms", str(delay_ms), "--no-webhooks",
+                                          "--threads", str(threads), "--priority", priority], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        for _ in range(workers)]
         import httpx
 
         until = time.monotonic() + 60
@@ -281,14 +303,14 @@ class Services:
         raise RuntimeError("the API did not start")
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds (all threads) of the API and the worker process so far."""
+        """User + system CPU seconds (all threads) of the API and of the workers (together) so far."""
         import psutil
 
-        out = {}
-        for name, proc in (("api", self.api), ("worker", self.worker)):
+        def seconds(proc: subprocess.Popen[Any]) -> float:
             times = psutil.Process(proc.pid).cpu_times()
-            out[name] = times.user + times.system
-        return out
+            return float(times.user + times.system)
+
+        return {"api": seconds(self.api), "worker": sum(seconds(w) for w in self.workers)}
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.api.pid}/status").read_text().splitlines():
@@ -297,10 +319,10 @@ class Services:
         return float("nan")
 
     def close(self) -> None:
-        for proc in (self.worker, self.api):
+        for proc in (*self.workers, self.api):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (self.worker, self.api):
+        for proc in (*self.workers, self.api):
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -466,15 +488,37 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=10)
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--heavy-only", action="store_true", help="only 7.: DenseNet121 on 512 × 512 radiographs")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="serve-worker processes (default 1), each with cores // workers torch threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of each worker (default: cores // workers)")
+    parser.add_argument("--queue-batches", type=int, default=4,
+                        help="the API's queue bound (job_queue_limit) in full batches per worker (default 4)")
+    parser.add_argument("--queue-url", default=None,
+                        help="job queue, e.g. redis://127.0.0.1:6379/15 (default: the embedded queue in SQLite)")
+    parser.add_argument("--priority", choices=("idle", "low", "normal"), default="idle",
+                        help="the workers' CPU priority (serving worker_priority; default idle)")
     args = parser.parse_args()
+    global QUEUE_URL
+    QUEUE_URL = args.queue_url
     import torch
 
     torch.set_num_threads(1)
+    from medcycle.serving.cpu import usable_cores
+
+    cores = usable_cores()
+    workers = args.workers or 1  # as `medcycle deploy`: one worker, all the cores
+    # the queue's bound: a few full batches for each worker (one computing, one taken ahead, the rest waiting, so
+    # the batch taken ahead is full when the one computing started)
+    layout = {"workers": workers, "threads": args.threads or max(1, cores // workers), "priority": args.priority,
+              "queue_limit": args.queue_batches * args.batch * workers}
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-", dir=args.tmp))
     out: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "machine": host.platform(), "cpus": os.cpu_count(),
                            "python": host.python_version(), "torch": torch.__version__, "device": "cpu",
                            "model": {**NET, "input": SIZE}, "synthetic": {"a_ms": A_S * 1000, "b_ms": B_S * 1000},
                            "batch": args.batch, "delay_ms": args.delay_ms, "quick": args.quick,
+                           "workers": {k: v for k, v in layout.items() if k != "queue_limit"},
+                           "queue_limit": layout["queue_limit"],
                            "load_average_start": load_average()}
     svc = None
     try:
@@ -488,7 +532,8 @@ def main() -> None:
             rows: list[tuple[str, float, float]] = []
 
             raw1, rawb = raw_throughput(p, 1, 3), raw_throughput(p, args.batch, 3)
-            rows.append(("raw MONAI model (images/s)", raw1, rawb))
+            rows.append(("raw MONAI model, 1 thread (images/s)", raw1, rawb))
+            raw_all = raw_throughput(p, args.batch, 3, threads=cores)
 
             synth: dict[int, float] = {}
             for batch in (1, args.batch):
@@ -516,22 +561,23 @@ def main() -> None:
 
             print("REST: API and serve-worker processes …", flush=True)
             blobs = [f.read_bytes() for f in files]
-            svc = Services(p.settings.home, args.batch, args.delay_ms, queue_limit=2 * args.batch)
+            svc = Services(p.settings.home, args.batch, args.delay_ms, **layout)
             rest_throughput(p, svc, token, blobs, 16)  # warm both processes
             rest = rest_throughput(p, svc, token, blobs, n)
             over = overload(p, svc, token, blobs, payloads, 2 * rest["jobs_per_s"], seconds)
             svc.close()
             svc = None
             p.close()
-            small = {"rows": rows, "e2e": e2e, "rawb": rawb, "rest": rest, "latency": latency, "over": over,
-                     "synth": synth, "intake_rate": intake_rate}
+            small = {"rows": rows, "e2e": e2e, "rawb": rawb, "raw_all": raw_all, "rest": rest, "latency": latency,
+                     "over": over, "synth": synth, "intake_rate": intake_rate}
         print(f"REST with {HEAVY['name']} at {HEAVY_SIZE[0]}×{HEAVY_SIZE[1]} on {HEAVY_SOURCE}-pixel radiographs …",
               flush=True)
         hp, hpayloads, hfiles, htoken, _ = setup(tmp / "heavy", args.quick, size=HEAVY_SOURCE, net=HEAVY,
                                          input_size=HEAVY_SIZE)
-        heavy_raw = raw_throughput(hp, args.batch, 2)
+        heavy_raw = raw_throughput(hp, args.batch, 2, threads=cores)  # the machine's ceiling: every core
+        heavy_raw1 = raw_throughput(hp, args.batch, 2)
         hblobs = [f.read_bytes() for f in hfiles]
-        svc = Services(hp.settings.home, args.batch, args.delay_ms, queue_limit=2 * args.batch)
+        svc = Services(hp.settings.home, args.batch, args.delay_ms, **layout)
         rest_throughput(hp, svc, htoken, hblobs, 8)
         heavy_rest = rest_throughput(hp, svc, htoken, hblobs, 48 if args.quick else 128)
         heavy_over = overload(hp, svc, htoken, hblobs, hpayloads, 2 * heavy_rest["jobs_per_s"], seconds)
@@ -558,12 +604,14 @@ def main() -> None:
         for name, one, many in rows:
             print(f"{name:58} {one:10.1f} {many:10.1f} {many / one:6.2f}x")
         share_queue = e2e[args.batch] / rawb
-        share = rest["jobs_per_s"] / rawb
+        share = rest["jobs_per_s"] / small["raw_all"]
         print(f"\nintake (library call): {small['intake_rate']:.1f} jobs/s (de-identify, check, store, enqueue; "
               "one DICOM each)")
-        print(f"MONAI, queue → result: {e2e[args.batch]:.1f} jobs/s = {share_queue:.0%} of the raw batched model")
-        print(f"MONAI, REST → result ({CLIENTS} clients, API + worker processes): {rest['jobs_per_s']:.1f} jobs/s "
-              f"= {share:.0%} of the raw batched model ({rest['retried_429']} 429s retried)")
+        print(f"MONAI, queue → result (one worker, 1 thread): {e2e[args.batch]:.1f} jobs/s = {share_queue:.0%} of the "
+              "raw batched model on 1 thread")
+        print(f"MONAI, REST → result ({CLIENTS} clients, API + {workers} worker processes): {rest['jobs_per_s']:.1f} "
+              f"jobs/s = {share:.0%} of the raw batched model on {cores} threads ({small['raw_all']:.1f} images/s; "
+              f"{rest['retried_429']} 429s retried)")
         for b, lat in latency.items():
             print(f"latency at 70% of capacity, batch {b:>3}: {lat['rate_per_s']:.1f} jobs/s → p50 {lat['p50_ms']} "
                   f"ms, p99 {lat['p99_ms']} ms ({lat['finished']}/{lat['jobs']} finished)")
@@ -581,7 +629,9 @@ def main() -> None:
                     "queue_to_result_share_of_raw": round(share_queue, 3), "rest": rest,
                     "rest_share_of_raw": round(share, 3), "latency_at_70pct": latency, "overload_2x": over})
     print(f"\n{HEAVY['name']} {HEAVY_SIZE[0]}×{HEAVY_SIZE[1]} on {HEAVY_SOURCE}² radiographs: raw batched model "
-          f"{heavy_raw:.1f} images/s; REST → result {heavy_rest['jobs_per_s']:.1f} jobs/s = {heavy_share:.0%} of it "
+          f"{heavy_raw:.1f} images/s on {cores} threads ({heavy_raw1:.1f} on 1); API + {workers} worker(s) of "
+          f"{layout['threads']} thread(s), priority {args.priority}: REST → result {heavy_rest['jobs_per_s']:.1f} "
+          f"jobs/s = {heavy_share:.0%} of it "
           f"({heavy_rest['retried_429']} 429s retried); CPU per job: worker "
           f"{heavy_rest['cpu_ms_per_job']['worker']} ms, API {heavy_rest['cpu_ms_per_job']['api']} ms")
     print(f"2x overload ({heavy_over['rate_per_s']} req/s asked, {heavy_over['achieved_rate_per_s']} sent): "
@@ -611,7 +661,8 @@ def main() -> None:
     print("GPU: not measured here; the Celery comparison is bench/serving_chaos.py.")
     out.update({"heavy_only": args.heavy_only,
                 "heavy": {"model": {**HEAVY, "input": HEAVY_SIZE, "source_pixels": HEAVY_SOURCE},
-                          "raw_batched_images_per_s": round(heavy_raw, 2), "rest": heavy_rest,
+                          "raw_batched_images_per_s": round(heavy_raw, 2),
+                          "raw_batched_images_per_s_1_thread": round(heavy_raw1, 2), "rest": heavy_rest,
                           "rest_share_of_raw": round(heavy_share, 3), "overload_2x": heavy_over},
                 "targets": targets})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

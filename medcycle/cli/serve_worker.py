@@ -38,6 +38,11 @@ def worker(
                                               "(0: off).")] = 0,
     webhooks: Annotated[bool, typer.Option("--webhooks/--no-webhooks", help="Also deliver queued webhooks.")
                         ] = True,
+    threads: Annotated[int | None, typer.Option(min=0, max=1024, help="torch CPU threads (serving `cpu_threads`; "
+                                                "0: all the cores this process may use).", show_default=False)
+                       ] = None,
+    priority: Annotated[str | None, typer.Option(help="idle, low or normal: the CPU priority taken at start "
+                                                 "(serving `worker_priority`).", show_default=False)] = None,
     json: bool = JsonOpt,
 ) -> None:
     """Take inference jobs in batches counted in images, run the OOD gate and the model, store the results."""
@@ -47,13 +52,16 @@ def worker(
 
     cli = state(ctx)
     platform = cli.platform()
-    cfg = load_serving_settings(platform.settings, queue=queue)
+    cfg = load_serving_settings(platform.settings, queue=queue, cpu_threads=threads, worker_priority=priority)
     from medcycle.monitoring.sentry import init_sentry
 
     init_sentry(platform.settings, component="worker")
     err = err_console()
     serving = ServingWorker(platform, settings=cfg, max_batch_images=max_batch_images, max_delay_ms=max_delay_ms,
                             lease_seconds=lease_seconds, device=device, name=name)
+    from medcycle.serving import cpu
+
+    share = cpu.apply(threads=cfg.cpu_threads, workers=1, priority=cfg.worker_priority)
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -73,7 +81,7 @@ def worker(
         thread = threading.Thread(target=sender.run, args=(stop,), daemon=True, name="medcycle-webhooks")
         thread.start()
     err.print(f"serve-worker {serving.name}: queue {cfg.queue}, batches of up to {serving.cfg.max_batch_images} "
-              f"images within {serving.cfg.max_delay_ms} ms")
+              f"images within {serving.cfg.max_delay_ms} ms; {share.describe()}")
     try:
         stats = serving.run(stop, max_jobs=max_jobs)
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -51,6 +51,13 @@ class ServingSettings(BaseModel):
         '`{"nodules": {"modality": ["CR", "DX"], "body_part": ["CHEST"]}}`. They replace the version\'s '
         "contract `input` rules.")
     device: str = Field("auto", description="`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).")
+    cpu_threads: int = Field(0, ge=0, le=1024,
+                             description="torch CPU threads of each worker; 0: this machine's cores shared out "
+                             "among its workers (`cores // workers`, at least 1; cores as the process's affinity and "
+                             "a cgroup CPU quota allow).")
+    worker_priority: Literal["normal", "low", "idle"] = Field(
+        "idle", description="CPU priority a worker takes at start so the API on the same cores answers first: "
+        "`idle` (Linux SCHED_IDLE: only CPU time nothing else wants), `low` (nice 10) or `normal`.")
     predictor_cache: int = Field(4, ge=1, le=64, description="Model versions a worker keeps loaded.")
     webhook_attempts: int = Field(8, ge=1, le=100, description="Deliveries of a webhook before it is dead-lettered.")
     webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook POST.")

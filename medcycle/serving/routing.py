@@ -231,6 +231,7 @@ def write_worker_status(folder: Path, name: str, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from medcycle.platform import Platform
+    from medcycle.serving import cpu
     from medcycle.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m medcycle.serving.routing", description=__doc__.split("\n")[0])
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("the deployment spec cannot be read: %s", exc.message)
             return 3
         worker = DeployedWorker(platform, spec, name=args.name)
+        share = cpu.apply(threads=worker.cfg.cpu_threads, workers=spec.workers if spec is not None else 1,
+                          priority=worker.cfg.worker_priority)
+        log.info("worker %s: %s", worker.name, share.describe())
         name = args.name or worker.name.replace(":", "-")
         try:
             versions = worker.warm()

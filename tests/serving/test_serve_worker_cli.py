@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 import typer
@@ -12,7 +13,7 @@ import typer
 from medcycle.cli.errors import run
 from medcycle.cli.serve_worker import worker
 from medcycle.platform import Platform
-from medcycle.serving import intake
+from medcycle.serving import cpu, intake
 from tests.serving.core_fixtures import CLS, SrvTemplate
 
 
@@ -27,24 +28,35 @@ def _app() -> typer.Typer:
     return app
 
 
-def _env(monkeypatch: pytest.MonkeyPatch, platform: Platform) -> None:
+def _env(monkeypatch: pytest.MonkeyPatch, platform: Platform) -> list[dict[str, Any]]:
+    """The worker's environment; ``cpu.apply`` is recorded, not run (it would lower this test process's
+    priority for good: tests/serving/test_cpu_share.py runs it in child processes)."""
+    calls: list[dict[str, Any]] = []
+
+    def record(**kwargs: Any) -> cpu.CpuShare:
+        calls.append(kwargs)
+        return cpu.CpuShare(threads=kwargs["threads"] or 1, priority=kwargs["priority"], nice=0, cores=1)
+
+    monkeypatch.setattr(cpu, "apply", record)
     for key in list(os.environ):
         if key.startswith("MEDCYCLE_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("MEDCYCLE_HOME", str(platform.settings.home))
     monkeypatch.setenv("MEDCYCLE_ENVIRONMENT", "test")
     monkeypatch.setenv("MEDCYCLE_SECRET_KEY", platform.settings.secret_key.get_secret_value())
+    return calls
 
 
 def test_serve_worker_processes_jobs_and_reports(srv_platform: Platform, srv_template: SrvTemplate,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    _env(monkeypatch, srv_platform)
+    calls = _env(monkeypatch, srv_platform)
     jobs = [intake.submit(srv_platform, [p], model=CLS) for p in srv_template.radiographs[:2]]
     code = run(_app(), ["serve-worker", "--queue", "inference", "--max-batch-images", "8", "--max-delay-ms", "5",
                         "--max-jobs", "2", "--no-webhooks", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["jobs"] == 2 and out["computed"] == 2 and out["batches"] == 1
+    assert calls == [{"threads": 0, "workers": 1, "priority": "idle"}]  # the defaults: all cores, SCHED_IDLE
     assert all(srv_platform.jobs.get(j.id).state.value == "succeeded" for j in jobs)
 
 
@@ -57,3 +69,24 @@ def test_serve_worker_refuses_a_delay_near_the_lease(srv_platform: Platform, mon
     monkeypatch.setenv("MEDCYCLE_SERVING_MAX_BATCH_IMAGES", "0")
     code = run(_app(), ["serve-worker", "--max-jobs", "1"])
     assert code == 78 and "max_batch_images" in capsys.readouterr().err
+
+
+def test_serve_worker_takes_its_cpu_share_from_options_and_settings(srv_platform: Platform,
+                                                                    srv_template: SrvTemplate,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    calls = _env(monkeypatch, srv_platform)
+    for image in srv_template.radiographs[:2]:  # one job for each run below (it exits after one)
+        intake.submit(srv_platform, [image], model=CLS)
+    code = run(_app(), ["serve-worker", "--threads", "3", "--priority", "low", "--max-jobs", "1",
+                        "--max-batch-images", "1", "--max-delay-ms", "0", "--no-webhooks"])
+    capsys.readouterr()
+    monkeypatch.setenv("MEDCYCLE_SERVING_CPU_THREADS", "2")
+    monkeypatch.setenv("MEDCYCLE_SERVING_WORKER_PRIORITY", "normal")
+    code2 = run(_app(), ["serve-worker", "--max-jobs", "1", "--max-delay-ms", "0", "--no-webhooks"])
+    assert (code, code2) == (0, 0)
+    assert calls == [{"threads": 3, "workers": 1, "priority": "low"},
+                     {"threads": 2, "workers": 1, "priority": "normal"}]
+    code = run(_app(), ["serve-worker", "--priority", "urgent", "--max-jobs", "1"])
+    err = capsys.readouterr().err
+    assert code == 78 and "worker_priority" in err and len(calls) == 2

@@ -1,0 +1,95 @@
+"""``medcycle.serving.cpu``: a worker's torch threads and CPU priority (set in a child process: a priority
+lowered in the test process could not be raised again, and would slow the rest of the suite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medcycle.serving import cpu
+
+PROBE = """
+import json, os, sys, threading, torch
+started = threading.Event(); release = threading.Event()
+def park():
+    started.set(); release.wait()
+early = threading.Thread(target=park); early.start(); started.wait()  # a thread that exists before apply
+from medcycle.serving import cpu
+share = cpu.apply(threads=int(sys.argv[1]), workers=int(sys.argv[2]), priority=sys.argv[3])
+late = {}
+def look():
+    late["policy"] = os.sched_getscheduler(0); late["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+t = threading.Thread(target=look); t.start(); t.join()
+print(json.dumps({"threads": share.threads, "priority": share.priority, "nice": share.nice, "cores": share.cores,
+                  "torch": torch.get_num_threads(), "main_policy": os.sched_getscheduler(0),
+                  "early_policy": os.sched_getscheduler(early.native_id),
+                  "early_nice": os.getpriority(os.PRIO_PROCESS, early.native_id),
+                  "late_policy": late["policy"], "late_nice": late["nice"], "idle": os.SCHED_IDLE,
+                  "other": os.SCHED_OTHER}))
+release.set(); early.join()
+"""
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are Linux's")
+
+
+def _probe(threads: int, workers: int, priority: str) -> dict[str, int | str]:
+    done = subprocess.run([sys.executable, "-c", PROBE, str(threads), str(workers), priority], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          check=True)
+    result: dict[str, int | str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@linux_only
+def test_idle_priority_reaches_every_thread_and_threads_are_shared_out() -> None:
+    out = _probe(0, 2, "idle")
+    assert out["priority"] == "idle"
+    assert out["main_policy"] == out["early_policy"] == out["late_policy"] == out["idle"]
+    assert out["threads"] == out["torch"] == max(1, int(out["cores"]) // 2)
+
+
+@linux_only
+def test_low_priority_is_nice_10_on_every_thread_and_explicit_threads_win() -> None:
+    out = _probe(3, 2, "low")
+    assert out["priority"] == "low" and out["nice"] == cpu.LOW_NICE
+    assert out["early_nice"] == out["late_nice"] == cpu.LOW_NICE
+    assert out["main_policy"] == out["early_policy"] == out["other"]
+    assert out["threads"] == out["torch"] == 3
+
+
+@linux_only
+def test_normal_priority_changes_nothing() -> None:
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    out = _probe(1, 1, "normal")
+    assert out["priority"] == "normal" and out["nice"] == before and out["main_policy"] == out["other"]
+    assert out["torch"] == 1
+
+
+def test_threads_for_shares_cores_out_among_workers() -> None:
+    assert cpu.threads_for(0, 1, 8) == 8
+    assert cpu.threads_for(0, 3, 8) == 2
+    assert cpu.threads_for(0, 16, 8) == 1  # never 0
+    assert cpu.threads_for(5, 3, 8) == 5  # a setting wins
+
+
+@pytest.mark.parametrize(("text", "cores"), [("max 100000", None), ("150000 100000", 1.5), ("50000 100000", 0.5),
+                                              ("garbage", None), ("0 100000", None), ("", None)])
+def test_quota_cores_reads_cgroup_cpu_max(tmp_path: Path, text: str, cores: float | None) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(text + "\n")
+    assert cpu.quota_cores(path) == cores
+
+
+@linux_only
+def test_usable_cores_is_capped_by_a_quota_rounded_up(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text("50000 100000\n")
+    assert cpu.usable_cores(path) == 1  # half a core: one thread, never 0
+    path.write_text("max 100000\n")
+    assert cpu.usable_cores(path) == len(os.sched_getaffinity(0))
+    assert cpu.usable_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
