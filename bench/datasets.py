@@ -764,24 +764,24 @@ def _deid_only(paths: Sequence[str], pydicom_path: bool = False) -> int:
     return n
 
 
-def bench_ingest(files: int, work: Path, res: Results, runs: int = 3) -> None:
+def bench_ingest(files: int, work: Path, res: Results, runs: int = 3, size: int = 128) -> None:
     from medcycle.catalog.ingest import ingest, shutdown_workers, start_workers
     from medcycle.testing.dicom import FakePatient, write_ct_series
 
-    say(f"\n[ingest] writing {files:,} synthetic CT slices (128 x 128) ...")
+    say(f"\n[ingest] writing {files:,} synthetic CT slices ({size} x {size}) ...")
     folder = work / "dicom"
     per_series = 8
     paths: list[Path] = []
     for k in range(files // per_series):
         patient = FakePatient(patient_id=f"MRN-{k:06d}", name=f"Patient^{k:06d}")
-        paths += write_ct_series(folder / f"s{k:05d}", patient, slices=per_series, size=128, seed=k)
+        paths += write_ct_series(folder / f"s{k:05d}", patient, slices=per_series, size=size, seed=k)
     total = sum(path.stat().st_size for path in paths)
     os.sync()
     names = [str(path) for path in paths]
 
     def add(system: str, seconds: float | list[float], note: str = "") -> Row:
         times = seconds if isinstance(seconds, list) else [seconds]
-        row = Row("ingest", f"{len(paths):,} CT slices", "ingest", system, times, total, note)
+        row = Row("ingest", f"{len(paths):,} CT slices {size}x{size}", "ingest", system, times, total, note)
         res.add(row)
         say(f"  {'':<41} {len(paths) / row.best:9.1f} files/s (best run)")
         return row
@@ -940,6 +940,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the temp data (default: system temp)")
     parser.add_argument("--ingest-runs", type=int, default=3,
                         help="ingest part: runs of the bare loops and of ingest --jobs 2, taking turns; best of each")
+    parser.add_argument("--ingest-size", type=int, default=128,
+                        help="ingest part: rows and columns of the CT slices (default 128; a clinical CT slice is 512)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     small_n, large_n = (1_000, 50) if args.quick else (10_000, 1_000)
@@ -973,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         if "catalog" in parts:
             bench_catalog(catalog_n, work, res)
         if "ingest" in parts:
-            bench_ingest(slices, work, res, max(1, args.ingest_runs))
+            bench_ingest(slices, work, res, max(1, args.ingest_runs), args.ingest_size)
     finally:
         clear(work)
 
