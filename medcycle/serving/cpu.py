@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,16 +94,14 @@ def apply(*, threads: int, workers: int, priority: Priority) -> CpuShare:
     done: str = priority
     if priority == "idle":
         try:
-            for tid in _threads():
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            _each_thread(lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
         except (AttributeError, OSError) as exc:
             log.warning("SCHED_IDLE not available (%s); lowering the priority with nice instead", exc)
             done = "low"
     if done == "low":
         try:
-            for tid in _threads():
-                if os.getpriority(os.PRIO_PROCESS, tid) < LOW_NICE:
-                    os.setpriority(os.PRIO_PROCESS, tid, LOW_NICE)
+            _each_thread(lambda tid: os.setpriority(os.PRIO_PROCESS, tid, max(LOW_NICE, os.getpriority(
+                os.PRIO_PROCESS, tid))))
         except (AttributeError, OSError) as exc:
             log.warning("the worker's priority could not be lowered: %s", exc)
             done = "normal"
@@ -113,10 +112,16 @@ def apply(*, threads: int, workers: int, priority: Priority) -> CpuShare:
     return CpuShare(threads=n, priority=done, nice=nice, cores=cores)
 
 
-def _threads() -> list[int]:
-    """Ids of this process's threads: on Linux a priority belongs to a thread, and a thread started later
-    inherits its creator's; those already running (a database pool's, a metrics server's) are set one by one."""
+def _each_thread(change: Callable[[int], object]) -> None:
+    """``change`` each thread of this process (by id; 0 where threads cannot be listed): on Linux a priority
+    belongs to a thread, and a thread started later inherits its creator's, so those already running (a
+    database pool's, a metrics server's) are set one by one. A thread that ended meanwhile is skipped."""
     try:
-        return [int(tid) for tid in os.listdir("/proc/self/task")]
+        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
     except OSError:
-        return [0]
+        tids = [0]
+    for tid in tids:
+        try:
+            change(tid)
+        except ProcessLookupError:
+            continue

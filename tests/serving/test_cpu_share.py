@@ -93,3 +93,17 @@ def test_usable_cores_is_capped_by_a_quota_rounded_up(tmp_path: Path) -> None:
     path.write_text("max 100000\n")
     assert cpu.usable_cores(path) == len(os.sched_getaffinity(0))
     assert cpu.usable_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
+
+
+@linux_only
+def test_a_thread_that_ended_meanwhile_is_skipped() -> None:
+    seen: list[int] = []
+    gone = min(int(t) for t in os.listdir("/proc/self/task"))
+
+    def change(tid: int) -> None:
+        if tid == gone:
+            raise ProcessLookupError(tid)  # as sched_setscheduler answers for a thread that has exited
+        seen.append(tid)
+
+    cpu._each_thread(change)
+    assert gone not in seen and set(seen) <= {int(t) for t in os.listdir("/proc/self/task")}
