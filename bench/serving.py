@@ -21,7 +21,7 @@ Measured, each for batch size 1 and for ``--batch`` (max images per batch, ``--d
 4. **MONAI model, REST → result** — the whole path as deployed: the API (uvicorn, its own process) takes
    multipart DICOM uploads (intake: de-identify, check, store, enqueue) from 4 client threads, and
    ``medcycle serve-worker`` processes compute (``--workers``, default 1, each with ``cores // workers`` torch
-   threads and ``--priority`` idle: the layout ``medcycle deploy`` gives them); jobs/s from the first request
+   threads and ``--priority`` low: the layout ``medcycle deploy`` gives them); jobs/s from the first request
    to the last job finished, and as a share of the raw model's batched throughput on all the cores (target
    ≥ 80 %). The API's queue is bounded at ``--queue-batches`` (4) full batches per worker: with only two, the
    batch a worker takes ahead is taken while clients wait out their 429s, and runs half empty.
@@ -273,7 +273,7 @@ class Services:
     """The API (uvicorn) and a ``medcycle serve-worker``, each its own process, on the bench's home."""
 
     def __init__(self, home: Path, batch: int, delay_ms: int, queue_limit: int, *, workers: int = 1,
-                 threads: int = 0, priority: str = "idle") -> None:
+                 threads: int = 0, priority: str = "low") -> None:
         self.queue_limit = queue_limit
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCYCLE_")}
         env.update({"MEDCYCLE_HOME": str(home), "MEDCYCLE_ENVIRONMENT": "test", "MEDCYCLE_SECRET_KEY": TEST_SECRET,
@@ -481,6 +481,14 @@ def _overload_round(p: Platform, svc: Services, token: str, blobs: list[bytes], 
             "202_p99_ms": pct(ok, 99)}, rss_after
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -488,16 +496,16 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=10)
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--heavy-only", action="store_true", help="only 7.: DenseNet121 on 512 × 512 radiographs")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=positive, default=None,
                         help="serve-worker processes (default 1), each with cores // workers torch threads")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive, default=None,
                         help="torch threads of each worker (default: cores // workers)")
-    parser.add_argument("--queue-batches", type=int, default=4,
+    parser.add_argument("--queue-batches", type=positive, default=4,
                         help="the API's queue bound (job_queue_limit) in full batches per worker (default 4)")
     parser.add_argument("--queue-url", default=None,
                         help="job queue, e.g. redis://127.0.0.1:6379/15 (default: the embedded queue in SQLite)")
-    parser.add_argument("--priority", choices=("idle", "low", "normal"), default="idle",
-                        help="the workers' CPU priority (serving worker_priority; default idle)")
+    parser.add_argument("--priority", choices=("idle", "low", "normal"), default="low",
+                        help="the workers' CPU priority (serving worker_priority; default low)")
     args = parser.parse_args()
     global QUEUE_URL
     QUEUE_URL = args.queue_url

@@ -56,8 +56,8 @@ class ServingSettings(BaseModel):
                              "among its workers (`cores // workers`, at least 1; cores as the process's affinity and "
                              "a cgroup CPU quota allow).")
     worker_priority: Literal["normal", "low", "idle"] = Field(
-        "idle", description="CPU priority a worker takes at start so the API on the same cores answers first: "
-        "`idle` (Linux SCHED_IDLE: only CPU time nothing else wants), `low` (nice 10) or `normal`.")
+        "low", description="CPU priority a worker takes at start so the API on the same cores answers first: "
+        "`low` (nice 10), `idle` (Linux SCHED_IDLE: only CPU time nothing else wants) or `normal`.")
     predictor_cache: int = Field(4, ge=1, le=64, description="Model versions a worker keeps loaded.")
     webhook_attempts: int = Field(8, ge=1, le=100, description="Deliveries of a webhook before it is dead-lettered.")
     webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook POST.")

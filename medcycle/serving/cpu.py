@@ -6,14 +6,19 @@ machine it gets:
 * **Threads.** torch starts one intra-op thread per core it sees, in every process. Two workers on a 2-core
   machine then run four spinning threads on two cores, and a worker beside the API spins against it. A worker
   takes ``cpu_threads`` threads; 0 (the default) shares the cores out among this machine's workers:
-  ``cores // workers``, at least 1. Cores are the ones this process may run on (its affinity, e.g. a cpuset)
-  capped by a cgroup CPU quota where one is set (a Kubernetes ``limits.cpu``), which torch itself ignores.
+  ``cores // workers``, at least 1, where the workers are those sharing this machine (a deployment's, counted
+  by its supervisor; a worker pod or a worker started by hand counts as one). Cores are the ones this process
+  may run on (its affinity, e.g. a cpuset) capped by the smallest cgroup CPU quota from its cgroup up (a
+  Kubernetes ``limits.cpu``; v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), which torch itself ignores.
 * **Priority.** The API answers in milliseconds (a 429 under overload included) while a worker is
-  throughput-bound. A worker lowers its own priority at start: ``worker_priority = "idle"`` (the default)
-  puts it in Linux's ``SCHED_IDLE`` class, which runs only on CPU time no other process wants, so the API is
-  never kept waiting by a worker; ``"low"`` is ``nice`` 10 (a tenth of the API's share when both want a
-  core); ``"normal"`` leaves it. No privilege is needed to lower a priority. On a machine where nothing else
-  runs (a GPU node, a worker pod) the classes make no difference.
+  throughput-bound. A worker lowers its own priority at start: ``worker_priority = "low"`` (the default) is
+  ``nice`` 10 (a tenth of the API's share when both want a core); ``"idle"`` puts it in Linux's ``SCHED_IDLE``
+  class, which runs only on CPU time no other process wants — the API then never waits for a worker, but a
+  worker starved by other busy processes may hold a lock the API needs (the embedded queue's SQLite write
+  lock), so it suits a machine where only the API competes; ``"normal"`` leaves it. No privilege is needed to
+  lower a priority. Priorities decide only among processes of one cgroup (``medcycle deploy`` on one
+  machine); between containers or systemd units their CPU weights decide (``cpu_shares``, ``CPUWeight=``,
+  Kubernetes requests), and on a GPU node or a worker pod of its own the class changes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ log = logging.getLogger(__name__)
 
 Priority = Literal["normal", "low", "idle"]
 LOW_NICE = 10
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,8 @@ class CpuShare:
         return f"{self.threads} torch thread(s) of {self.cores} core(s), priority {self.priority} (nice {self.nice})"
 
 
-def quota_cores(path: Path = CGROUP_CPU_MAX) -> float | None:
-    """Cores a cgroup v2 CPU quota allows (``cpu.max``: ``QUOTA PERIOD``), or None when unlimited or unknown."""
+def quota_cores(path: Path) -> float | None:
+    """Cores a cgroup v2 ``cpu.max`` file (``QUOTA PERIOD``) allows, or None when unlimited or unreadable."""
     try:
         fields = path.read_text(encoding="ascii").split()
     except OSError:
@@ -61,13 +67,60 @@ def quota_cores(path: Path = CGROUP_CPU_MAX) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def usable_cores(quota_file: Path = CGROUP_CPU_MAX) -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup quota (rounded up), at least 1."""
+def _quota_v1(folder: Path) -> float | None:
+    """Cores a cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` pair allows (-1: unlimited)."""
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+        period = int((folder / "cpu.cfs_period_us").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cgroup_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> float | None:
+    """The smallest CPU quota, in cores, on the way from this process's cgroup up to the root (a quota set on
+    a parent binds too), or None when there is none. cgroup v2 (``0::PATH`` in /proc/self/cgroup, ``cpu.max``)
+    and v1 (the ``cpu`` controller's ``cpu.cfs_quota_us``); in a container whose cgroup namespace makes its own
+    cgroup the root, the root's ``cpu.max`` is the container's."""
+    try:
+        lines = proc_cgroup.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    found: list[float] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            base, read = root, quota_cores
+            folder = root / path.lstrip("/")
+        elif "cpu" in controllers.split(","):
+            base = root / controllers
+            if not base.is_dir():
+                base = root / "cpu"
+            folder, read = base / path.lstrip("/"), None
+        else:
+            continue
+        while True:
+            quota = read(folder / "cpu.max") if read is not None else _quota_v1(folder)
+            if quota is not None:
+                found.append(quota)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    if not lines:  # not Linux, or /proc not mounted: the root's cpu.max if there is one
+        quota = quota_cores(root / "cpu.max")
+        if quota is not None:
+            found.append(quota)
+    return min(found) if found else None
+
+
+def usable_cores(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (rounded up), at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
-    quota = quota_cores(quota_file)
+    quota = cgroup_quota(proc_cgroup, root)
     if quota is not None:
         cores = min(cores, math.ceil(quota))
     return max(1, cores)

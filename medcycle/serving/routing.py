@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medcycle.serving.routing", description=__doc__.split("\n")[0])
     parser.add_argument("--generation", type=int, default=0, help="the deployment generation this worker serves")
     parser.add_argument("--name", default=None, help="worker name (default: host:pid)")
+    parser.add_argument("--local-workers", type=int, default=1,
+                        help="workers sharing this machine's cores (the supervisor passes its count; a pod runs one)")
     args = parser.parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("the deployment spec cannot be read: %s", exc.message)
             return 3
         worker = DeployedWorker(platform, spec, name=args.name)
-        share = cpu.apply(threads=worker.cfg.cpu_threads, workers=spec.workers if spec is not None else 1,
+        share = cpu.apply(threads=worker.cfg.cpu_threads, workers=max(1, args.local_workers),
                           priority=worker.cfg.worker_priority)
         log.info("worker %s: %s", worker.name, share.describe())
         name = args.name or worker.name.replace(":", "-")

@@ -83,8 +83,11 @@ class Supervisor:
         log.info("started %s (pid %d)", name, proc.pid)
         return child
 
-    def _worker_argv(self, generation: int) -> list[str]:
-        return [sys.executable, "-m", "medcycle.serving.routing", "--generation", str(generation)]
+    @staticmethod
+    def _worker_argv(generation: int, workers: int) -> list[str]:
+        # ``--local-workers``: these workers share this machine's cores (each takes its share as torch threads)
+        return [sys.executable, "-m", "medcycle.serving.routing", "--generation", str(generation),
+                "--local-workers", str(workers)]
 
     @staticmethod
     def _api_argv(spec: DeploymentSpec) -> list[str]:
@@ -153,7 +156,7 @@ class Supervisor:
             self._terminate([c for c in self.children if c.generation == self.pending])
         self.pending = spec.generation
         for _ in range(spec.workers):
-            self._start("worker", spec.generation, self._worker_argv(spec.generation))
+            self._start("worker", spec.generation, self._worker_argv(spec.generation, spec.workers))
         log.info("generation %d starting: %s", spec.generation, spec.model)
 
     def _advance(self, spec: DeploymentSpec) -> None:
@@ -189,7 +192,7 @@ class Supervisor:
                 log.warning("%s exited with %s: restarting", child.name, child.proc.returncode)
                 self.children.remove(child)
                 self._restarts["worker"] = now
-                self._start("worker", child.generation, self._worker_argv(child.generation))
+                self._start("worker", child.generation, self._worker_argv(child.generation, len(workers)))
         if serving is None:
             return
         wanted: dict[str, tuple[list[str], str]] = {}

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,17 +49,19 @@ def _probe(threads: int, workers: int, priority: str) -> dict[str, int | str]:
 @linux_only
 def test_idle_priority_reaches_every_thread_and_threads_are_shared_out() -> None:
     out = _probe(0, 2, "idle")
-    assert out["priority"] == "idle"
+    if out["priority"] != "idle":  # a sandbox refusing SCHED_IDLE: the worker fell back to nice 10
+        pytest.skip(f"SCHED_IDLE refused here (fell back to {out['priority']})")
     assert out["main_policy"] == out["early_policy"] == out["late_policy"] == out["idle"]
     assert out["threads"] == out["torch"] == max(1, int(out["cores"]) // 2)
 
 
 @linux_only
 def test_low_priority_is_nice_10_on_every_thread_and_explicit_threads_win() -> None:
+    nice = max(cpu.LOW_NICE, os.getpriority(os.PRIO_PROCESS, 0))  # never raised: a nicer runner stays as nice
     out = _probe(3, 2, "low")
-    assert out["priority"] == "low" and out["nice"] == cpu.LOW_NICE
-    assert out["early_nice"] == out["late_nice"] == cpu.LOW_NICE
-    assert out["main_policy"] == out["early_policy"] == out["other"]
+    assert out["priority"] == "low" and out["nice"] == nice
+    assert out["early_nice"] == out["late_nice"] == nice
+    assert out["main_policy"] == out["early_policy"] == os.sched_getscheduler(0)  # the class is left as it was
     assert out["threads"] == out["torch"] == 3
 
 
@@ -66,7 +69,8 @@ def test_low_priority_is_nice_10_on_every_thread_and_explicit_threads_win() -> N
 def test_normal_priority_changes_nothing() -> None:
     before = os.getpriority(os.PRIO_PROCESS, 0)
     out = _probe(1, 1, "normal")
-    assert out["priority"] == "normal" and out["nice"] == before and out["main_policy"] == out["other"]
+    assert out["priority"] == "normal" and out["nice"] == before
+    assert out["main_policy"] == os.sched_getscheduler(0)
     assert out["torch"] == 1
 
 
@@ -85,25 +89,74 @@ def test_quota_cores_reads_cgroup_cpu_max(tmp_path: Path, text: str, cores: floa
     assert cpu.quota_cores(path) == cores
 
 
+def _v2(tmp_path: Path, quotas: dict[str, str]) -> tuple[Path, Path]:
+    """A cgroup v2 tree under ``tmp_path`` with ``cpu.max`` files, and a /proc/self/cgroup naming ``/a/b``."""
+    root = tmp_path / "cgroup"
+    for folder, text in quotas.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "cpu.max").write_text(text + "\n")
+    (root / "a" / "b").mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/a/b\n")
+    return proc, root
+
+
+def test_cgroup_quota_takes_the_smallest_on_the_way_to_the_root(tmp_path: Path) -> None:
+    proc, root = _v2(tmp_path, {"a/b": "max 100000", "a": "150000 100000", ".": "400000 100000"})
+    assert cpu.cgroup_quota(proc, root) == 1.5  # the parent's quota binds the child without one
+    proc, root = _v2(tmp_path / "2", {"a/b": "50000 100000", "a": "150000 100000"})
+    assert cpu.cgroup_quota(proc, root) == 0.5
+    proc, root = _v2(tmp_path / "3", {"a": "max 100000"})
+    assert cpu.cgroup_quota(proc, root) is None
+
+
+def test_cgroup_quota_reads_cgroup_v1(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    folder = root / "cpu,cpuacct" / "docker" / "c1"
+    folder.mkdir(parents=True)
+    (folder / "cpu.cfs_quota_us").write_text("200000\n")
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")  # the root: unlimited
+    (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("12:pids:/docker/c1\n4:cpu,cpuacct:/docker/c1\n1:name=systemd:/docker/c1\n")
+    assert cpu.cgroup_quota(proc, root) == 2.0
+    (folder / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu.cgroup_quota(proc, root) is None
+
+
 @linux_only
 def test_usable_cores_is_capped_by_a_quota_rounded_up(tmp_path: Path) -> None:
-    path = tmp_path / "cpu.max"
-    path.write_text("50000 100000\n")
-    assert cpu.usable_cores(path) == 1  # half a core: one thread, never 0
-    path.write_text("max 100000\n")
-    assert cpu.usable_cores(path) == len(os.sched_getaffinity(0))
-    assert cpu.usable_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
+    affinity = len(os.sched_getaffinity(0))
+    proc, root = _v2(tmp_path, {"a": "50000 100000"})
+    assert cpu.usable_cores(proc, root) == 1  # half a core: one thread, never 0
+    proc, root = _v2(tmp_path / "2", {"a": "max 100000"})
+    assert cpu.usable_cores(proc, root) == affinity
+    assert cpu.usable_cores(tmp_path / "missing", tmp_path / "none") == affinity
 
 
 @linux_only
 def test_a_thread_that_ended_meanwhile_is_skipped() -> None:
-    seen: list[int] = []
-    gone = min(int(t) for t in os.listdir("/proc/self/task"))
+    release = threading.Event()
+    parked = [threading.Thread(target=release.wait) for _ in range(2)]
+    for thread in parked:
+        thread.start()
+    try:
+        gone = parked[0].native_id
+        seen: list[int] = []
 
-    def change(tid: int) -> None:
-        if tid == gone:
-            raise ProcessLookupError(tid)  # as sched_setscheduler answers for a thread that has exited
-        seen.append(tid)
+        def change(tid: int) -> None:
+            if tid == gone:
+                raise ProcessLookupError(tid)  # as sched_setscheduler answers for a thread that has exited
+            seen.append(tid)
 
-    cpu._each_thread(change)
-    assert gone not in seen and set(seen) <= {int(t) for t in os.listdir("/proc/self/task")}
+        listed = {int(t) for t in os.listdir("/proc/self/task")}
+        cpu._each_thread(change)
+        assert gone not in seen and parked[1].native_id in seen and threading.get_native_id() in seen
+        assert len(seen) == len(set(seen))  # each thread once
+        missed = (listed - {gone}) - set(seen)  # every other thread was visited, unless it has ended since
+        assert not [tid for tid in missed if Path(f"/proc/self/task/{tid}").exists()]
+    finally:
+        release.set()
+        for thread in parked:
+            thread.join()

@@ -56,7 +56,7 @@ def test_serve_worker_processes_jobs_and_reports(srv_platform: Platform, srv_tem
                         "--max-jobs", "2", "--no-webhooks", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["jobs"] == 2 and out["computed"] == 2 and out["batches"] == 1
-    assert calls == [{"threads": 0, "workers": 1, "priority": "idle"}]  # the defaults: all cores, SCHED_IDLE
+    assert calls == [{"threads": 0, "workers": 1, "priority": "low"}]  # the defaults: all cores, nice 10
     assert all(srv_platform.jobs.get(j.id).state.value == "succeeded" for j in jobs)
 
 
