@@ -15,6 +15,7 @@ import typer
 
 from medcycle.cli.context import state
 from medcycle.cli.output import JsonOpt, emit_json, err_console
+from medcycle.errors import MedcycleError, UsageError
 
 
 def worker(
@@ -43,6 +44,10 @@ def worker(
                        ] = None,
     priority: Annotated[str | None, typer.Option(help="idle, low or normal: the CPU priority taken at start "
                                                  "(serving `worker_priority`).", show_default=False)] = None,
+    warm: Annotated[list[str] | None, typer.Option("--warm", help="Load and warm this model (NAME, NAME@ALIAS or "
+                                                   "NAME@vN; repeatable) before taking jobs: its first batch then "
+                                                   "waits for no load, and its forward pass size is measured now.",
+                                                   show_default=False)] = None,
     json: bool = JsonOpt,
 ) -> None:
     """Take inference jobs in batches counted in images, run the OOD gate and the model, store the results."""
@@ -61,7 +66,17 @@ def worker(
                             lease_seconds=lease_seconds, device=device, name=name)
     from medcycle.serving import cpu
 
-    share = cpu.apply(threads=cfg.cpu_threads, workers=1, priority=cfg.worker_priority)
+    share = cpu.apply(threads=cfg.cpu_threads, workers=1, priority=cfg.worker_priority,
+                      keep_memory=cfg.keep_freed_memory)
+    for ref in warm or []:  # after the CPU share: the pass size is measured on the threads the worker runs with
+        try:
+            predictor = serving.predictor(ref)
+        except MedcycleError as exc:
+            serving.close()
+            raise UsageError(f"--warm {ref}: {exc.message}", hint=exc.hint or "Check the name with "
+                             "`medcycle model list`.") from None
+        err.print(f"serve-worker {serving.name}: {predictor.ref} loaded and warm, {predictor.chunk} image(s) per "
+                  "forward pass")
     if metrics_port:
         from prometheus_client import start_http_server
 

@@ -51,6 +51,10 @@ class ServingSettings(BaseModel):
         '`{"nodules": {"modality": ["CR", "DX"], "body_part": ["CHEST"]}}`. They replace the version\'s '
         "contract `input` rules.")
     device: str = Field("auto", description="`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).")
+    forward_batch: int = Field(0, ge=0, le=4096,
+                               description="images per forward pass (a worker's batch is cut into passes of at most "
+                               "this many); 0: on the CPU, the size with the least time per image, measured when a "
+                               "model is loaded (a CPU's caches favour small passes), on CUDA `max_batch_images`.")
     cpu_threads: int = Field(0, ge=0, le=1024,
                              description="torch CPU threads of each worker; 0: this machine's cores shared out "
                              "among its workers (`cores // workers`, at least 1; cores as the process's affinity and "
@@ -58,6 +62,10 @@ class ServingSettings(BaseModel):
     worker_priority: Literal["normal", "low", "idle"] = Field(
         "low", description="CPU priority a worker takes at start so the API on the same cores answers first: "
         "`low` (nice 10), `idle` (Linux SCHED_IDLE: only CPU time nothing else wants) or `normal`.")
+    keep_freed_memory: bool = Field(True, description="A worker keeps the memory it frees for its next batch "
+                                    "(glibc malloc: no mmap per large allocation, no heap trimming) instead of "
+                                    "page-faulting fresh pages on every forward pass; its resident memory stays at its "
+                                    "largest batch's peak.")
     predictor_cache: int = Field(4, ge=1, le=64, description="Model versions a worker keeps loaded.")
     webhook_attempts: int = Field(8, ge=1, le=100, description="Deliveries of a webhook before it is dead-lettered.")
     webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook POST.")

@@ -19,6 +19,13 @@ machine it gets:
   lower a priority. Priorities decide only among processes of one cgroup (``medcycle deploy`` on one
   machine); between containers or systemd units their CPU weights decide (``cpu_shares``, ``CPUWeight=``,
   Kubernetes requests), and on a GPU node or a worker pod of its own the class changes nothing.
+* **Freed memory kept.** glibc's malloc serves every allocation above 32 MiB (and, by a threshold that moves,
+  many smaller ones) with a fresh ``mmap`` and gives it back on ``free``, and it trims the heap's free top: a
+  network's activations are then new pages on every forward pass, each one page-faulted and zeroed by the
+  kernel. On the development VM that was a third more time an image for DenseNet121 in passes of 16
+  (134 → 103 ms on one thread) and half the system time of a second worker. A worker keeps what it freed
+  (``keep_freed_memory``, on by default: :func:`keep_freed_memory`), so its resident memory stays at the
+  largest batch's peak — the memory a worker has to be given anyway.
 """
 
 from __future__ import annotations
@@ -47,9 +54,11 @@ class CpuShare:
     priority: str
     nice: int
     cores: int
+    keeps_memory: bool = False
 
     def describe(self) -> str:
-        return f"{self.threads} torch thread(s) of {self.cores} core(s), priority {self.priority} (nice {self.nice})"
+        return (f"{self.threads} torch thread(s) of {self.cores} core(s), priority {self.priority} (nice {self.nice})"
+                + (", freed memory kept" if self.keeps_memory else ""))
 
 
 def quota_cores(path: Path) -> float | None:
@@ -133,8 +142,9 @@ def threads_for(setting: int, workers: int, cores: int) -> int:
     return max(1, cores // max(1, workers))
 
 
-def apply(*, threads: int, workers: int, priority: Priority) -> CpuShare:
-    """Set this process's torch threads and lower its priority as the settings ask (see the module docstring).
+def apply(*, threads: int, workers: int, priority: Priority, keep_memory: bool = True) -> CpuShare:
+    """Set this process's torch threads and lower its priority as the settings ask, and with ``keep_memory``
+    keep freed memory for reuse (see the module docstring).
 
     Every thread of the process is set (threads started later inherit it). A priority that cannot be set (not
     Linux, a sandbox refusing ``sched_setscheduler``) is logged, not raised: the worker runs at the one it has.
@@ -144,6 +154,7 @@ def apply(*, threads: int, workers: int, priority: Priority) -> CpuShare:
     cores = usable_cores()
     n = threads_for(threads, workers, cores)
     torch.set_num_threads(n)
+    kept = keep_memory and keep_freed_memory()
     done: str = priority
     if priority == "idle":
         try:
@@ -162,7 +173,30 @@ def apply(*, threads: int, workers: int, priority: Priority) -> CpuShare:
         nice = os.getpriority(os.PRIO_PROCESS, 0)
     except (AttributeError, OSError):
         nice = 0
-    return CpuShare(threads=n, priority=done, nice=nice, cores=cores)
+    return CpuShare(threads=n, priority=done, nice=nice, cores=cores, keeps_memory=kept)
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+NEVER_TRIM = 2**31 - 1  # mallopt takes an int: the largest, 2 GiB of free heap top before it is trimmed
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in this process for the next allocation: no ``mmap`` per large
+    allocation, no trimming of the heap's top (see the module docstring). Returns whether it was set (False on
+    another C library, where nothing changes)."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
 
 
 def _each_thread(change: Callable[[int], object]) -> None:

@@ -10,7 +10,15 @@ every prediction), rebuilds the network from the version's weights digest and tr
 
 ``predict(batch)`` is pure given the loaded model: cases the gate refuses get the reasons and no finding; the
 others are preprocessed by the training's own evaluation transform, batched through the network (in chunks
-of ``max_batch`` images), and postprocessed (:mod:`medcycle.serving.postprocess`).
+of :attr:`~Predictor.chunk` images), and postprocessed (:mod:`medcycle.serving.postprocess`).
+
+The chunk is the images per forward pass. A GPU wants the largest batch it is given; a CPU does not: past a
+size the activations outgrow its caches and every image costs more (MONAI's DenseNet121 at 224 × 224 on one
+thread of the development VM: about 98 ms an image in passes of 4, 124 ms in passes of 16, 166 ms in passes of
+32). ``forward_batch=0`` (the serving default) measures it once, on the CPU, when the predictor is warmed:
+:meth:`Predictor.tune` times passes of 1, 2, 4, … images up to ``max_batch`` and keeps the size with the least
+time per image. On CUDA, or with ``forward_batch=None``, the chunk is ``max_batch``; a positive
+``forward_batch`` fixes it.
 
 Each accepted case also gets its ``embedding`` for the drift monitor: the input of the layer the contract
 names (``embedding_layer``), else of the network's last weighted layer (the head), taken by a forward
@@ -112,11 +120,28 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
+def passes(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the forward passes for ``n`` images at most ``chunk`` a pass: as few passes as that
+    allows, of sizes differing by at most one (10 images at 4 a pass: 4, 3, 3 — not 4, 4, 2, whose small last
+    pass costs more an image)."""
+    if n <= 0:
+        return []
+    count = -(-n // max(1, chunk))
+    base, extra = divmod(n, count)
+    out, start = [], 0
+    for k in range(count):
+        stop = start + base + (1 if k < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
 class Predictor:
     """A loaded model version with its preprocessing and OOD gate (see the module docstring)."""
 
     def __init__(self, loaded: Loaded, *, requested: str | None = None, gate: OODGate | None = None,
-                 device: str = "cpu", max_batch: int = 64, embeddings: bool = True) -> None:
+                 device: str = "cpu", max_batch: int = 64, forward_batch: int | None = None,
+                 embeddings: bool = True) -> None:
         from medcycle.monitoring.embeddings import FeatureTap, embedding_layer
         from medcycle.serving.preprocess import EvalTransform
 
@@ -129,6 +154,14 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()
         self.max_batch = max(1, int(max_batch))
+        if forward_batch is not None and forward_batch < 0:
+            raise ValidationFailed(f"forward_batch {forward_batch} is negative",
+                                   hint="Use 0 (measured at warm-up on the CPU) or a number of images.")
+        #: images per forward pass (see the module docstring); :meth:`tune` may change it once
+        self.chunk = min(self.max_batch, forward_batch or self.max_batch)
+        self._tune = forward_batch == 0 and self.device.type == "cpu" and self.max_batch > 1
+        #: what :meth:`tune` measured: images per pass → milliseconds per image
+        self.tuning: dict[int, float] = {}
         self.transform: EvalTransform = EvalTransform(loaded.config, len(loaded.classes))
         self.tap: FeatureTap | None = None
         if embeddings:
@@ -149,7 +182,7 @@ class Predictor:
 
     @classmethod
     def load(cls, platform: Platform, model_ref: str, *, header_rules: Mapping[str, Any] | None = None,
-             device: str = "cpu", max_batch: int = 64) -> Predictor:
+             device: str = "cpu", max_batch: int = 64, forward_batch: int | None = None) -> Predictor:
         """Resolve ``model_ref`` (``NAME``, ``NAME@vN``, ``NAME@ALIAS``) now and load that version by digest."""
         from medcycle.evaluation.predict import load
         from medcycle.models.registry import info, resolve
@@ -160,14 +193,57 @@ class Predictor:
         if loaded.version.weights_digest != version.weights_digest:  # pragma: no cover - versions are immutable
             raise ValidationFailed(f"{version.ref} changed while loading", hint="Retry.")
         gate = gate_for(platform, version, header_rules)
-        return cls(loaded, requested=model_ref, gate=gate, device=device, max_batch=max_batch)
+        return cls(loaded, requested=model_ref, gate=gate, device=device, max_batch=max_batch,
+                   forward_batch=forward_batch)
 
     def warm(self) -> None:
-        """One forward pass on an empty input (allocations, kernels) before the first request."""
+        """One forward pass on an empty input (allocations, kernels) before the first request; then, the first
+        time with ``forward_batch=0`` on the CPU, :meth:`tune`."""
         import torch
 
         with torch.inference_mode():
             self.model(torch.zeros((1, 1, *self.transform.size), device=self.device))
+        if self._tune:
+            self._tune = False
+            self.tune()
+
+    def tune(self, *, budget_s: float = 20.0) -> int:
+        """Set :attr:`chunk` to the images per forward pass that cost the least time per image here, and return it.
+
+        Sizes 1, 2, 4, … up to ``max_batch`` (and ``max_batch`` itself) are timed on random inputs of the
+        network's size: a first pass of each size (allocations, kernel selection) is not timed, then the best of
+        passes adding up to at least 50 ms. Larger sizes stop being tried once one costs a quarter more an image
+        than the best so far (they only grow from there), or when the next would overrun ``budget_s``.
+        """
+        import time
+
+        import torch
+
+        sizes = sorted({*(1 << k for k in range(self.max_batch.bit_length()) if 1 << k <= self.max_batch),
+                        self.max_batch})
+        generator = torch.Generator().manual_seed(0)
+        started = time.perf_counter()
+        per_image: dict[int, float] = {}
+        with torch.inference_mode():
+            for n in sizes:
+                if per_image and time.perf_counter() - started + 2 * n * min(per_image.values()) > budget_s:
+                    break
+                x = torch.rand((n, 1, *self.transform.size), generator=generator).to(self.device)
+                self.model(x)
+                best, spent = float("inf"), 0.0
+                while spent < 0.05 or best == float("inf"):
+                    t0 = time.perf_counter()
+                    self.model(x)
+                    took = time.perf_counter() - t0
+                    best, spent = min(best, took), spent + took
+                per_image[n] = best / n
+                if per_image[n] > 1.25 * min(per_image.values()):
+                    break
+        self.chunk = min(per_image, key=lambda n: per_image[n])
+        self.tuning = {n: round(1000 * t, 2) for n, t in per_image.items()}
+        log.info("%s: %d images per forward pass on %s (ms per image by pass size: %s)", self.ref, self.chunk,
+                 self.device, self.tuning)
+        return self.chunk
 
     # -- prediction --------------------------------------------------------------------------------------
     def check(self, case: CaseInput) -> Decision:
@@ -178,7 +254,7 @@ class Predictor:
         return self.gate.check(header=case.header, pixels=case.pixels, monochrome1=False)
 
     def forward(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Network outputs (on the CPU) of preprocessed inputs ``(1, *size)``, in chunks of ``max_batch``."""
+        """Network outputs (on the CPU) of preprocessed inputs ``(1, *size)``, in chunks of :attr:`chunk`."""
         return self.forward_features(tensors)[0]
 
     def forward_features(self, tensors: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], F32 | None]:
@@ -191,8 +267,8 @@ class Predictor:
         with torch.inference_mode(), tap if tap is not None else nullcontext():
             if tap is not None:
                 tap.take()
-            for start in range(0, len(tensors), self.max_batch):
-                x = torch.stack(list(tensors[start:start + self.max_batch])).to(self.device)
+            for start, stop in passes(len(tensors), self.chunk):
+                x = torch.stack(list(tensors[start:stop])).to(self.device)
                 out.extend(self.model(x).float().cpu())
         if tap is None:
             return out, None

@@ -87,8 +87,7 @@ class DeployedWorker(ServingWorker):
         if spec is not None and (previous := rollback_target(self.platform, spec.model)) is not None:
             refs.append(previous)
         for ref in refs:
-            predictor = self.predictor(ref)
-            predictor.warm()
+            predictor = self.predictor(ref)  # loaded and warmed (its forward pass size measured)
             out[ref] = predictor.ref
         return out
 
@@ -131,7 +130,8 @@ class DeployedWorker(ServingWorker):
         if found is None:
             found = Predictor.load(self.platform, version_id_ref(self.platform, version_id), device=self.cfg.device,
                                    header_rules=self.cfg.rules_for(ref.partition("@")[0]),
-                                   max_batch=self.cfg.max_batch_images)
+                                   max_batch=self.cfg.max_batch_images, forward_batch=self.cfg.forward_batch)
+            found.warm()
             self._shadow_predictors = {version_id: found}  # one shadow at a time
         return found
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         worker = DeployedWorker(platform, spec, name=args.name)
         share = cpu.apply(threads=worker.cfg.cpu_threads, workers=max(1, args.local_workers),
-                          priority=worker.cfg.worker_priority)
+                          priority=worker.cfg.worker_priority, keep_memory=worker.cfg.keep_freed_memory)
         log.info("worker %s: %s", worker.name, share.describe())
         name = args.name or worker.name.replace(":", "-")
         try:

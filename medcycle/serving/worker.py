@@ -128,7 +128,8 @@ class ServingWorker:
                 name = model_ref.partition("@")[0].strip()
                 found = Predictor.load(self.platform, version_id_ref(self.platform, version_id),
                                        header_rules=self.cfg.rules_for(name), device=self.cfg.device,
-                                       max_batch=self.cfg.max_batch_images)
+                                       max_batch=self.cfg.max_batch_images, forward_batch=self.cfg.forward_batch)
+                found.warm()  # before its first batch: allocations, and the pass size measured (forward_batch 0)
                 self._predictors[version_id] = found
                 while len(self._predictors) > self.cfg.predictor_cache:
                     self._predictors.popitem(last=False)

@@ -56,7 +56,8 @@ def test_serve_worker_processes_jobs_and_reports(srv_platform: Platform, srv_tem
                         "--max-jobs", "2", "--no-webhooks", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["jobs"] == 2 and out["computed"] == 2 and out["batches"] == 1
-    assert calls == [{"threads": 0, "workers": 1, "priority": "low"}]  # the defaults: all cores, nice 10
+    # the defaults: all cores, nice 10, freed memory kept
+    assert calls == [{"threads": 0, "workers": 1, "priority": "low", "keep_memory": True}]
     assert all(srv_platform.jobs.get(j.id).state.value == "succeeded" for j in jobs)
 
 
@@ -83,10 +84,37 @@ def test_serve_worker_takes_its_cpu_share_from_options_and_settings(srv_platform
     capsys.readouterr()
     monkeypatch.setenv("MEDCYCLE_SERVING_CPU_THREADS", "2")
     monkeypatch.setenv("MEDCYCLE_SERVING_WORKER_PRIORITY", "normal")
+    monkeypatch.setenv("MEDCYCLE_SERVING_KEEP_FREED_MEMORY", "false")
     code2 = run(_app(), ["serve-worker", "--max-jobs", "1", "--max-delay-ms", "0", "--no-webhooks"])
     assert (code, code2) == (0, 0)
-    assert calls == [{"threads": 3, "workers": 1, "priority": "low"},
-                     {"threads": 2, "workers": 1, "priority": "normal"}]
+    assert calls == [{"threads": 3, "workers": 1, "priority": "low", "keep_memory": True},
+                     {"threads": 2, "workers": 1, "priority": "normal", "keep_memory": False}]
     code = run(_app(), ["serve-worker", "--priority", "urgent", "--max-jobs", "1"])
     err = capsys.readouterr().err
     assert code == 78 and "worker_priority" in err and len(calls) == 2
+
+
+def test_serve_worker_warms_the_models_it_is_told_before_taking_jobs(srv_platform: Platform,
+                                                                     srv_template: SrvTemplate,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from medcycle.serving.predictor import Predictor
+
+    _env(monkeypatch, srv_platform)
+    events: list[str] = []
+    real_warm = Predictor.warm
+
+    def warm(self: Predictor) -> None:
+        events.append(f"warm {self.ref}")
+        real_warm(self)
+
+    monkeypatch.setattr(Predictor, "warm", warm)
+    job = intake.submit(srv_platform, [srv_template.radiographs[0]], model=CLS)
+    code = run(_app(), ["serve-worker", "--warm", CLS, "--max-jobs", "1", "--max-delay-ms", "0", "--no-webhooks"])
+    err = capsys.readouterr().err
+    assert code == 0 and srv_platform.jobs.get(job.id).state.value == "succeeded"
+    assert events == [f"warm {CLS}@v1"]  # loaded and warmed once, before the job; the job found it loaded
+    assert f"{CLS}@v1 loaded and warm" in err and "image(s) per forward pass" in err
+    code = run(_app(), ["serve-worker", "--warm", "no-such-model", "--max-jobs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--warm no-such-model" in err and "Hint:" in err

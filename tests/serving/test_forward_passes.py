@@ -1,0 +1,121 @@
+"""Images per forward pass: passes of even sizes, the size a CPU runs fastest measured once at warm-up
+(``forward_batch=0``), a fixed size, and the worker process keeping freed memory (no page faults per pass)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medcycle.errors import ValidationFailed
+from medcycle.platform import Platform
+from medcycle.serving.predictor import CaseInput, Predictor, passes
+from medcycle.training.data import read_file
+from tests.serving.core_fixtures import CLS, SrvTemplate
+
+
+@pytest.mark.parametrize(("n", "chunk", "sizes"), [
+    (0, 4, []), (1, 4, [1]), (4, 4, [4]), (5, 4, [3, 2]), (10, 4, [4, 3, 3]), (16, 4, [4, 4, 4, 4]),
+    (17, 16, [9, 8]), (3, 1, [1, 1, 1]), (7, 64, [7])])
+def test_passes_are_as_few_as_the_chunk_allows_and_even(n: int, chunk: int, sizes: list[int]) -> None:
+    got = passes(n, chunk)
+    assert [b - a for a, b in got] == sizes
+    assert [a for a, _ in got] == [sum(sizes[:k]) for k in range(len(sizes))]  # contiguous, in order
+
+
+class Costly:
+    """Stands in for a network whose pass of n images takes a + c·n³ seconds: per image a/n + c·n², least at
+    n = cbrt(a / 2c) — a cost per image that falls with the pass size, then grows (as on a CPU)."""
+
+    def __init__(self, real: Any, a: float, c: float) -> None:
+        self.real, self.a, self.c = real, a, c
+        self.sizes: list[int] = []
+
+    def __call__(self, x: Any) -> Any:
+        n = int(x.shape[0])
+        self.sizes.append(n)
+        time.sleep(self.a + self.c * n ** 3)
+        return self.real(x)
+
+
+def _cases(template: SrvTemplate, n: int) -> list[CaseInput]:
+    return [CaseInput(read_file(template.radiographs[k % len(template.radiographs)])) for k in range(n)]
+
+
+def test_the_pass_size_is_measured_once_at_warm_up_on_the_cpu(srv_platform: Platform,
+                                                              srv_template: SrvTemplate) -> None:
+    predictor = Predictor.load(srv_platform, CLS, max_batch=16, forward_batch=0)
+    predictor.gate = None
+    assert predictor.chunk == 16  # not measured yet
+    costly = Costly(predictor.model, a=0.0256, c=0.0002)  # per image: 1 → 25.8 ms, 2 → 13.6, 4 → 9.6, 8 → 16
+    predictor.model = costly
+    predictor.warm()
+    assert predictor.chunk == 4, predictor.tuning
+    assert set(predictor.tuning) <= {1, 2, 4, 8, 16} and 16 not in predictor.tuning  # stopped once it grew
+    assert predictor.tuning[4] < predictor.tuning[1]
+    costly.sizes.clear()
+    predictor.warm()  # measured once: a second warm-up only runs a pass
+    assert costly.sizes == [1]
+    costly.sizes.clear()
+    got = predictor.predict(_cases(srv_template, 10))
+    assert costly.sizes == [4, 3, 3] and len(got) == 10 and all(g.status == "ok" for g in got)
+
+
+def test_a_fixed_pass_size_gives_the_results_of_one_pass(srv_platform: Platform, srv_template: SrvTemplate) -> None:
+    cases = _cases(srv_template, 5)
+    whole = Predictor.load(srv_platform, CLS, max_batch=16)  # forward_batch None: one pass of the batch
+    fixed = Predictor.load(srv_platform, CLS, max_batch=16, forward_batch=2)
+    for p in (whole, fixed):
+        p.gate = None
+    counted = Costly(fixed.model, a=0.0, c=0.0)
+    fixed.model = counted
+    fixed.warm()  # a positive size is kept: nothing is measured
+    assert fixed.chunk == 2 and fixed.tuning == {}
+    counted.sizes.clear()
+    one, split = whole.predict(cases), fixed.predict(cases)
+    assert counted.sizes == [2, 2, 1]
+    for a, b in zip(one, split, strict=True):
+        assert a.status == b.status == "ok"
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(a.embedding), np.asarray(b.embedding), rtol=1e-4, atol=1e-5)
+    assert Predictor.load(srv_platform, CLS, max_batch=4, forward_batch=64).chunk == 4  # never above the batch
+    with pytest.raises(ValidationFailed, match="forward_batch -1"):
+        Predictor.load(srv_platform, CLS, forward_batch=-1)
+
+
+FAULTS = """
+import json, resource, sys
+import numpy as np
+from medcycle.serving.cpu import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+np.ones(64 << 20, dtype=np.uint8)  # the first time, pages are new either way
+before = faults()
+for _ in range(20):
+    a = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB: above glibc's largest mmap threshold
+    del a
+print(json.dumps({"kept": kept, "faults": faults() - before}))
+"""
+
+
+def test_a_worker_keeps_freed_memory_instead_of_faulting_in_new_pages() -> None:
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("keep_freed_memory tunes glibc's malloc; this C library is not glibc")
+    out = {}
+    for mode in ("default", "keep"):
+        done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120,
+                              check=True)
+        out[mode] = json.loads(done.stdout)
+    assert out["keep"]["kept"] is True
+    # by default each allocation is a fresh mapping, faulted in again (page by page, or by huge pages where numpy
+    # asks for them); kept, the freed block is reused and nothing is faulted in
+    assert out["default"]["faults"] >= 20
+    assert out["keep"]["faults"] * 10 < out["default"]["faults"]
