@@ -102,18 +102,21 @@ def pixel_stats(
         rescale: (slope, intercept) still to apply to ``values`` (``values * slope + intercept`` in float64,
             as pydicom's modality LUT computes it).
 
-    Integer pixels stay integers until the end (partitioning and comparing them is cheaper than converting
-    every value to float first); only floating-point pixels can hold NaN or infinities, so only they are
-    filtered. Integers of at most 16 bits (nearly all medical images) are counted instead: one histogram
-    with a bin per integer between the extremes (``np.bincount``) says how often each value occurs, in
-    order, from which the percentiles, the counts above or below a threshold, the mean and the standard
-    deviation follow exactly as from the sorted values; a rescale is applied to the bins' values (it keeps
-    or reverses their order). Where the extremes lie too far apart for a histogram to be cheap
-    (more than :data:`MAX_BINS_PER_VALUE` bins a value) the values are sorted instead (a radix sort). Both
-    give the results of the partition below; only the mean and standard deviation may differ in the last
-    digits (a floating-point sum in another order).
+    Integer pixels stay integers until the end (partitioning and comparing them is cheaper than converting every
+    value to float first), and floating-point pixels that are all whole numbers of a 16-bit range are taken as
+    those integers (a decoder's float32 of integer stored values); only floating-point pixels can hold NaN or
+    infinities, so only they are filtered. Integers of at most 16 bits (nearly all medical images) are counted
+    instead: one histogram with a bin per integer between the extremes (``np.bincount``) says how often each value
+    occurs, in order, from which the percentiles, the counts above or below a threshold, the mean and the standard
+    deviation follow exactly as from the sorted values; a rescale is applied to the bins' values (it keeps or
+    reverses their order). Where the extremes lie too far apart for a histogram to be cheap (more than
+    :data:`MAX_BINS_PER_VALUE` bins a value) the values are sorted instead (a radix sort). Both give the results
+    of the partition below; only the mean and standard deviation may differ in the last digits (a floating-point
+    sum in another order).
     """
     flat = _subsample(np.asarray(values))
+    if flat.dtype.kind == "f" and flat.size:
+        flat = _as_small_integers(flat)
     if flat.dtype.kind in "iu" and flat.dtype.itemsize <= 2 and flat.size:
         counted = _histogram(flat)
         if counted is not None:
@@ -196,6 +199,26 @@ def _sorted_stats(
     mean = float(ordered.mean(dtype=np.float64))
     std = float(ordered.std(dtype=np.float64))
     return PixelStats(p01, p05, p50, p95, p99, mean, std, saturated, air)
+
+
+def _as_small_integers(flat: NDArray[Any]) -> NDArray[Any]:
+    """Floating-point pixels that are all whole numbers of a 16-bit range (what a decoder gives for integer
+    stored values: a modality LUT with an integer slope and intercept, a NIfTI of integer values stored as
+    float) as those integers — ``uint16`` or ``int16`` — so that they are counted instead of sorted, with the
+    same statistics (each integer is exact in float64); else ``flat`` itself (non-finite values, fractions,
+    a wider range)."""
+    lo, hi = flat.min(), flat.max()  # NaN where any is NaN: no comparison below holds
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return flat
+    if lo >= 0 and hi <= np.iinfo(np.uint16).max:
+        small: type[np.integer[Any]] = np.uint16
+    elif lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max:
+        small = np.int16
+    else:
+        return flat
+    if not np.array_equal(flat, np.rint(flat)):
+        return flat
+    return flat.astype(small)
 
 
 def _histogram(flat: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.intp]] | None:

@@ -118,3 +118,36 @@ def test_wide_ranges_fall_back_to_sorting(monkeypatch: pytest.MonkeyPatch) -> No
     narrow = np.arange(100, dtype=np.uint16)
     counted = pixels._histogram(narrow)
     assert counted is not None and counted[0][0] == 0 and counted[0][-1] == 99 and int(counted[1].sum()) == 100
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("integers", ["uint16", "int16"])
+def test_whole_number_floats_are_counted_with_the_statistics_of_the_floats(
+    dtype: str, integers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng([len(dtype), len(integers)])
+    for _ in range(4):
+        values = _random_pixels(rng, integers).astype(dtype)  # a decoder's float of integer stored values
+        taken = pixels._as_small_integers(values.reshape(-1))
+        assert taken.dtype == np.dtype(integers) or taken.dtype == np.uint16  # int16-range values ≥ 0 fit uint16
+        np.testing.assert_array_equal(taken.astype(np.float64), values.reshape(-1).astype(np.float64))
+        for options in OPTIONS:
+            got = pixel_stats(values, **options)
+            with monkeypatch.context() as m:  # the floats' own path: partition, float comparisons
+                m.setattr(pixels, "_as_small_integers", lambda flat: flat)
+                expected = pixel_stats(values, **options)
+            assert got is not None and expected is not None
+            _same(got, expected)
+
+
+def test_floats_that_are_not_small_whole_numbers_stay_floats() -> None:
+    for values in (
+        np.array([0.5, 1.0, 2.0], np.float32),  # a fraction
+        np.array([0.0, np.nan, 3.0]),  # not finite: filtered on the float path
+        np.array([0.0, np.inf]),
+        np.array([-1.0, 40000.0]),  # wider than either 16-bit range
+        np.array([70000.0, 1.0]),
+    ):
+        assert pixels._as_small_integers(values) is values
+    stats = pixel_stats(np.array([1.0, np.nan, 3.0, 5.0]))
+    assert stats is not None and stats.p50 == 3.0  # the NaN left out, as before
