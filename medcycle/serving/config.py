@@ -54,7 +54,8 @@ class ServingSettings(BaseModel):
     forward_batch: int = Field(0, ge=0, le=4096,
                                description="images per forward pass (a worker's batch is cut into passes of at most "
                                "this many); 0: on the CPU, the size with the least time per image, measured when a "
-                               "model is loaded (a CPU's caches favour small passes), on CUDA `max_batch_images`.")
+                               "model is loaded (on a CPU the cheapest size an image is often not the largest), "
+                               "on CUDA `max_batch_images`.")
     cpu_threads: int = Field(0, ge=0, le=1024,
                              description="torch CPU threads of each worker; 0: this machine's cores shared out "
                              "among its workers (`cores // workers`, at least 1; cores as the process's affinity and "

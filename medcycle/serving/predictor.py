@@ -12,10 +12,13 @@ every prediction), rebuilds the network from the version's weights digest and tr
 others are preprocessed by the training's own evaluation transform, batched through the network (in chunks
 of :attr:`~Predictor.chunk` images), and postprocessed (:mod:`medcycle.serving.postprocess`).
 
-The chunk is the images per forward pass. A GPU wants the largest batch it is given; a CPU does not: past a
-size the activations outgrow its caches and every image costs more (MONAI's DenseNet121 at 224 × 224 on one
-thread of the development VM: about 98 ms an image in passes of 4, 124 ms in passes of 16, 166 ms in passes of
-32). ``forward_batch=0`` (the serving default) measures it once, on the CPU, when the predictor is warmed:
+The chunk is the images per forward pass. A GPU wants the largest batch it is given; a CPU need not: past a
+size the activations outgrow its caches, and where freed memory goes back to the system (see
+:func:`medcycle.serving.cpu.keep_freed_memory`) every pass faults in fresh pages (MONAI's DenseNet121 at 224 × 224
+on one thread of the development VM: about 98 ms an image in passes of 4, 124 ms in passes of 16 and 166 ms in
+passes of 32 with memory given back; 93–111 ms for every size with it kept). Which size is cheapest depends on
+the CPU and the network, so ``forward_batch=0`` (the serving default) measures it once, on the CPU, when the
+predictor is warmed:
 :meth:`Predictor.tune` times passes of 1, 2, 4, … images up to ``max_batch`` and keeps the size with the least
 time per image. On CUDA, or with ``forward_batch=None``, the chunk is ``max_batch``; a positive
 ``forward_batch`` fixes it.
