@@ -22,7 +22,8 @@ Measured, each for batch size 1 and for ``--batch`` (max images per batch, ``--d
 3. **MONAI model, queue → result** — jobs already queued, the same worker with the real network.
 4. **MONAI model, REST → result** — the whole path as deployed: the API (uvicorn, its own process) takes
    multipart DICOM uploads (intake: de-identify, check, store, enqueue) from 4 client threads, and
-   ``medcycle serve-worker`` processes compute (``--workers``, default 1, each with ``cores // workers`` torch
+   ``medcycle serve-worker`` processes compute (``--workers``, default as ``medcycle deploy``: one per core up to
+   4, each with ``cores // workers`` torch
    threads and ``--priority`` low: the layout ``medcycle deploy`` gives them); jobs/s from the first request
    to the last job finished, and as a share of the raw model's batched throughput on all the cores (target
    ≥ 80 %). The API's queue is bounded at ``--queue-batches`` (4) full batches per worker: with only two, the
@@ -578,7 +579,8 @@ def main() -> None:
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--heavy-only", action="store_true", help="only 7.: DenseNet121 on 512 × 512 radiographs")
     parser.add_argument("--workers", type=positive, default=None,
-                        help="serve-worker processes (default 1), each with cores // workers torch threads")
+                        help="serve-worker processes (default as medcycle deploy on a CPU: one per core, at "
+                        "most 4), each with cores // workers torch threads")
     parser.add_argument("--threads", type=positive, default=None,
                         help="torch threads of each worker (default: cores // workers)")
     parser.add_argument("--queue-batches", type=positive, default=4,
@@ -598,7 +600,9 @@ def main() -> None:
     keep_freed_memory()  # as the workers do (serving keep_freed_memory): the raw network measured as they run it
 
     cores = usable_cores()
-    workers = args.workers or 1  # as `medcycle deploy`: one worker, all the cores
+    from medcycle.serving.deploy import MAX_DEFAULT_CPU_WORKERS
+
+    workers = args.workers or min(cores, MAX_DEFAULT_CPU_WORKERS)  # as a first `medcycle deploy` on a CPU
     # the queue's bound: a few full batches for each worker (one computing, one taken ahead, the rest waiting, so
     # the batch taken ahead is full when the one computing started)
     layout = {"workers": workers, "threads": args.threads or max(1, cores // workers), "priority": args.priority,

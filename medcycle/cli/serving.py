@@ -65,7 +65,8 @@ def deploy(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="The model to serve: NAME or NAME@ALIAS, e.g. chest@production.",
                                                 show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: keep, first time 1).", min=1,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: keep; the first time, one per core "
+                                                "up to 4 on a CPU-only machine, 1 with CUDA).", min=1,
                                                 max=64)] = None,
     canary: Annotated[float | None, typer.Option(help="Percent of new jobs for the candidate (0 ends a canary).",
                                                  min=0, max=100)] = None,
