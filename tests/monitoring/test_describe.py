@@ -1,4 +1,5 @@
-"""texture(): the faster float32 computation keeps the float64 definition (reference kept here)."""
+"""texture(): the faster float32 computation keeps the float64 definition (reference kept here), on the central
+256 x 256 window of the middle plane."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import numpy.typing as npt
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from medcycle.monitoring.describe import _central_gradient, _percentiles_1_99, _smooth, image_statistics, texture
+from medcycle.monitoring.describe import (
+    TEXTURE_SIDE,
+    _central_gradient,
+    _percentiles_1_99,
+    _smooth,
+    central_window,
+    image_statistics,
+    texture,
+)
 
 
 def reference_texture(values: npt.NDArray[Any]) -> tuple[float, float]:
@@ -21,6 +30,8 @@ def reference_texture(values: npt.NDArray[Any]) -> tuple[float, float]:
         a = a[a.shape[0] // 2]
     if a.ndim != 2 or min(a.shape) < 4:
         return 0.0, 0.0
+    h, w = a.shape  # the central 256 pixels of each longer axis
+    a = a[max(0, (h - 256) // 2):max(0, (h - 256) // 2) + 256, max(0, (w - 256) // 2):max(0, (w - 256) // 2) + 256]
     a = np.where(np.isfinite(a), a, 0.0)
     lo, hi = np.percentile(a, [1, 99])
     if hi <= lo:
@@ -59,6 +70,10 @@ CASES: dict[str, Any] = {
     "odd shape": np.random.default_rng(8).random((5, 97)).astype(np.float32) * 1e4,
     "bool": np.random.default_rng(9).random((30, 30)) > 0.5,
     "float16": np.random.default_rng(10).random((30, 31)).astype(np.float16),
+    "radiograph 2048 uint16": radiograph(2048, 17).astype(np.uint16),
+    "radiograph 701 x 300 int16": (radiograph(701, 18)[:, :300] - 99).astype(np.int16),
+    "wide strip 8 x 3001": np.random.default_rng(19).integers(0, 4096, (8, 3001)).astype(np.uint16),
+    "float64 volume of 600 x 520 slices": np.random.default_rng(20).normal(40, 300, (3, 600, 520)),
 }
 
 
@@ -77,14 +92,34 @@ def test_texture_with_non_finite_values_counts_them_as_zero() -> None:
     assert np.array_equal(img, before, equal_nan=True)  # the caller's pixels are not changed
 
 
+@pytest.mark.parametrize(("shape", "window"), [((256, 256), (0, 256, 0, 256)), ((257, 100), (0, 256, 0, 100)),
+                                               ((512, 300), (128, 384, 22, 278)), ((8, 3001), (0, 8, 1372, 1628))])
+def test_the_window_is_the_centre_of_each_longer_axis(shape: tuple[int, int], window: tuple[int, ...]) -> None:
+    plane = np.arange(shape[0] * shape[1]).reshape(shape)
+    got = central_window(plane)
+    assert got.shape == (min(shape[0], TEXTURE_SIDE), min(shape[1], TEXTURE_SIDE))
+    assert np.array_equal(got, plane[window[0]:window[1], window[2]:window[3]])
+    assert np.shares_memory(got, plane)  # a view: nothing copied before the working copy
+
+
+def test_a_large_radiograph_costs_what_its_central_window_does() -> None:
+    """Outside the central window nothing counts: the work is bounded by the window, not the image."""
+    img = radiograph(2048, 24).astype(np.uint16)
+    other = np.zeros_like(img)
+    other[896:1152, 896:1152] = img[896:1152, 896:1152]
+    assert texture(img) == texture(other) == texture(img[896:1152, 896:1152])
+
+
 @pytest.mark.parametrize("img", [np.full((32, 32), 7.0), np.zeros((3, 64)), np.ones(10), np.zeros((2, 2, 2)),
                                  np.r_[np.zeros(1000), np.ones(5)].reshape(5, 201)])
 def test_degenerate_images_give_zero(img: npt.NDArray[Any]) -> None:
     assert texture(img) == reference_texture(img) == (0.0, 0.0)
 
 
-def test_blur_and_noise_still_move_the_measures() -> None:
-    img = radiograph(256, 12)
+@pytest.mark.parametrize("size", [256, 1024])
+def test_blur_and_noise_still_move_the_measures(size: int) -> None:
+    """At the detector's own pixel scale, however large the image."""
+    img = radiograph(size, 12)
     noise, edges = texture(img)
     blurred = texture(gaussian_filter(img, 2.0))
     noisier = texture(img + np.random.default_rng(13).normal(0, 80, img.shape).astype(np.float32))
