@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from medcycle.serving.preprocess import EvalTransform
 
 log = logging.getLogger(__name__)
+#: Timed passes of each size :meth:`Predictor.tune` keeps the best of (after one untimed pass).
+TUNE_PASSES = 3
+#: Sizes whose best time per image is within this fraction of the least count as tied: the larger is kept.
+TUNE_TIE = 0.05
 F32 = NDArray[np.float32]
 
 
@@ -215,8 +219,11 @@ class Predictor:
 
         Sizes 1, 2, 4, … up to ``max_batch`` (and ``max_batch`` itself) are timed on random inputs of the
         network's size: a first pass of each size (allocations, kernel selection) is not timed, then the best of
-        passes adding up to at least 50 ms. Larger sizes stop being tried once one costs a quarter more an image
-        than the best so far (they only grow from there), or when the next would overrun ``budget_s``.
+        at least :data:`TUNE_PASSES` passes adding up to at least 50 ms (the best of several: a pass another
+        process slowed down tells nothing of the size). Larger sizes stop being tried once one costs a quarter
+        more an image than the best so far (they only grow from there), or when the next would overrun
+        ``budget_s``. The largest size within :data:`TUNE_TIE` of the best is kept: fewer, larger passes where
+        timings cannot tell the sizes apart.
         """
         import time
 
@@ -229,20 +236,22 @@ class Predictor:
         per_image: dict[int, float] = {}
         with torch.inference_mode():
             for n in sizes:
-                if per_image and time.perf_counter() - started + 2 * n * min(per_image.values()) > budget_s:
+                expect = (1 + TUNE_PASSES) * n * min(per_image.values(), default=0.0)
+                if per_image and time.perf_counter() - started + expect > budget_s:
                     break
                 x = torch.rand((n, 1, *self.transform.size), generator=generator).to(self.device)
                 self.model(x)
-                best, spent = float("inf"), 0.0
-                while spent < 0.05 or best == float("inf"):
+                best, spent, timed = float("inf"), 0.0, 0
+                while spent < 0.05 or timed < TUNE_PASSES:
                     t0 = time.perf_counter()
                     self.model(x)
                     took = time.perf_counter() - t0
-                    best, spent = min(best, took), spent + took
+                    best, spent, timed = min(best, took), spent + took, timed + 1
                 per_image[n] = best / n
                 if per_image[n] > 1.25 * min(per_image.values()):
                     break
-        self.chunk = min(per_image, key=lambda n: per_image[n])
+        least = min(per_image.values())
+        self.chunk = max(n for n, t in per_image.items() if t <= (1 + TUNE_TIE) * least)
         self.tuning = {n: round(1000 * t, 2) for n, t in per_image.items()}
         log.info("%s: %d images per forward pass on %s (ms per image by pass size: %s)", self.ref, self.chunk,
                  self.device, self.tuning)

@@ -14,7 +14,7 @@ import pytest
 
 from medcycle.errors import ValidationFailed
 from medcycle.platform import Platform
-from medcycle.serving.predictor import CaseInput, Predictor, passes
+from medcycle.serving.predictor import TUNE_PASSES, CaseInput, Predictor, passes
 from medcycle.training.data import read_file
 from tests.serving.core_fixtures import CLS, SrvTemplate
 
@@ -64,6 +64,29 @@ def test_the_pass_size_is_measured_once_at_warm_up_on_the_cpu(srv_platform: Plat
     costly.sizes.clear()
     got = predictor.predict(_cases(srv_template, 10))
     assert costly.sizes == [4, 3, 3] and len(got) == 10 and all(g.status == "ok" for g in got)
+
+
+class Linear:
+    """Stands in for a network costing the same per image at every pass size (``b`` seconds an image)."""
+
+    def __init__(self, real: Any, b: float) -> None:
+        self.real, self.b = real, b
+        self.sizes: list[int] = []
+
+    def __call__(self, x: Any) -> Any:
+        self.sizes.append(int(x.shape[0]))
+        time.sleep(self.b * int(x.shape[0]))
+        return self.real(x)
+
+
+def test_tied_pass_sizes_keep_the_largest_and_each_size_is_timed_several_times(srv_platform: Platform) -> None:
+    predictor = Predictor.load(srv_platform, CLS, max_batch=8, forward_batch=0)
+    linear = Linear(predictor.model, b=0.006)
+    predictor.model = linear
+    assert predictor.tune() == 8, predictor.tuning  # 1, 2, 4 and 8 cost the same an image: fewer passes win
+    assert set(predictor.tuning) == {1, 2, 4, 8}
+    for n in (1, 2, 4, 8):  # one untimed pass, then at least TUNE_PASSES timed ones (and 50 ms)
+        assert linear.sizes.count(n) >= 1 + TUNE_PASSES
 
 
 def test_a_fixed_pass_size_gives_the_results_of_one_pass(srv_platform: Platform, srv_template: SrvTemplate) -> None:
