@@ -57,6 +57,7 @@ average (other processes share the CPU) is printed and recorded with the results
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform as host
@@ -72,6 +73,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -100,7 +102,10 @@ import socket, sys, uvicorn
 from medcycle.api.app import create_app
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
-app = create_app(Platform(load_settings()), migrate=False)
+from medcycle.api.server import prepare
+platform = Platform(load_settings())
+app = create_app(platform, migrate=False)
+prepare(platform)  # as `medcycle serve` does
 sock = socket.socket(); sock.bind(("127.0.0.1", 0)); print(sock.getsockname()[1], flush=True)
 uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 """
@@ -423,23 +428,74 @@ def multipart(data: bytes, params: dict[str, Any]) -> bytes:
     return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def post(client: Any, url: str, token: str, data: bytes) -> tuple[int, float, str | None, float]:
+class Client:
+    """One keep-alive HTTP/1.1 connection to the API (``http.client``): the load generator runs on the machine it
+    measures, so it is kept as cheap as it can be (httpx cost several times the CPU a request, and its threads
+    the interpreter lock the answers' timing needs). A connection the server closed while idle is reopened and
+    the request sent again — the server closes only idle connections, so it had not taken that request."""
+
+    IDLE_S = 4.0  # uvicorn closes a connection idle for 5 s: reopen before that
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.conn: http.client.HTTPConnection | None = None
+        self.used = 0.0
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and body of one request."""
+        for attempt in (1, 2):
+            if self.conn is None or time.monotonic() - self.used > self.IDLE_S:
+                self.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                response = self.conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            self.used = time.monotonic()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def post(client: Client, token: str, data: bytes) -> tuple[int, float, str | None, float]:
     """Status, seconds, the job id (202) and the Retry-After seconds (429)."""
     body = multipart(data, next_params())
     started = time.perf_counter()
-    response = client.post(f"{url}/v1/jobs", content=body, headers={
+    status, headers, answer = client.request("POST", "/v1/jobs", body, {
         "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     elapsed = time.perf_counter() - started
-    job = response.json().get("id") if response.status_code == 202 else None
-    return response.status_code, elapsed, job, float(response.headers.get("retry-after") or 0)
+    job = json.loads(answer).get("id") if status == 202 else None
+    return status, elapsed, job, float(headers.get("retry-after") or 0)
+
+
+def finished_by(p: Platform, ids: list[str]) -> datetime | None:
+    """When the last of the jobs ``ids`` finished, as the queue recorded it (None: one has not)."""
+    last = None
+    for job_id in ids:
+        at = p.jobs.get(job_id).finished_at
+        if at is None:
+            return None
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        last = at if last is None else max(last, at)
+    return last
 
 
 def rest_throughput(p: Platform, svc: Services, token: str, blobs: list[bytes], n: int) -> dict[str, Any]:
     """``n`` jobs through REST from ``CLIENTS`` threads (a 429 is retried after its Retry-After, at most
-    ``RETRY_CAP_S``: clients polling every few ms would spend the CPU the network needs); jobs/s until all
-    finish."""
-    import httpx
-
+    ``RETRY_CAP_S``: clients polling every few ms would spend the CPU the network needs); jobs/s from the first
+    request until the last job finished (its finish time as the queue recorded it: the bench polls seldom, so
+    as not to spend the CPU it measures)."""
     ids: list[str] = []
     refused = 0
     lock = threading.Lock()
@@ -447,10 +503,11 @@ def rest_throughput(p: Platform, svc: Services, token: str, blobs: list[bytes], 
 
     def client() -> None:
         nonlocal refused
-        with httpx.Client(timeout=30, trust_env=False) as c:
+        c = Client(svc.url)
+        try:
             for i in counter:
                 while True:
-                    code, _, job, retry_after = post(c, svc.url, token, blobs[i % len(blobs)])
+                    code, _, job, retry_after = post(c, token, blobs[i % len(blobs)])
                     if job is not None:
                         with lock:
                             ids.append(job)
@@ -460,22 +517,30 @@ def rest_throughput(p: Platform, svc: Services, token: str, blobs: list[bytes], 
                     with lock:
                         refused += 1
                     time.sleep(min(retry_after, RETRY_CAP_S))  # a polite client, a little impatient
+        finally:
+            c.close()
 
     cpu_before = svc.cpu_seconds()
-    started = time.perf_counter()
+    own_before = time.process_time()
+    started = datetime.now(UTC)
     with ThreadPoolExecutor(CLIENTS) as pool:
         for f in [pool.submit(client) for _ in range(CLIENTS)]:
             f.result()
     until = time.monotonic() + 300
     while p.jobs.stats("inference").active and time.monotonic() < until:
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - started
+        time.sleep(0.25)
     cpu_after = svc.cpu_seconds()
+    own = time.process_time() - own_before
+    last = finished_by(p, ids)
+    if last is None:
+        raise RuntimeError("jobs were still unfinished after 300 s")
+    elapsed = (last - started).total_seconds()
     jobs = max(len(ids), 1)
     return {"jobs": len(ids), "jobs_per_s": len(ids) / elapsed, "retried_429": refused,
             "p50_ms": round(float(np.percentile(np.asarray(finished_latencies(p, ids)) * 1000, 50)), 1),
             # CPU seconds per job of each process: far less sensitive to other load than the rates
-            "cpu_ms_per_job": {k: round(1000 * (cpu_after[k] - cpu_before[k]) / jobs, 1) for k in cpu_before}}
+            "cpu_ms_per_job": {**{k: round(1000 * (cpu_after[k] - cpu_before[k]) / jobs, 1) for k in cpu_before},
+                               "client": round(1000 * own / jobs, 1)}}
 
 
 def overload(p: Platform, svc: Services, token: str, blobs: list[bytes], payloads: list[dict[str, Any]],
@@ -484,14 +549,12 @@ def overload(p: Platform, svc: Services, token: str, blobs: list[bytes], payload
     second come back, and the API's memory before, after the first (warm) and after the second round. Each
     round starts with the queue at its bound (the steady state of an overload; a slow model would otherwise
     need longer than a round to fill it)."""
-    import httpx
-
-    # the client's threads and connections exist before a round starts: a thread being born, or an httpx client
-    # building its TLS context, holds this process's interpreter lock and would time the client, not the server
-    clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    # the client's threads and connections exist before a round starts: a thread being born or a connection being
+    # opened holds this process's interpreter lock and would time the client, not the server
+    clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
     for _ in range(OVERLOAD_THREADS):
-        c = httpx.Client(timeout=30, trust_env=False)
-        c.get(f"{svc.url}/livez")
+        c = Client(svc.url)
+        c.request("GET", "/livez")
         clients.put(c)
     with ThreadPoolExecutor(OVERLOAD_THREADS) as pool:
         list(pool.map(time.sleep, [0.01] * OVERLOAD_THREADS))  # every thread started
@@ -513,7 +576,7 @@ def fill(p: Platform, payloads: list[dict[str, Any]], limit: int) -> None:
 
 
 def _overload_round(p: Platform, svc: Services, token: str, blobs: list[bytes], rate: float, seconds: float,
-                    pool: ThreadPoolExecutor, clients: queue.SimpleQueue[Any]) -> tuple[dict[str, Any], float]:
+                    pool: ThreadPoolExecutor, clients: queue.SimpleQueue[Client]) -> tuple[dict[str, Any], float]:
     answers: list[tuple[int, float]] = []
     sent_at: list[float] = []  # seconds into the round, per answer
     lock = threading.Lock()
@@ -522,7 +585,7 @@ def _overload_round(p: Platform, svc: Services, token: str, blobs: list[bytes], 
         c = clients.get()
         try:
             at = time.perf_counter() - started
-            code, elapsed, _, _ = post(c, svc.url, token, blobs[i % len(blobs)])
+            code, elapsed, _, _ = post(c, token, blobs[i % len(blobs)])
         finally:
             clients.put(c)
         with lock:
@@ -744,7 +807,8 @@ def main() -> None:
           f"REST → result {heavy_rest['jobs_per_s']:.1f} "
           f"jobs/s = {heavy_share:.0%} of it "
           f"({heavy_rest['retried_429']} 429s retried); CPU per job: worker "
-          f"{heavy_rest['cpu_ms_per_job']['worker']} ms, API {heavy_rest['cpu_ms_per_job']['api']} ms")
+          f"{heavy_rest['cpu_ms_per_job']['worker']} ms, API {heavy_rest['cpu_ms_per_job']['api']} ms, the bench's "
+          f"client {heavy_rest['cpu_ms_per_job']['client']} ms")
     print(f"2x overload ({heavy_over['rate_per_s']} req/s asked, {heavy_over['achieved_rate_per_s']} sent): "
           f"{heavy_over['accepted']} accepted, {heavy_over['answered_429']} answered 429 (p50 "
           f"{heavy_over['429_p50_ms']} ms, p99 {hp99} ms); API RSS {heavy_over['rss_after_warm_round_mib']} → "

@@ -79,6 +79,16 @@ class Settings(BaseSettings):
         default=None, description="URL users reach the UI at, used in links (default http://HOST:PORT)."
     )
     log_level: str = Field(default="INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    api_freeze_heap: bool = Field(
+        default=True,
+        description="`medcycle serve` warms up (database, intake tables) and freezes the objects alive then out of "
+        "the garbage collector's scans: a full collection of them stalled every request 100-270 ms.",
+    )
+    api_switch_interval_ms: float = Field(
+        default=0.5, gt=0, le=100,
+        description="Interpreter switch interval of `medcycle serve` (ms): how soon the event loop answering "
+        "requests gets the interpreter lock from an intake thread (Python's default is 5).",
+    )
     job_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker holds a job without a heartbeat before redelivery."
     )

@@ -60,6 +60,7 @@ def serve(
     import uvicorn
 
     from medcycle.api.app import create_app
+    from medcycle.api.server import prepare
 
     st = state(ctx)
     extra = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -69,6 +70,7 @@ def serve(
     platform = st.platform()
     s = platform.settings
     app = create_app(platform, migrate=False)
+    prepare(platform)
     console().print(f"medcycle UI and API on [bold]{s.resolved_public_url}[/] (API docs at /docs)")
     uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False)
 
@@ -121,9 +123,12 @@ def demo(
         import uvicorn
 
         from medcycle.api.app import create_app
+        from medcycle.api.server import prepare
 
         s = platform.settings
+        app = create_app(platform, migrate=False)
+        prepare(platform)
         console().print(
             f"\nOpen [bold]{s.resolved_public_url}/login[/] and paste the token:\n  [bold]{token}[/]\nStop with Ctrl-C."
         )
-        uvicorn.run(create_app(platform, migrate=False), host=s.host, port=s.port, log_level="warning")
+        uvicorn.run(app, host=s.host, port=s.port, log_level="warning")
