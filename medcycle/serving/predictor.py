@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from medcycle.serving.preprocess import EvalTransform
 
 log = logging.getLogger(__name__)
-#: Timed passes of each size :meth:`Predictor.tune` keeps the best of (after one untimed pass).
+#: Sweeps over the pass sizes :meth:`Predictor.tune` times, keeping each size's best (after one untimed pass).
 TUNE_PASSES = 3
 #: Sizes whose best time per image is within this fraction of the least count as tied: the larger is kept.
 TUNE_TIE = 0.05
@@ -218,12 +218,15 @@ class Predictor:
         """Set :attr:`chunk` to the images per forward pass that cost the least time per image here, and return it.
 
         Sizes 1, 2, 4, … up to ``max_batch`` (and ``max_batch`` itself) are timed on random inputs of the
-        network's size: a first pass of each size (allocations, kernel selection) is not timed, then the best of
-        at least :data:`TUNE_PASSES` passes adding up to at least 50 ms (the best of several: a pass another
-        process slowed down tells nothing of the size). Larger sizes stop being tried once one costs a quarter
-        more an image than the best so far (they only grow from there), or when the next would overrun
-        ``budget_s``. The largest size within :data:`TUNE_TIE` of the best is kept: fewer, larger passes where
-        timings cannot tell the sizes apart.
+        network's size, in :data:`TUNE_PASSES` sweeps over the sizes: in each, the best of passes adding up to at
+        least 50 ms; a size's time is its best over the sweeps (a first pass of each size — allocations, kernel
+        selection — is not timed). Sweeping again, rather than timing one size several times in a row, spreads
+        each size's passes over the whole measurement, so another process busy for a second (a second worker
+        warming up beside this one) slows every size alike instead of one. The first sweep stops after two sizes
+        in a row cost half as much again an image as the best so far (larger ones only grow from there; one such
+        size may be a moment's disturbance) or at one that would overrun ``budget_s``; later sweeps skip what
+        would overrun it. The largest size within :data:`TUNE_TIE`
+        of the best is kept: fewer, larger passes where timings cannot tell the sizes apart.
         """
         import time
 
@@ -234,22 +237,35 @@ class Predictor:
         generator = torch.Generator().manual_seed(0)
         started = time.perf_counter()
         per_image: dict[int, float] = {}
+        inputs: dict[int, torch.Tensor] = {}
+
+        def timed(n: int) -> float:
+            """The best time per image of passes of ``n`` adding up to at least 50 ms."""
+            best, spent = float("inf"), 0.0
+            while spent < 0.05:
+                t0 = time.perf_counter()
+                self.model(inputs[n])
+                took = time.perf_counter() - t0
+                best, spent = min(best, took), spent + took
+            return best / n
+
+        over = 0  # sizes in a row costing half as much again an image as the best
         with torch.inference_mode():
-            for n in sizes:
+            for n in sizes:  # the first sweep: which sizes are worth timing
                 expect = (1 + TUNE_PASSES) * n * min(per_image.values(), default=0.0)
                 if per_image and time.perf_counter() - started + expect > budget_s:
                     break
-                x = torch.rand((n, 1, *self.transform.size), generator=generator).to(self.device)
-                self.model(x)
-                best, spent, timed = float("inf"), 0.0, 0
-                while spent < 0.05 or timed < TUNE_PASSES:
-                    t0 = time.perf_counter()
-                    self.model(x)
-                    took = time.perf_counter() - t0
-                    best, spent, timed = min(best, took), spent + took, timed + 1
-                per_image[n] = best / n
-                if per_image[n] > 1.25 * min(per_image.values()):
+                inputs[n] = torch.rand((n, 1, *self.transform.size), generator=generator).to(self.device)
+                self.model(inputs[n])
+                per_image[n] = timed(n)
+                over = over + 1 if per_image[n] > 1.5 * min(per_image.values()) else 0
+                if over == 2:
                     break
+            for _ in range(TUNE_PASSES - 1):
+                for n in per_image:
+                    if time.perf_counter() - started + n * per_image[n] <= budget_s:
+                        per_image[n] = min(per_image[n], timed(n))
+            inputs.clear()
         least = min(per_image.values())
         self.chunk = max(n for n, t in per_image.items() if t <= (1 + TUNE_TIE) * least)
         self.tuning = {n: round(1000 * t, 2) for n, t in per_image.items()}
