@@ -225,8 +225,8 @@ class Predictor:
         warming up beside this one) slows every size alike instead of one. The first sweep stops after two sizes
         in a row cost half as much again an image as the best so far (larger ones only grow from there; one such
         size may be a moment's disturbance) or at one that would overrun ``budget_s``; later sweeps skip what
-        would overrun it. The largest size within :data:`TUNE_TIE`
-        of the best is kept: fewer, larger passes where timings cannot tell the sizes apart.
+        would overrun it. The largest size within :data:`TUNE_TIE` of the best is kept: fewer, larger passes
+        where timings cannot tell the sizes apart.
         """
         import time
 
