@@ -224,9 +224,10 @@ class Predictor:
         each size's passes over the whole measurement, so another process busy for a second (a second worker
         warming up beside this one) slows every size alike instead of one. The first sweep stops after two sizes
         in a row cost half as much again an image as the best so far (larger ones only grow from there; one such
-        size may be a moment's disturbance) or at one that would overrun ``budget_s``; later sweeps skip what
-        would overrun it. The largest size within :data:`TUNE_TIE` of the best is kept: fewer, larger passes
-        where timings cannot tell the sizes apart.
+        size may be a moment's disturbance) or at one that would overrun ``budget_s``; a later sweep is run
+        whole or not at all (within ``budget_s``), so that every size kept is the best of as many timings — a
+        size timed more often would look faster for that alone. The largest size within :data:`TUNE_TIE` of the
+        best is kept: fewer, larger passes where timings cannot tell the sizes apart.
         """
         import time
 
@@ -261,10 +262,12 @@ class Predictor:
                 over = over + 1 if per_image[n] > 1.5 * min(per_image.values()) else 0
                 if over == 2:
                     break
-            for _ in range(TUNE_PASSES - 1):
+            for _ in range(TUNE_PASSES - 1):  # a sweep is run whole or not at all: every size timed as often
+                sweep = sum(max(0.05, n * t) for n, t in per_image.items())
+                if time.perf_counter() - started + sweep > budget_s:
+                    break
                 for n in per_image:
-                    if time.perf_counter() - started + n * per_image[n] <= budget_s:
-                        per_image[n] = min(per_image[n], timed(n))
+                    per_image[n] = min(per_image[n], timed(n))
             inputs.clear()
         least = min(per_image.values())
         self.chunk = max(n for n, t in per_image.items() if t <= (1 + TUNE_TIE) * least)

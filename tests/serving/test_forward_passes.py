@@ -92,6 +92,18 @@ def test_tied_pass_sizes_keep_the_largest_and_each_size_is_timed_several_times(s
     assert {1, 2, 4} <= set(linear.sizes[first_sweep:])  # swept again, not timed in a row
 
 
+def test_a_sweep_that_would_overrun_the_budget_is_not_run_in_part(srv_platform: Platform) -> None:
+    """Timed in part, small sizes would get more timings than large ones, and look faster for that alone."""
+    predictor = Predictor.load(srv_platform, CLS, max_batch=8, forward_batch=0)
+    linear = Linear(predictor.model, b=0.02)  # one sweep: 1 + 2 + 4 + 8 images at 20 ms, about 0.35 s
+    predictor.model = linear
+    predictor.tune(budget_s=1.2)  # a third sweep can never fit: the sleeps alone add up to more
+    # each sweep times a size in one run of passes in a row: count the runs of each size
+    runs = {n: sum(1 for k, m in enumerate(linear.sizes) if m == n and (k == 0 or linear.sizes[k - 1] != n))
+            for n in (1, 2, 4, 8)}
+    assert len(set(runs.values())) == 1 and runs[1] in (1, 2), linear.sizes
+
+
 class Disturbed(Linear):
     """:class:`Linear`, three times slower while passes of 2 are first timed (another process busy then)."""
 
