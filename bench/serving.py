@@ -112,7 +112,10 @@ from medcycle.api.server import prepare
 platform = Platform(load_settings())
 app = create_app(platform, migrate=False)
 prepare(platform)  # as `medcycle serve` does
-sock = socket.socket(); sock.bind(("127.0.0.1", 0)); print(sock.getsockname()[1], flush=True)
+# IPPROTO_TCP named, as uvicorn's own bind does: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+# and without it every answer's body waits for the client's delayed acknowledgement of its head (40 ms)
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.bind(("127.0.0.1", 0)); print(sock.getsockname()[1], flush=True)
 uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 """
 

@@ -16,7 +16,7 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/livez", summary="The process is alive")
-def livez() -> dict[str, str]:
+async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
