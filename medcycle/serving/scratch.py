@@ -9,6 +9,7 @@ removes exactly those.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import threading
@@ -35,9 +36,16 @@ def new_tag() -> str:
 
 
 def remove_tagged(folder: Path, tag: str) -> None:
-    """Remove every file and folder of ``folder`` whose name starts with ``tag``."""
-    for path in folder.glob(f"{tag}*"):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+    """Remove every file and folder of ``folder`` whose name starts with ``tag`` (a plain prefix: no pattern, so
+    nothing in a tag is read as a wildcard, and no pattern is compiled for each request's own tag)."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(tag):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
         else:
-            path.unlink(missing_ok=True)
+            Path(entry.path).unlink(missing_ok=True)
