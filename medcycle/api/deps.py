@@ -19,7 +19,9 @@ from medcycle.platform import Platform
 ANONYMOUS_ADMIN = Principal(name="local", role=Role.ADMIN)
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
+    """On the event loop: FastAPI runs a plain ``def`` dependency in a worker thread, a hop that costs more than
+    this attribute read (and every request has one)."""
     platform: Platform = request.app.state.platform
     return platform
 
@@ -80,7 +82,7 @@ def get_principal(request: Request, platform: Annotated[Platform, Depends(get_pl
 def requires(permission: Permission) -> Any:
     """A dependency that checks ``permission`` and returns the principal."""
 
-    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:  # no thread hop
         principal.require(permission)
         return principal
 
