@@ -20,7 +20,9 @@ passes of 32 with memory given back; 93–111 ms for every size with it kept). W
 the CPU and the network, so ``forward_batch=0`` (the serving default) measures it once, on the CPU, when the
 predictor is warmed:
 :meth:`Predictor.tune` times passes of 1, 2, 4, … images up to ``max_batch`` and keeps the size with the least
-time per image. On CUDA, or with ``forward_batch=None``, the chunk is ``max_batch``; a positive
+time per image. A predictor from :meth:`Predictor.load` measures once per machine and version: the first worker to
+warm it measures while the others wait, and they (and workers started later) read what it found
+(:mod:`medcycle.serving.tuning`). On CUDA, or with ``forward_batch=None``, the chunk is ``max_batch``; a positive
 ``forward_batch`` fixes it.
 
 Each accepted case also gets its ``embedding`` for the drift monitor: the input of the layer the contract
@@ -36,6 +38,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -169,6 +172,8 @@ class Predictor:
         self._tune = forward_batch == 0 and self.device.type == "cpu" and self.max_batch > 1
         #: what :meth:`tune` measured: images per pass → milliseconds per image
         self.tuning: dict[int, float] = {}
+        #: where the measured pass size is shared with this machine's other workers (:mod:`.tuning`); None: not
+        self.tuning_dir: Path | None = None
         self.transform: EvalTransform = EvalTransform(loaded.config, len(loaded.classes))
         self.tap: FeatureTap | None = None
         if embeddings:
@@ -200,19 +205,42 @@ class Predictor:
         if loaded.version.weights_digest != version.weights_digest:  # pragma: no cover - versions are immutable
             raise ValidationFailed(f"{version.ref} changed while loading", hint="Retry.")
         gate = gate_for(platform, version, header_rules)
-        return cls(loaded, requested=model_ref, gate=gate, device=device, max_batch=max_batch,
-                   forward_batch=forward_batch)
+        predictor = cls(loaded, requested=model_ref, gate=gate, device=device, max_batch=max_batch,
+                        forward_batch=forward_batch)
+        predictor.tuning_dir = platform.settings.resolved_cache_dir / "serving"
+        return predictor
 
     def warm(self) -> None:
         """One forward pass on an empty input (allocations, kernels) before the first request; then, the first
-        time with ``forward_batch=0`` on the CPU, :meth:`tune`."""
+        time with ``forward_batch=0`` on the CPU, :meth:`tune` — once per machine where :attr:`tuning_dir` is set
+        (:meth:`load` sets it): the first worker to warm this version measures, the others read what it found."""
         import torch
 
         with torch.inference_mode():
             self.model(torch.zeros((1, 1, *self.transform.size), device=self.device))
         if self._tune:
             self._tune = False
+            if self.tuning_dir is None:
+                self.tune()
+            else:
+                self._tune_shared(self.tuning_dir)
+
+    def _tune_shared(self, folder: Path) -> int:
+        """:meth:`tune` through :func:`medcycle.serving.tuning.shared`."""
+        from medcycle.serving import tuning
+
+        def measure() -> tuning.Measured:
             self.tune()
+            return tuning.Measured(self.chunk, dict(self.tuning))
+
+        fields = {"weights": self.version.weights_digest, "size": list(self.transform.size),
+                  "max_batch": self.max_batch, "device": str(self.device), "embeddings": self.tap is not None}
+        got = tuning.shared(folder, fields, self.max_batch, measure)
+        if got.shared:
+            self.chunk, self.tuning = got.chunk, dict(got.tuning)
+            log.info("%s: %d images per forward pass on %s, as measured on this machine at %s (ms per image by "
+                     "pass size: %s)", self.ref, self.chunk, self.device, got.measured_at, self.tuning)
+        return self.chunk
 
     def tune(self, *, budget_s: float = 20.0) -> int:
         """Set :attr:`chunk` to the images per forward pass that cost the least time per image here, and return it.
