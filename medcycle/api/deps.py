@@ -19,9 +19,7 @@ from medcycle.platform import Platform
 ANONYMOUS_ADMIN = Principal(name="local", role=Role.ADMIN)
 
 
-async def get_platform(request: Request) -> Platform:
-    """On the event loop: FastAPI runs a plain ``def`` dependency in a worker thread, a hop that costs more than
-    this attribute read (and every request has one)."""
+def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -82,7 +80,7 @@ def get_principal(request: Request, platform: Annotated[Platform, Depends(get_pl
 def requires(permission: Permission) -> Any:
     """A dependency that checks ``permission`` and returns the principal."""
 
-    async def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:  # no thread hop
+    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         principal.require(permission)
         return principal
 

@@ -263,20 +263,13 @@ async def submit_job(
                              via="api", model=fields["model"], images=(new.payload or {}).get("images"))
                 recorded.append(new.id)
 
-            def take_in() -> tuple[Job, JSONResponse | None]:
-                """The intake and, for a new job not waited for, its answer: one thread hop, not two."""
-                new = intake.submit(
-                    platform, inputs, model=fields["model"], source="rest", idempotency_key=key,
-                    deadline_s=fields["deadline_s"], webhook=fields["webhook"], params=fields["params"],
-                    priority=max(-10, min(10, fields["priority"])), settings=cfg, record=record)
-                return new, (_answer(platform, new, submitted=True) if recorded and wait <= 0 else None)
-
-            job, answer = await admission.run(take_in)
+            job = await admission.run(
+                intake.submit, platform, inputs, model=fields["model"], source="rest", idempotency_key=key,
+                deadline_s=fields["deadline_s"], webhook=fields["webhook"], params=fields["params"],
+                priority=max(-10, min(10, fields["priority"])), settings=cfg, record=record)
         finally:
             if form is not None:
                 await form.close()
-    if answer is not None:
-        return answer
     if not recorded:  # a replay of an idempotency key: audited too
 
         def replayed() -> None:
