@@ -70,6 +70,7 @@ import platform as host
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -458,6 +459,11 @@ class Client:
             if self.conn is None or time.monotonic() - self.used > self.IDLE_S:
                 self.close()
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                self.conn.connect()
+                # as curl and browsers do: http.client sends a request's head and body in two writes, and with
+                # Nagle's algorithm on, the body's last segment could wait for the server's delayed acknowledgement
+                assert self.conn.sock is not None
+                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 self.conn.request(method, path, body=body, headers=headers or {})
                 response = self.conn.getresponse()
