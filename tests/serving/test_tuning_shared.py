@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,19 +16,7 @@ from medcycle.platform import Platform
 from medcycle.serving import tuning
 from medcycle.serving.predictor import Predictor
 from tests.serving.core_fixtures import CLS
-
-
-class Linear:
-    """Stands in for a network costing ``b`` seconds an image at every pass size; records the pass sizes."""
-
-    def __init__(self, real: Any, b: float) -> None:
-        self.real, self.b = real, b
-        self.sizes: list[int] = []
-
-    def __call__(self, x: Any) -> Any:
-        self.sizes.append(int(x.shape[0]))
-        time.sleep(self.b * int(x.shape[0]))
-        return self.real(x)
+from tests.serving.test_forward_passes import Linear
 
 
 def _predictor(platform: Platform, max_batch: int = 8, b: float = 0.003) -> tuple[Predictor, Linear]:
