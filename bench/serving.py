@@ -571,20 +571,22 @@ def overload(p: Platform, svc: Services, token: str, blobs: list[bytes], payload
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
     clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
-    for _ in range(OVERLOAD_THREADS):
-        c = Client(svc.url)
-        c.request("GET", "/livez")
-        clients.put(c)
-    with ThreadPoolExecutor(OVERLOAD_THREADS) as pool:
-        list(pool.map(time.sleep, [0.01] * OVERLOAD_THREADS))  # every thread started
-        rss_before = svc.rss_mib()
-        fill(p, payloads, svc.queue_limit)
-        _, warm = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
-        fill(p, payloads, svc.queue_limit)
-        out, after = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
-    while not clients.empty():
-        clients.get().close()
-    sys.setswitchinterval(interval)
+    try:
+        for _ in range(OVERLOAD_THREADS):
+            c = Client(svc.url)
+            clients.put(c)
+            c.request("GET", "/livez")
+        with ThreadPoolExecutor(OVERLOAD_THREADS) as pool:
+            list(pool.map(time.sleep, [0.01] * OVERLOAD_THREADS))  # every thread started
+            rss_before = svc.rss_mib()
+            fill(p, payloads, svc.queue_limit)
+            _, warm = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
+            fill(p, payloads, svc.queue_limit)
+            out, after = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
+    finally:  # the rest of the bench runs with this process's own settings and no open connections
+        while not clients.empty():
+            clients.get().close()
+        sys.setswitchinterval(interval)
     return {**out, "rss_before_mib": rss_before, "rss_after_warm_round_mib": warm, "rss_after_mib": after}
 
 
