@@ -1,9 +1,11 @@
 """Cheap pixel statistics computed at ingest; they feed EDA, out-of-distribution checks and drift.
 
 Values are taken after the modality LUT (rescale slope/intercept, so CT is in HU) and MONOCHROME1 is
-inverted so that larger always means brighter. Large images and volumes are subsampled (an even stride,
-at most ``MAX_VALUES`` voxels) so statistics stay cheap: they are estimates for EDA and drift, where the
-difference between 262,144 evenly spread voxels and all of them is far below what they are used to see.
+inverted so that larger always means brighter. Large images and volumes are subsampled (one value drawn
+from each of ``MAX_VALUES`` equal runs of the flattened values, at fixed places for a given size) so statistics
+stay cheap: they are estimates for EDA and drift, where the difference between 65,536 spread voxels and all of
+them is far below what they are used to see (one standard error of a percentile's rank is at most
+``sqrt(p (1 - p) / 65536)``: 0.04 % at the 1st and 99th percentiles, 0.2 % at the median).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-MAX_VALUES = 1 << 18  # 262,144 voxels: percentiles of an even sample this size are within a fraction of a %
+MAX_VALUES = 1 << 16  # 65,536 voxels (a 256 x 256 image whole; a 512 x 512 CT slice every fourth value)
 QUANTILES = np.array([0.01, 0.05, 0.50, 0.95, 0.99])
 MAX_BINS_PER_VALUE = 4  # integer pixels are counted in a histogram when it has at most this many bins a value
 
@@ -62,12 +64,28 @@ def stored_sample(
 
 
 def _subsample(values: NDArray[Any]) -> NDArray[Any]:
-    """At most :data:`MAX_VALUES` values, evenly strided, in their own dtype (a view when no copy is needed)."""
-    flat = values.reshape(-1)
-    if flat.size > MAX_VALUES:
-        step = int(np.ceil(flat.size / MAX_VALUES))
-        flat = flat[::step]
-    return flat
+    """At most :data:`MAX_VALUES` values in their own dtype, flattened in memory order: all of them when there are
+    few enough, else one value at a random place in each of :data:`MAX_VALUES` equal runs of the flattened values
+    (a stratified sample; the places depend only on the number of values, so the same image always gives the same
+    statistics). A plain stride would alias with the image's grid: every 256th value of a 64 x 512 x 512 volume
+    lies in columns 0 and 256 only, a grid of every 7th row, column and slice misses a sphere's changing
+    cross-section by more than a percent of rank."""
+    flat = np.ravel(values, order="K")  # a view unless the array is scattered in memory
+    if flat.size <= MAX_VALUES:
+        return flat
+    return flat[_sample_places(flat.size)]
+
+
+@functools.lru_cache(maxsize=16)
+def _sample_places(n: int) -> NDArray[np.intp]:
+    """Ascending places, one drawn in each of :data:`MAX_VALUES` runs of ``0 .. n - 1`` (``n`` > MAX_VALUES) as
+    equal as whole places allow (a fixed seed: the same places every time)."""
+    bounds = np.arange(MAX_VALUES + 1, dtype=np.int64) * n // MAX_VALUES  # run i is bounds[i] .. bounds[i + 1] - 1
+    lengths = np.diff(bounds)
+    offsets = (np.random.default_rng(n).random(MAX_VALUES) * lengths).astype(np.int64)
+    places: NDArray[np.intp] = (bounds[:-1] + np.minimum(offsets, lengths - 1)).astype(np.intp)
+    places.flags.writeable = False
+    return places
 
 
 def _percentiles(flat: NDArray[Any]) -> list[float]:

@@ -151,3 +151,38 @@ def test_floats_that_are_not_small_whole_numbers_stay_floats() -> None:
         assert pixels._as_small_integers(values) is values
     stats = pixel_stats(np.array([1.0, np.nan, 3.0, 5.0]))
     assert stats is not None and stats.p50 == 3.0  # the NaN left out, as before
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (2048, 1536), (64, 512, 512)])
+def test_large_images_are_sampled_close_to_their_whole(shape: tuple[int, ...]) -> None:
+    """A CT-like slice, a radiograph and a volume: the statistics of the even sample sit within a few hundredths
+    of a percent of rank of the whole image's, and the mean within a hundredth of a standard deviation."""
+    rng = np.random.default_rng(len(shape) * 1000 + shape[-1])
+    grid = np.meshgrid(*(np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape), indexing="ij")
+    radius = np.sqrt(sum(g * g for g in grid))
+    body = np.where(radius < 0.8, 40.0 + 900.0 * np.exp(-8 * radius**2), -1000.0)  # a disc of tissue in air
+    whole = (body + rng.normal(0.0, 60.0, shape)).clip(-1024, 3071).astype(np.int16)
+    assert whole.size > pixels.MAX_VALUES
+    stats = pixel_stats(whole, hounsfield=True)
+    assert stats is not None
+    flat = np.sort(whole.reshape(-1).astype(np.float64))
+    for q, value in zip((0.01, 0.05, 0.50, 0.95, 0.99), (stats.p01, stats.p05, stats.p50, stats.p95, stats.p99),
+                        strict=True):
+        rank = np.searchsorted(flat, value, "left") / flat.size, np.searchsorted(flat, value, "right") / flat.size
+        assert rank[0] - 0.003 <= q <= rank[1] + 0.003, (q, value, rank)
+    assert abs(stats.mean - flat.mean()) < 0.01 * flat.std()
+    assert stats.std == pytest.approx(flat.std(), rel=0.01)
+    assert stats.air_fraction == pytest.approx(np.count_nonzero(flat < -900) / flat.size, abs=0.003)
+
+
+@pytest.mark.parametrize("n", [pixels.MAX_VALUES + 1, 3 * pixels.MAX_VALUES - 1, 512 * 512 * 64])
+def test_sample_places_are_one_per_run_and_fixed(n: int) -> None:
+    places = pixels._sample_places(n)
+    bounds = np.arange(places.size + 1) * n // places.size
+    assert places.size == pixels.MAX_VALUES and places[0] >= 0 and places[-1] < n
+    assert np.all(np.diff(places) > 0)  # ascending, none twice
+    assert np.all(places >= bounds[:-1]) and np.all(places < bounds[1:])  # one in each run
+    assert np.array_equal(places, pixels._sample_places.__wrapped__(n))  # the same places every time, every process
+    values = np.arange(n, dtype=np.int64)
+    assert np.array_equal(pixels._subsample(values), places)  # C order: the flat places of pixel_array's values
+    assert np.array_equal(pixels._subsample(values.reshape(-1, 1)[::-1][::-1]), places)
