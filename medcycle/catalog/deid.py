@@ -61,7 +61,7 @@ import functools
 import logging
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import date
 from enum import StrEnum
@@ -79,6 +79,8 @@ from medcycle.catalog.pseudonyms import Pseudonymizer as Pseudonymizer  # re-exp
 from medcycle.errors import MedcycleError, ValidationFailed
 
 PROFILE: Final = "dicom-ps3.15-basic"
+#: ``fallback_key`` of :func:`deidentify`: the key itself, a function that computes it when it is needed, or None.
+FallbackKey = str | Callable[[], str] | None
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def deidentify(
     options: DeidOptions | None = None,
     *,
     issuer: str | None = None,
-    fallback_key: str | None = None,
+    fallback_key: FallbackKey = None,
 ) -> DeidResult:
     """De-identify ``ds`` in place and return it with its pseudonyms and screening result.
 
@@ -206,7 +208,8 @@ def deidentify(
             the file's IssuerOfPatientID: equal PatientIDs of different namespaces stay different
             patients. Keep it stable per source; None uses IssuerOfPatientID.
         fallback_key: keys the patient pseudonym when the file has no PatientID and no Study, Series
-            or SOP Instance UID (pass the file's content digest: each such file is its own patient).
+            or SOP Instance UID (pass the file's content digest: each such file is its own patient), or a
+            function that computes it (called only for such a file).
 
     Raises:
         ValidationFailed: the dataset cannot be de-identified; the message names an attribute only.
@@ -297,7 +300,7 @@ class _Run:
         self.identifiers: tuple[str, ...] = ()
         self.clean_terms: tuple[str, ...] = ()
 
-    def apply(self, ds: Dataset, issuer: str | None, fallback_key: str | None) -> DeidResult:
+    def apply(self, ds: Dataset, issuer: str | None, fallback_key: FallbackKey) -> DeidResult:
         head = self.prologue(ds, issuer, fallback_key)
         self.dataset(ds)
         self.where = "file meta"
@@ -308,7 +311,7 @@ class _Run:
             setattr(ds, keyword, value)
         return self.result(ds, head, new_sop)
 
-    def prologue(self, ds: Any, issuer: str | None, fallback_key: str | None) -> _Head:
+    def prologue(self, ds: Any, issuer: str | None, fallback_key: FallbackKey) -> _Head:
         """What de-identifying ``ds`` needs before any attribute changes: pseudonyms, dates, screening.
 
         ``ds`` is a dataset, or anything that reads like one (``get``, ``in``, ``[keyword].value``, ``keys``),
@@ -316,7 +319,8 @@ class _Run:
         get = functools.partial(tables.text_of, ds)
         study, series, sop = get("StudyInstanceUID"), get("SeriesInstanceUID"), get("SOPInstanceUID")
         issuer = tables.clean(issuer) if issuer is not None else get("IssuerOfPatientID")
-        patient = self.pseudo.patient(issuer, get("PatientID"), fallback=study or series or sop or fallback_key)
+        fallback = study or series or sop or (fallback_key() if callable(fallback_key) else fallback_key)
+        patient = self.pseudo.patient(issuer, get("PatientID"), fallback=fallback)
         self.shift = self.pseudo.date_shift_days(patient)
         opts = self.options
         keep_chars, keep_dates = opts.retain_patient_characteristics, opts.retain_longitudinal_dates_modified

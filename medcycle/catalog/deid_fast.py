@@ -37,7 +37,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from medcycle.catalog import deid_tables as tables
-from medcycle.catalog.deid import DeidOptions, DeidResult, Pseudonymizer, _Act, _Run, quiet_pydicom
+from medcycle.catalog.deid import DeidOptions, DeidResult, FallbackKey, Pseudonymizer, _Act, _Run, quiet_pydicom
 from medcycle.catalog.dicom_stream import (
     CHARSET,
     LONG_VRS,
@@ -390,7 +390,7 @@ def deidentify_bytes(
     options: DeidOptions | None = None,
     *,
     issuer: str | None = None,
-    fallback_key: str | None = None,
+    fallback_key: FallbackKey = None,
 ) -> FastResult:
     """De-identify an encoded DICOM file (see the module docstring); the arguments are those of
     :func:`medcycle.catalog.deid.deidentify`.
@@ -449,7 +449,7 @@ def _encoding(transfer_syntax: str) -> Enc | None:
     return Enc(bool(uid.is_implicit_VR), bool(uid.is_little_endian))
 
 
-def _deidentify(data: bytes, run: _Run, issuer: str | None, fallback_key: str | None) -> FastResult:
+def _deidentify(data: bytes, run: _Run, issuer: str | None, fallback_key: FallbackKey) -> FastResult:
     meta, start = read_meta(data)
     ts = meta_text(data, meta.get(0x00020010))
     if not ts or not meta_text(data, meta.get(0x00020002)):

@@ -1,16 +1,15 @@
 """Worker side of intake: a job's stored objects back into arrays, read exactly as training reads files.
 
-Each case's objects are fetched into a scratch folder and read with the training readers
-(:mod:`medcycle.training.data`): DICOM with its modality LUT and MONOCHROME1 inverted, a series stacked in
-slice order; NIfTI with axes reversed to ``(k, j, i)``; PNG as grayscale. What outputs need comes along:
-the DICOM headers in slice order (DICOM SEG and secondary captures reference them), the series grid
-(NIfTI masks on the input's geometry), and the spacing in mm for areas and volumes.
+Each case's objects are fetched (DICOM into memory, NIfTI and PNG into a scratch folder) and read with the
+training readers (:mod:`medcycle.training.data`): DICOM with its modality LUT and MONOCHROME1 inverted, a
+series stacked in slice order; NIfTI with axes reversed to ``(k, j, i)``; PNG as grayscale. What outputs
+need comes along: the DICOM headers in slice order (DICOM SEG and secondary captures reference them), the
+series grid (NIfTI masks on the input's geometry), and the spacing in mm for areas and volumes.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,14 +81,18 @@ def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folde
     spec = payload["cases"][index]
     digests = [payload["inputs"][i] for i in spec["inputs"]]
     fmt = str(spec["kind"])
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [_fetch(objects, d, folder, f"{tag}c{index}-{k:05d}", fmt) for k, d in enumerate(digests)]
-    datasets: list[Any] = []
+    paths: list[Path] = []
+    if fmt != DICOM:  # DICOM is read from memory; the NIfTI and PNG readers take files
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [_fetch(objects, d, folder, f"{tag}c{index}-{k:05d}", fmt) for k, d in enumerate(digests)]
+    # DICOM: each stored file read (verified) into memory and parsed, one at a time; a store that fails raises its
+    # own error here, not the input's
+    datasets: list[Any] = [_parse_dicom(objects.get(d), index) for d in digests] if fmt == DICOM else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decoder warnings may quote header values
         try:
             if fmt == DICOM:
-                datasets, pixels = _read_series(paths)
+                datasets, pixels = _read_series(datasets)
             else:
                 pixels = read_file(paths[0])
         except ValidationFailed:
@@ -110,16 +113,28 @@ def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folde
     return case
 
 
-def _read_series(paths: Sequence[Path]) -> tuple[list[Any], F32]:
-    """Each file read once, as training reads it: the datasets in slice order (their pixel data dropped once
-    decoded) and the pixels, one image or the slices stacked."""
+def _parse_dicom(data: bytes, index: int) -> Any:
+    """A stored DICOM file's dataset, parsed from its bytes as ``dcmread`` parses the file."""
+    import io
+
     import pydicom
 
     from medcycle.catalog.deid import quiet_pydicom
+
+    with quiet_pydicom(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # decoder warnings may quote header values
+        try:
+            return pydicom.dcmread(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - the text may quote header values
+            raise ValidationFailed(f"case {index + 1} (dicom) cannot be decoded ({type(exc).__name__})",
+                                   hint="Send the images again; check they open in a viewer.") from None
+
+
+def _read_series(datasets: list[Any]) -> tuple[list[Any], F32]:
+    """The datasets of a series in slice order (their pixel data dropped once decoded) and the pixels, as
+    training reads them: one image or the slices stacked."""
     from medcycle.training.data import dicom_pixels, slice_key
 
-    with quiet_pydicom():
-        datasets = [pydicom.dcmread(p) for p in paths]
     if len(datasets) > 1:
         datasets = [ds for _, _, ds in sorted(((*slice_key(ds), k), k, ds) for k, ds in enumerate(datasets))]
     planes = [dicom_pixels(ds) for ds in datasets]

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 DICOM, NIFTI, PNG = "dicom", "nifti", "png"
 SUFFIX = {DICOM: ".dcm", NIFTI: ".nii.gz", PNG: ".png"}
 MiB = 1024 * 1024
+IN_MEMORY = 32 * MiB  # an upload up to this size is checked and cleaned in memory, never written to scratch
 
 
 class PayloadTooLarge(UsageError):
@@ -100,15 +101,39 @@ class Case:
 # -- materialising what was given -----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Local:
-    path: Path
+    path: Path  # where the file is, or (``data`` set) where it is written should a reader need a file
     label: str
     digest: str | None  # set when the file is a stored object (taken as stored)
+    data: bytes | None = None  # the file's bytes, when it was given in memory and never written to ``path``
+
+    def on_disk(self) -> Path:
+        """``path``, written from ``data`` first where it is not on disk yet (readers that take only files)."""
+        if self.data is not None and not self.path.exists():
+            self.path.write_bytes(self.data)
+        return self.path
+
+    def head(self, size: int) -> bytes:
+        if self.data is not None:
+            return self.data[:size]
+        with self.path.open("rb") as fh:
+            return fh.read(size)
+
+    def read(self) -> bytes:
+        return self.data if self.data is not None else self.path.read_bytes()
 
 
-def _write_stream(src: BinaryIO, dest: Path, limit: int, label: str) -> None:
+def _read_small(src: BinaryIO, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of ``src`` and whether that was all of it."""
+    data = src.read(limit + 1)
+    return (data, True) if len(data) <= limit else (data, False)
+
+
+def _write_stream(src: BinaryIO, dest: Path, limit: int, label: str, head: bytes = b"") -> None:
+    """``head`` (read from ``src`` already), then the rest of ``src``, into ``dest``; at most ``limit`` bytes."""
     written = 0
     with dest.open("wb") as out:
-        while chunk := src.read(MiB):
+        while chunk := (head or src.read(MiB)):
+            head = b""
             written += len(chunk)
             if written > limit:
                 raise PayloadTooLarge(f"{label} is larger than {limit} bytes",
@@ -136,29 +161,58 @@ def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, 
                 raise UsageError(f"{item.name} is not a file", hint="Pass existing files.")
             shutil.copyfile(item, dest)
             label, digest = item.name, None
-        elif isinstance(item, bytes | bytearray):
-            dest.write_bytes(bytes(item))
-            label, digest = f"input {n + 1}", None
-        elif isinstance(item, Upload):
-            label, digest = item.name or f"input {n + 1}", None
-            if isinstance(item.data, bytes | bytearray):
-                dest.write_bytes(bytes(item.data))
-            elif isinstance(item.data, Path):
-                shutil.copyfile(item.data, dest)
+        elif isinstance(item, bytes | bytearray) or (isinstance(item, Upload) and not isinstance(item.data, Path)):
+            # in memory, or read into it when small: checked and cleaned there, never written to scratch
+            if isinstance(item, bytes | bytearray):
+                label, data = f"input {n + 1}", bytes(item)
             else:
-                _write_stream(item.data, dest, limits.max_upload_bytes, label)
+                label = item.name or f"input {n + 1}"
+                if isinstance(item.data, bytes | bytearray):
+                    data = bytes(item.data)
+                else:
+                    stream = item.data
+                    assert not isinstance(stream, Path)
+                    head, whole = _read_small(stream, min(IN_MEMORY, limits.max_upload_bytes))
+                    if not whole:
+                        _write_stream(stream, dest, limits.max_upload_bytes, label, head)
+                        out.extend(_local_or_zip(dest, label, folder, tag, n, limits))
+                        _check_count(out, limits)
+                        continue
+                    data = head
+            if zipfile.is_zipfile(io.BytesIO(data)):
+                dest.write_bytes(data)
+                out.extend(_local_or_zip(dest, label, folder, tag, n, limits))
+            else:
+                out.append(_Local(dest, label, None, data))
+            _check_count(out, limits)
+            continue
+        elif isinstance(item, Upload):  # a path
+            label, digest = item.name or f"input {n + 1}", None
+            shutil.copyfile(item.data, dest)
         else:
             raise UsageError(f"input {n + 1} is a {type(item).__name__}",
                              hint="Pass files (Path, bytes, Upload) or object digests.")
-        if digest is None and zipfile.is_zipfile(dest):
-            out.extend(_unzip(dest, folder / f"{tag}-zip-{n:05d}", label, limits))
-            dest.unlink()
+        if digest is None:
+            out.extend(_local_or_zip(dest, label, folder, tag, n, limits))
         else:
             out.append(_Local(dest, label, digest))
-        if len(out) > limits.max_files:
-            raise PayloadTooLarge(f"the request holds more than {limits.max_files} files",
-                                  hint="Split it into several requests, or raise serving max_files.")
+        _check_count(out, limits)
     return out
+
+
+def _local_or_zip(dest: Path, label: str, folder: Path, tag: str, n: int, limits: ServingSettings) -> list[_Local]:
+    """The raw file written at ``dest``, or the members of the zip it is (extracted; the archive removed)."""
+    if not zipfile.is_zipfile(dest):
+        return [_Local(dest, label, None)]
+    members = list(_unzip(dest, folder / f"{tag}-zip-{n:05d}", label, limits))
+    dest.unlink()
+    return members
+
+
+def _check_count(out: list[_Local], limits: ServingSettings) -> None:
+    if len(out) > limits.max_files:
+        raise PayloadTooLarge(f"the request holds more than {limits.max_files} files",
+                              hint="Split it into several requests, or raise serving max_files.")
 
 
 def _safe_member(name: str, label: str) -> str:
@@ -222,7 +276,11 @@ def _unzip(archive: Path, folder: Path, label: str, limits: ServingSettings) -> 
 def sniff(path: Path, label: str | None = None) -> str:
     """DICOM, NIfTI or PNG (JPEG counts as PNG: it is re-encoded); anything else is refused."""
     with path.open("rb") as fh:
-        head = fh.read(352)
+        return sniff_head(fh.read(352), label or path.name)
+
+
+def sniff_head(head: bytes, label: str) -> str:
+    """:func:`sniff` of a file's first 352 bytes."""
     if len(head) >= 132 and head[128:132] == b"DICM":
         return DICOM
     if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):
@@ -231,7 +289,7 @@ def sniff(path: Path, label: str | None = None) -> str:
         return NIFTI
     if head.startswith(b"\x1f\x8b"):  # gzip: a .nii.gz (checked when read)
         return NIFTI
-    raise ValidationFailed(f"{label or path.name} is not DICOM (with its 'DICM' preamble), NIfTI or PNG",
+    raise ValidationFailed(f"{label} is not DICOM (with its 'DICM' preamble), NIfTI or PNG",
                            hint="Send DICOM PS3.10 files, NIfTI (.nii/.nii.gz), PNG or a zip of them.")
 
 
@@ -278,9 +336,10 @@ def _dicom_frames(ds: Any, label: str, pixel_bytes: Callable[[], int], compresse
 
 def prepare(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
     """Check (and, for raw files, clean) one input file."""
-    fmt = sniff(local.path, local.label)
+    fmt = sniff_head(local.head(352), local.label)
     if fmt == DICOM:
         return _prepare_dicom(local, pseudo)
+    local.on_disk()  # the NIfTI and PNG readers take files
     from medcycle.catalog import readers
 
     unique = local.digest or f"file:{local.path.name}"
@@ -338,15 +397,17 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
                         digest=local.digest)
     if pseudo is None:
         raise UsageError("raw DICOM needs the de-identification key", hint="Pass the platform's pseudonymizer.")
-    data = local.path.read_bytes()
-    fallback_key = hashlib.sha256(data).hexdigest()
+    data = local.read()
+
+    def fallback_key() -> str:  # keys the patient of a file without any id or UID (rare): its content digest
+        return hashlib.sha256(data).hexdigest()
+
     fast = _prepare_dicom_fast(local, pseudo, data, fallback_key)
     if fast is not None:
         return fast
-    del data
     from medcycle.catalog.deid import DeidOptions, deidentify, quiet_pydicom
 
-    ds = _dicom_read(local.path, local.label, pixels=True)
+    ds = _dicom_read(local.on_disk(), local.label, pixels=True)
     frames = _pydicom_frames(ds, local.label)
     result = deidentify(ds, pseudo, DeidOptions(), fallback_key=fallback_key)
     _refuse_burnt_in(local, result.quarantine_reason)
@@ -361,7 +422,8 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
     return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=buf.getvalue())
 
 
-def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes, fallback_key: str) -> Prepared | None:
+def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes,
+                        fallback_key: Callable[[], str]) -> Prepared | None:
     """The byte-level path of ingest (:mod:`medcycle.catalog.deid_fast`): the same de-identified bytes as the
     pydicom path without building a dataset; None where a file needs pydicom, which then judges it (and says
     why a file is refused)."""

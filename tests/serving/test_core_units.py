@@ -186,6 +186,50 @@ def test_broken_files_are_refused_with_their_name(tmp_path: Path) -> None:
         assert name in info.value.message and info.value.hint, info.value.message
 
 
+def test_small_uploads_are_cleaned_in_memory_and_large_streams_go_to_scratch(tmp_path: Path) -> None:
+    from medcycle.catalog.deid import Pseudonymizer
+    from medcycle.serving import inputs
+
+    pseudo = Pseudonymizer(b"k" * 32)
+    dicom = write_radiograph(tmp_path / "dx.dcm", size=64).read_bytes()
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64).astype(np.uint8)).save(buf, "PNG")
+    work = tmp_path / "work"
+    work.mkdir()
+    given = [Upload("dx.dcm", dicom), Upload("stream.dcm", io.BytesIO(dicom)), dicom, Upload("x.png", buf.getvalue())]
+    files = materialise(given, work, _Store(), ServingSettings())  # type: ignore[arg-type]
+    assert [f.data is not None for f in files] == [True] * 4
+    assert list(work.iterdir()) == []  # nothing written for the DICOM files
+    prepared = [prepare(f, pseudo) for f in files]
+    assert prepared[0].data == prepared[1].data == prepared[2].data  # the same clean bytes, however given
+    assert [p.format for p in prepared] == ["dicom", "dicom", "dicom", "png"]
+    assert [p.name for p in work.iterdir()] == [files[3].path.name]  # only the PNG, for its reader
+
+    # a stream longer than the in-memory bound is written to scratch as before (and still bounded)
+    big = tmp_path / "big"
+    big.mkdir()
+    small_bound = ServingSettings(max_upload_bytes=len(dicom) + 10)
+    old = inputs.IN_MEMORY
+    inputs.IN_MEMORY = 1024
+    try:
+        streamed = materialise([Upload("s.dcm", io.BytesIO(dicom))], big, _Store(), small_bound)  # type: ignore[arg-type]
+        assert streamed[0].data is None and streamed[0].path.read_bytes() == dicom
+        assert prepare(streamed[0], pseudo).data == prepared[0].data
+        too_big = tmp_path / "too-big"
+        too_big.mkdir()
+        with pytest.raises(PayloadTooLarge, match="larger than"):
+            materialise([Upload("t.dcm", io.BytesIO(dicom + b"\0" * 20))], too_big, _Store(), small_bound)  # type: ignore[arg-type]
+    finally:
+        inputs.IN_MEMORY = old
+    # a zip given in memory is written once and expanded as before
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    members = materialise([Upload("a.zip", _zip({"a/dx.dcm": dicom}))], zipped, _Store(), ServingSettings())  # type: ignore[arg-type]
+    assert len(members) == 1 and members[0].data is None and prepare(members[0], pseudo).data == prepared[0].data
+
+
 # -- output files -------------------------------------------------------------------------------------------
 def test_nifti_mask_round_trips_through_the_training_reader(tmp_path: Path) -> None:
     from medcycle.training.data import read_nifti
