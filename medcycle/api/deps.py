@@ -19,7 +19,7 @@ from medcycle.platform import Platform
 ANONYMOUS_ADMIN = Principal(name="local", role=Role.ADMIN)
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:  # on the event loop: no I/O, no thread hop
     platform: Platform = request.app.state.platform
     return platform
 
@@ -80,7 +80,8 @@ def get_principal(request: Request, platform: Annotated[Platform, Depends(get_pl
 def requires(permission: Permission) -> Any:
     """A dependency that checks ``permission`` and returns the principal."""
 
-    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        # on the event loop: a check of the principal's role, no I/O (a sync dependency is a thread hop)
         principal.require(permission)
         return principal
 
