@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 DICOM, NIFTI, PNG = "dicom", "nifti", "png"
 SUFFIX = {DICOM: ".dcm", NIFTI: ".nii.gz", PNG: ".png"}
 MiB = 1024 * 1024
-IN_MEMORY = 32 * MiB  # an upload up to this size is checked and cleaned in memory, never written to scratch
+IN_MEMORY = 32 * MiB  # an upload up to this size is held in memory: DICOM is checked and cleaned there, unwritten
 
 
 class PayloadTooLarge(UsageError):
