@@ -358,3 +358,30 @@ def test_ingest_makes_the_same_catalog_on_either_path(
             assert _differences(a, b) == [] and _differences(a.file_meta, b.file_meta) == []
     finally:
         other.close()
+
+
+def test_a_fallback_key_given_as_a_function_is_computed_only_for_a_file_without_ids(tmp_path: Path) -> None:
+    from medcycle.testing.dicom import write_radiograph
+
+    pseudo = Pseudonymizer(b"k" * 32)
+    whole = write_radiograph(tmp_path / "dx.dcm", size=32).read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(whole))
+    for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        del ds[keyword]
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    bare = buf.getvalue()
+    calls: list[int] = []
+
+    def key() -> str:
+        calls.append(1)
+        return hashlib.sha256(bare).hexdigest()
+
+    deidentify_bytes(whole, pseudo, fallback_key=key)
+    assert calls == []  # a file with its ids never needs the key
+    lazy = deidentify_bytes(bare, pseudo, fallback_key=key)
+    assert calls == [1]
+    eager = deidentify_bytes(bare, pseudo, fallback_key=hashlib.sha256(bare).hexdigest())
+    assert lazy.result.patient == eager.result.patient and lazy.data == eager.data
+    slow = deidentify(pydicom.dcmread(io.BytesIO(bare)), pseudo, fallback_key=key)  # the pydicom path alike
+    assert slow.patient == eager.result.patient and calls == [1, 1]

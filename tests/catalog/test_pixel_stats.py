@@ -155,7 +155,7 @@ def test_floats_that_are_not_small_whole_numbers_stay_floats() -> None:
 
 @pytest.mark.parametrize("shape", [(512, 512), (2048, 1536), (64, 512, 512)])
 def test_large_images_are_sampled_close_to_their_whole(shape: tuple[int, ...]) -> None:
-    """A CT-like slice, a radiograph and a volume: the statistics of the even sample sit within a few hundredths
+    """A CT-like slice, a radiograph and a volume: the statistics of the stratified sample sit within a few tenths
     of a percent of rank of the whole image's, and the mean within a hundredth of a standard deviation."""
     rng = np.random.default_rng(len(shape) * 1000 + shape[-1])
     grid = np.meshgrid(*(np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape), indexing="ij")
