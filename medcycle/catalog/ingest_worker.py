@@ -92,8 +92,10 @@ def materialise(item: InputFile) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="medcycle-ingest-"))
     try:
         target = tmp / Path(item.member).name
-        with zipfile.ZipFile(item.path) as zf, zf.open(item.member) as src, target.open("wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
+        with zipfile.ZipFile(item.path) as zf:
+            info = zf.infolist()[item.index] if item.index >= 0 else zf.getinfo(item.member)
+            with zf.open(info) as src, target.open("wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
         yield target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,7 +151,9 @@ def process_batch(ctx: WorkerContext, items: list[InputFile]) -> list[Outcome]:
     done: dict[int, Outcome] = {}
     read: dict[int, tuple[str, bytes | None]] = {}  # plain files: content key, and the bytes when small
     for i, item in enumerate(items):
-        if (big := _too_large(ctx, item)) is not None:
+        if item.problem is not None:
+            done[i] = Outcome(REJECTED, item.display, reason=item.problem)
+        elif (big := _too_large(ctx, item)) is not None:
             done[i] = big
         elif item.member is None:  # zip members are keyed once extracted (in _one)
             try:

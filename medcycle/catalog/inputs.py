@@ -28,16 +28,35 @@ class InputFile:
     size: int
     display: str  # what the user sees in the summary (their own path)
     rel: str  # path relative to the argument it came from, with '/' separators (for BIDS-style names)
+    problem: str | None = None  # why it cannot be read at all (a broken link, a pipe): rejected without opening it
+    index: int = -1  # a zip member's place in the archive's directory (two members may share a name)
 
 
 def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or Path(info.filename).name in SKIP_NAMES or info.filename.startswith("__MACOSX/"):
-                continue
-            yield InputFile(
-                str(archive), info.filename, info.file_size, f"{display_root}!{info.filename}", info.filename
-            )
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        reason = f"corrupt or truncated zip archive ({type(exc).__name__})"
+        yield InputFile(str(archive), None, 0, display_root, archive.name, reason)
+        return
+    for index, info in enumerate(infos):
+        if info.is_dir() or Path(info.filename).name in SKIP_NAMES or info.filename.startswith("__MACOSX/"):
+            continue
+        problem = None
+        if info.flag_bits & 0x1:
+            problem = "encrypted zip member: medcycle cannot read it; extract the archive and ingest the folder"
+        elif info.filename.lower().endswith(".zip"):
+            problem = "a zip archive inside a zip archive is not opened: extract the outer one and ingest the folder"
+        yield InputFile(
+            str(archive),
+            info.filename,
+            info.file_size,
+            f"{display_root}!{info.filename}",
+            info.filename,
+            problem,
+            index,
+        )
 
 
 def _dicomdir_files(dicomdir: Path) -> list[Path] | None:
@@ -117,14 +136,28 @@ def _expand_file(path: Path, root: Path, seen: set[str], real_dir: str | None = 
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.name
-    if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
-        yield from _zip_members(path, str(path))
-        return
+    if path.suffix.lower() == ".zip":
+        if zipfile.is_zipfile(path):
+            yield from _zip_members(path, str(path))
+            return
+        if path.is_file():
+            yield InputFile(str(path), None, 0, str(path), rel, "corrupt or truncated zip archive (no directory)")
+            return
     if path.name.upper() == "DICOMDIR":
         referenced = _dicomdir_files(path)
         if referenced:
             for ref in referenced:
                 yield from _expand_file(ref, path.parent, seen)
         # the index file itself is reported as skipped by the worker
-    size = st.st_size if st is not None else path.stat().st_size
-    yield InputFile(str(path), None, size, str(path), rel)
+    if st is None:
+        # A link or anything else that is not a plain file: what it points at decides. Opening a named pipe or a
+        # device would wait for a writer (or read for ever), so only plain files are read.
+        try:
+            st = path.stat()
+        except OSError:
+            yield InputFile(str(path), None, 0, str(path), rel, "a broken symbolic link (its target does not exist)")
+            return
+        if not stat.S_ISREG(st.st_mode):
+            yield InputFile(str(path), None, 0, str(path), rel, "not a regular file (a pipe, socket or device)")
+            return
+    yield InputFile(str(path), None, st.st_size, str(path), rel)

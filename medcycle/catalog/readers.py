@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 DICOM, NIFTI, PNG, JPEG, UNKNOWN = "dicom", "nifti", "png", "jpeg", "unknown"
+PNG_MODES = {"1", "L", "LA", "I", "I;16", "RGB", "RGBA"}  # kept as opened; any other mode becomes RGB
 BIDS_SUB = re.compile(r"(?:^|/)sub-([A-Za-z0-9]+)")
 BIDS_SES = re.compile(r"(?:^|/)ses-([A-Za-z0-9]+)")
 
@@ -87,7 +88,15 @@ def read_nifti(path: Path, rel: str) -> Parsed:
     import nibabel as nib
 
     try:
-        img: Any = nib.load(str(path))  # nibabel's types are loose: a Nifti1/2Image here
+        loaded = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on damaged files
+        raise Rejected(f"corrupt or truncated NIfTI ({type(exc).__name__})") from None
+    if not isinstance(loaded, nib.Nifti1Pair):  # NIfTI-1/2, single file or pair; Nifti2Image is a Nifti1Pair too
+        if isinstance(loaded, nib.Cifti2Image):
+            raise Rejected("CIFTI-2 file: surface or connectivity data, not an image volume")
+        raise Rejected(f"not a NIfTI image ({type(loaded).__name__})")
+    img: Any = loaded  # nibabel's types are loose
+    try:
         header: Any = img.header.copy()
         raw = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on damaged files
@@ -134,7 +143,7 @@ def read_raster(path: Path, rel: str, fmt: str) -> Parsed:
             pixels = img.tobytes()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise Rejected(f"corrupt or truncated {fmt.upper()} ({type(exc).__name__})") from None
-    if mode == "P":
+    if mode not in PNG_MODES:  # palettes, CMYK and YCbCr JPEGs...: as RGB, which PNG can hold
         with Image.open(path) as img:
             converted = img.convert("RGB")
             mode, pixels = converted.mode, converted.tobytes()
@@ -142,8 +151,12 @@ def read_raster(path: Path, rel: str, fmt: str) -> Parsed:
     buf = io.BytesIO()
     clean.save(buf, format="PNG", optimize=False)
     values = np.asarray(clean)
+    if mode in ("LA", "RGBA"):  # the alpha channel is not image content: statistics of the others only
+        values = values[..., 0] if mode == "LA" else values[..., :3]
     sub, ses = _bids_labels(rel)
-    bits = 16 if mode.startswith("I;16") or mode == "I" else 8
+    bits = 16 if mode.startswith("I;16") or mode == "I" else 1 if mode == "1" else 8
+    if mode == "1":
+        values = values.astype(np.uint8)  # 0 and 1, not booleans
     photometric = "RGB" if values.ndim == 3 else "MONOCHROME2"
     return Parsed(
         format=PNG,

@@ -316,3 +316,76 @@ def test_kill_during_ingest_then_rerun_completes_exactly(platform: Platform, tmp
     assert again.ingested == total - partial
     assert counts["series"] == 6 and counts["patients"] == 6
     shutil.rmtree(src)
+
+
+@pytest.mark.timeout(60)
+def test_links_pipes_and_non_image_nifti_in_a_folder_are_rejected_not_fatal(platform: Platform, tmp_path: Path) -> None:
+    """A dangling symlink, a named pipe and a CIFTI-2 file (NIfTI-2 container without an image) each get a reason;
+    before, the first stopped the ingest with an internal error, the second hung it for ever, the third asked to
+    be reported as an unexpected failure."""
+    src = tmp_path / "in"
+    write_ct_series(src / "ct", slices=2)
+    (src / "gone.dcm").symlink_to(tmp_path / "deleted.dcm")
+    os.mkfifo(src / "pipe.dcm")
+    cifti = Path(__import__("nibabel").__file__).parent / "tests" / "data" / "row_major.dconn.nii"
+    shutil.copy(cifti, src / "conn.dconn.nii")
+    summary = ingest(platform, [src], source="odd")
+    assert summary.ingested == 2
+    reasons = {Path(r["path"]).name: r["reason"] for r in summary.rejected}
+    assert set(reasons) == {"gone.dcm", "pipe.dcm", "conn.dconn.nii"}
+    assert "symbolic link" in reasons["gone.dcm"]
+    assert "not a regular file" in reasons["pipe.dcm"]
+    assert "CIFTI" in reasons["conn.dconn.nii"] and "unexpected" not in reasons["conn.dconn.nii"]
+
+
+def test_zip_archives_with_same_name_members_damage_and_encryption(platform: Platform, tmp_path: Path) -> None:
+    """Two members with one name are two files (the first was never read and the second counted twice); a damaged
+    central directory, an encrypted member and a zip inside the zip are rejected with their own reasons."""
+    src = tmp_path / "in"
+    src.mkdir()
+    first = write_ct_series(tmp_path / "a", slices=1)[0].read_bytes()
+    second = write_ct_series(tmp_path / "b", slices=1)[0].read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name: that is the point
+        with zipfile.ZipFile(src / "export.zip", "w") as zf:
+            zf.writestr("x/slice.dcm", first)
+            zf.writestr("x/slice.dcm", second)
+            zf.writestr("inner.zip", b"PK\x05\x06" + b"\0" * 18)
+    damaged = bytearray((src / "export.zip").read_bytes())
+    at = damaged.find(b"PK\x01\x02")
+    damaged[at : at + 4] = b"XXXX"
+    (src / "damaged.zip").write_bytes(bytes(damaged))
+    with zipfile.ZipFile(src / "locked.zip", "w") as zf:
+        zf.writestr("locked.dcm", first)
+    locked = bytearray((src / "locked.zip").read_bytes())
+    locked[locked.find(b"PK\x03\x04") + 6] |= 1  # the "encrypted" flag, in the local and the central header
+    locked[locked.find(b"PK\x01\x02") + 8] |= 1
+    (src / "locked.zip").write_bytes(bytes(locked))
+
+    summary = ingest(platform, [src], source="zips")
+    assert (summary.ingested, summary.duplicates) == (2, 0)
+    reasons = {r["path"].split("in/", 1)[1]: r["reason"] for r in summary.rejected}
+    assert set(reasons) == {"damaged.zip", "export.zip!inner.zip", "locked.zip!locked.dcm"}
+    assert "corrupt or truncated zip archive" in reasons["damaged.zip"]
+    assert "inside a zip archive" in reasons["export.zip!inner.zip"]
+    assert "encrypted" in reasons["locked.zip!locked.dcm"]
+
+
+def test_cmyk_jpeg_and_alpha_png(platform: Platform, tmp_path: Path) -> None:
+    """A CMYK JPEG (Adobe) was rejected as unreadable (PNG cannot hold CMYK); an alpha channel was counted as
+    pixels (an opaque grey PNG with alpha had a median of 255) and made a grey image 'RGB'."""
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    grey = Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 100).astype(np.uint8))
+    grey.convert("CMYK").save(src / "scan.jpg")
+    grey.convert("LA").save(src / "grey-alpha.png")
+    grey.convert("RGBA").save(src / "colour-alpha.png")
+    summary = ingest(platform, [src], source="raster")
+    assert summary.rejected == [] and summary.ingested == 3
+    with platform.session() as s:
+        rows = {r.bytes: r for r in s.scalars(select(InstanceRow))}
+        by_photometric = sorted((r.photometric, r.p50) for r in rows.values())
+    assert [p for p, _ in by_photometric] == ["MONOCHROME2", "RGB", "RGB"]
+    assert all(median is not None and median < 100 for _, median in by_photometric)
