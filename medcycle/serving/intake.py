@@ -38,11 +38,24 @@ def check_webhook(url: str | None) -> str | None:
     """The webhook URL if it is an absolute http(s) URL without credentials."""
     if url is None or not url.strip():
         return None
-    parsed = urlparse(url.strip())
-    if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.username or parsed.password:
-        raise UsageError(f"webhook {url[:80]!r} is not an http(s) URL",
-                         hint="Give an absolute URL such as https://ris.example.org/hooks/ai (no user:password@).")
-    return url.strip()
+    import httpx
+
+    url = url.strip()
+    problem = UsageError(f"webhook {url[:80]!r} is not an http(s) URL",
+                         hint="Give an absolute URL such as https://ris.example.org/hooks/ai (no user:password@, "
+                              "no spaces, a port from 1 to 65535).")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise problem
+    try:  # what the sender will post to must parse there too: an unparsable URL is refused now, not at delivery
+        parsed = urlparse(url)
+        port = parsed.port
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise problem from None
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.username or parsed.password \
+            or port == 0:
+        raise problem
+    return url
 
 
 def check_idempotency_key(key: str | None) -> str | None:

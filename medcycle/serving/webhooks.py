@@ -74,6 +74,9 @@ class WebhookSender:
             except MedcycleError as exc:  # backend hiccup: keep the thread alive, try again
                 log.warning("webhook sender: %s", exc.message)
                 stop.wait(1.0)
+            except Exception:  # one bad delivery must not end every later one: log it, keep the thread alive
+                log.exception("webhook sender: unexpected error")
+                stop.wait(1.0)
 
     def _backoff(self, attempts: int) -> float:
         return float(min(MAX_BACKOFF_S, self.cfg.webhook_backoff_s * 2.0 ** max(0, attempts - 1)))
@@ -100,6 +103,10 @@ class WebhookSender:
             try:
                 response = self.client.post(str(hook.payload["url"]), content=body, headers=headers)
                 ok, why = response.is_success, f"HTTP {response.status_code}"
+            except httpx.InvalidURL:  # no retry can deliver it (a URL queued before intake checked it so)
+                log.warning("webhook for job %s has a URL that cannot be requested; failed without retry", target.id)
+                jq.fail(hook, "the webhook URL cannot be requested", retry=False)
+                return
             except httpx.HTTPError as exc:
                 ok, why = False, type(exc).__name__
             if ok:

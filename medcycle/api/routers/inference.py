@@ -152,6 +152,17 @@ def _float(value: Any, name: str) -> float | None:
         raise ValidationFailed(f"{name} must be a number, not {str(value)[:20]!r}", hint=f"E.g. {name}=300.") from None
 
 
+def _priority(value: Any) -> int:
+    """The form's ``priority``: an integer from -10 to 10, as the JSON body's schema says (0 when absent)."""
+    number = _float(value, "priority")
+    if number is None:
+        return 0
+    if not number.is_integer() or not -10 <= number <= 10:  # NaN and infinities included
+        raise ValidationFailed(f"priority must be an integer from -10 to 10, not {str(value)[:20]!r}",
+                               hint="E.g. priority=5 (higher is taken first).")
+    return int(number)
+
+
 def _text(value: Any, name: str) -> str | None:
     if value is None:
         return None
@@ -170,7 +181,7 @@ def _form_fields(form: FormData) -> tuple[list[InputLike], dict[str, Any]]:
     fields = {"model": model, "params": Params.parse(_text(form.get("params"), "params")),
               "webhook": _text(form.get("webhook"), "webhook"),
               "deadline_s": _float(form.get("deadline_s"), "deadline_s"),
-              "priority": int(_float(form.get("priority"), "priority") or 0)}
+              "priority": _priority(form.get("priority"))}
     return [Upload(f.filename or f"file {i + 1}", f.file) for i, f in enumerate(files)], fields
 
 

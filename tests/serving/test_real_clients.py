@@ -1,0 +1,114 @@
+"""``/v1/jobs`` with what real clients send and the tests elsewhere did not: form fields that are not numbers,
+webhook URLs that cannot be requested, an idempotency key sent again with another request, long keys."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medcycle.platform import Platform
+from medcycle.serving.config import ServingSettings
+from medcycle.serving.webhooks import WebhookSender
+from tests.serving.core_fixtures import CLS, SrvTemplate, srv_client, srv_worker_thread
+
+
+def _dicom(path: Path) -> tuple[str, tuple[str, bytes, str]]:
+    return ("files", (path.name, path.read_bytes(), "application/dicom"))
+
+
+def test_a_form_priority_that_is_not_an_integer_in_range_is_a_422(srv_platform: Platform,
+                                                                     srv_template: SrvTemplate) -> None:
+    client = srv_client(srv_platform)
+    files = [_dicom(srv_template.radiographs[0])]
+    for value in ["nan", "inf", "-inf", "2.5", "11", "1e300"]:  # nan and inf were a 500 (int() of them)
+        r = client.post("/v1/jobs", data={"model": CLS, "priority": value}, files=files)
+        assert r.status_code == 422, (value, r.status_code, r.text)
+        error = r.json()["error"]
+        assert "priority must be an integer from -10 to 10" in error["message"] and error["hint"], error
+    assert srv_platform.jobs.stats("inference").counts == {}  # nothing was enqueued
+    r = client.post("/v1/jobs", data={"model": CLS, "priority": "-3"}, files=files)
+    assert r.status_code == 202 and r.json()["priority"] == -3, r.text
+
+
+def test_webhook_urls_that_cannot_be_requested_are_refused_at_submit(srv_platform: Platform,
+                                                                     srv_template: SrvTemplate) -> None:
+    client = srv_client(srv_platform)
+    files = [_dicom(srv_template.radiographs[0])]
+    # "http://[::1" was a 500 (urlparse raised); the others were queued and broke the sender at delivery
+    for url in ["http://[::1", "http://exa mple.org/hook", "http://127.0.0.1:99999/hook", "http://127.0.0.1:0/x",
+                "http://h.example.org/a\r\nX-Injected: 1", "http://h.example.org/\tx"]:
+        r = client.post("/v1/jobs", data={"model": CLS, "webhook": url}, files=files)
+        assert r.status_code == 400, (url, r.status_code, r.text)
+        error = r.json()["error"]
+        assert "is not an http(s) URL" in error["message"] and "https://" in error["hint"], error
+    assert srv_platform.jobs.stats("inference").counts == {}
+    ok = client.post("/v1/jobs", data={"model": CLS, "webhook": "https://ris.example.org:8443/hooks/ai?x=1"},
+                     files=files)
+    assert ok.status_code == 202, ok.text
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    calls: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        _Receiver.calls.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_webhook_url_that_cannot_be_requested_does_not_stop_the_sender(srv_platform: Platform,
+                                                                         srv_template: SrvTemplate,
+                                                                         receiver: str) -> None:
+    cfg = ServingSettings(webhook_backoff_s=0.05)
+    client = srv_client(srv_platform, cfg)
+    with srv_worker_thread(srv_platform, settings=cfg):
+        job = client.post("/v1/jobs", params={"wait": 60}, data={"model": CLS},
+                          files=[_dicom(srv_template.radiographs[0])]).json()
+    assert job["status"] == "done", job
+    # a delivery queued with a URL httpx cannot build a request for (as intake let through before), then a good one
+    jq = srv_platform.jobs
+    bad = jq.enqueue(cfg.webhook_queue, {"job": job["id"], "url": "http://h.example.org/a\r\nX: y"},
+                     idempotency_key="webhook:bad", max_attempts=cfg.webhook_attempts)
+    good = jq.enqueue(cfg.webhook_queue, {"job": job["id"], "url": receiver}, idempotency_key="webhook:good",
+                      max_attempts=cfg.webhook_attempts)
+    sender = WebhookSender(srv_platform, cfg)
+    stop = threading.Event()
+    thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        until = time.monotonic() + 15
+        while not _Receiver.calls and time.monotonic() < until:
+            time.sleep(0.05)
+        assert thread.is_alive()  # the bad URL raised httpx.InvalidURL out of the thread, ending every delivery
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        sender.close()
+    assert _Receiver.calls == ["/hook"]
+    assert jq.get(good.id).state.value == "succeeded"
+    failed = jq.get(bad.id)
+    assert failed.state.value == "failed" and "cannot be requested" in (failed.error or "")
