@@ -9,17 +9,20 @@ enqueued. The same idempotency key on the inference queue returns the first job.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from medcycle.errors import UsageError
+from medcycle.errors import UsageError, ValidationFailed
 from medcycle.jobs.base import Job
 from medcycle.serving.config import ServingSettings, load_serving_settings
-from medcycle.serving.inputs import InputLike, Prepared, cases, materialise, prepare
+from medcycle.serving.inputs import InputLike, Prepared, Upload, cases, materialise, prepare
 from medcycle.serving.schemas import Params
 from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
 from medcycle.store.base import utcnow
@@ -65,6 +68,52 @@ def check_idempotency_key(key: str | None) -> str | None:
         raise UsageError("the idempotency key must be 1-200 printable characters",
                          hint="Use a UUID per logical request, e.g. Idempotency-Key: 3f2b…")
     return key.strip()
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """An idempotency key sent again with another request (other files, model or parameters)."""
+
+    code = "idempotency_key_reused"
+
+
+def request_fingerprint(secret: str, inputs: Sequence[InputLike], model: str, params: Params) -> str | None:
+    """What makes two requests with one idempotency key the same request: the model as named, the parameters and
+    every input's bytes (or digest), in order — an HMAC under ``secret``, since the bytes are not yet
+    de-identified. ``None`` when an input is a stream that cannot be read twice (no check is then made)."""
+    mac = hmac.new(secret.encode(), f"{model.strip()}\n{params.canonical()}\n".encode(), hashlib.sha256)
+    for item in inputs:
+        data = item.data if isinstance(item, Upload) else item
+        if isinstance(data, str):
+            mac.update(b"object " + data.encode())
+        elif isinstance(data, bytes | bytearray):
+            mac.update(hashlib.sha256(data).digest())
+        else:
+            one = hashlib.sha256()
+            if isinstance(data, Path):
+                with data.open("rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        one.update(chunk)
+            else:
+                if not data.seekable():
+                    return None
+                start = data.tell()
+                while chunk := data.read(1 << 20):
+                    one.update(chunk)
+                data.seek(start)
+            mac.update(one.digest())
+        mac.update(b"\n")
+    return mac.hexdigest()
+
+
+def _same_request(job: Job, key: str, fingerprint: str | None) -> Job:
+    """``job`` (the first one sent with ``key``) if this request is that one; a key sent again with other files,
+    model or parameters is refused rather than answered with another request's job (another patient's result)."""
+    first = (job.payload or {}).get("request")
+    if fingerprint is not None and first is not None and first != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was first sent with another request (other files, model or parameters)",
+            hint="Use a new key for each new request; send the very same request again to get its first job.")
+    return job
 
 
 _MODELS_SEEN: weakref.WeakKeyDictionary[Platform, dict[str, float]] = weakref.WeakKeyDictionary()
@@ -130,10 +179,12 @@ def submit(
     key = check_idempotency_key(idempotency_key)
     if deadline_s is not None and not 0 < deadline_s <= 7 * 86_400:
         raise UsageError(f"deadline {deadline_s} s is not in (0, 7 days]", hint="Give seconds, e.g. 300.")
-    if key is not None:  # a replay finds its job without reading or storing anything again
+    fingerprint = None
+    if key is not None:  # a replay finds its job without de-identifying or storing anything again
+        fingerprint = request_fingerprint(platform.settings.secret_key.get_secret_value(), inputs, model, parsed)
         existing = _existing(platform, cfg.queue, key)
         if existing is not None:
-            return existing
+            return _same_request(existing, key, fingerprint)
     prepared = _prepare_all(platform, inputs, cfg)
     digests = []
     for item in prepared:
@@ -154,8 +205,12 @@ def submit(
         "webhook": hook,
         "source": (source or "library")[:32],
     }
+    if fingerprint is not None:
+        payload["request"] = fingerprint
     deadline = utcnow() + timedelta(seconds=deadline_s or cfg.default_deadline_s)
     job = platform.jobs.enqueue(cfg.queue, payload, priority=priority, idempotency_key=key, deadline=deadline)
+    if key is not None:  # a request with the same key may have been queued meanwhile: the first one stands
+        job = _same_request(job, key, fingerprint)
     from medcycle.objects.refs import add_refs
 
     with platform.session() as session:

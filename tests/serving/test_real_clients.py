@@ -112,3 +112,45 @@ def test_a_webhook_url_that_cannot_be_requested_does_not_stop_the_sender(srv_pla
     assert jq.get(good.id).state.value == "succeeded"
     failed = jq.get(bad.id)
     assert failed.state.value == "failed" and "cannot be requested" in (failed.error or "")
+
+
+def test_an_idempotency_key_sent_again_with_another_request_is_refused(srv_platform: Platform,
+                                                                       srv_template: SrvTemplate) -> None:
+    client = srv_client(srv_platform)
+    one, two = (_dicom(p) for p in srv_template.radiographs[:2])
+    key = {"Idempotency-Key": "study-0001"}
+    first = client.post("/v1/jobs", data={"model": CLS}, files=[one], headers=key)
+    assert first.status_code == 202, first.text
+    again = client.post("/v1/jobs", data={"model": CLS}, files=[one], headers=key)
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]  # the same request: its job
+    # another image with the same key was answered with the first job: another patient's result
+    for data, files in [({"model": CLS}, [two]), ({"model": CLS}, [one, two]),
+                        ({"model": CLS, "params": '{"threshold": 0.2}'}, [one]), ({"model": f"{CLS}@v1"}, [one])]:
+        r = client.post("/v1/jobs", data=data, files=files, headers=key)
+        assert r.status_code == 422, (data, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "idempotency_key_reused" and "another request" in error["message"], error
+        assert "new key" in error["hint"]
+    assert srv_platform.jobs.stats("inference").counts == {"queued": 1}
+    digest = srv_platform.jobs.get(first.json()["id"]).payload["inputs"][0]
+    other = srv_platform.jobs.get(client.post("/v1/jobs", data={"model": CLS}, files=[two]).json()["id"])
+    by_ref = {"model": CLS, "inputs": [{"digest": digest}]}
+    assert client.post("/v1/jobs", json=by_ref, headers={"Idempotency-Key": "ref-1"}).status_code == 202
+    assert client.post("/v1/jobs", json=by_ref, headers={"Idempotency-Key": "ref-1"}).status_code == 202
+    by_ref["inputs"] = [{"digest": other.payload["inputs"][0]}]
+    r = client.post("/v1/jobs", json=by_ref, headers={"Idempotency-Key": "ref-1"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_key_reused", r.text
+
+
+def test_an_idempotency_key_of_200_characters_is_a_key(srv_platform: Platform, srv_template: SrvTemplate) -> None:
+    client = srv_client(srv_platform)
+    files = [_dicom(srv_template.radiographs[0])]
+    key = {"Idempotency-Key": "k" * 200}  # refused with "must be 1-200 characters": the caller's name was counted
+    first = client.post("/v1/jobs", data={"model": CLS}, files=files, headers=key)
+    assert first.status_code == 202, first.text
+    again = client.post("/v1/jobs", data={"model": CLS}, files=files, headers=key)
+    assert again.json()["id"] == first.json()["id"]
+    other = client.post("/v1/jobs", data={"model": CLS}, files=files, headers={"Idempotency-Key": "k" * 199 + "j"})
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+    r = client.post("/v1/jobs", data={"model": CLS}, files=files, headers={"Idempotency-Key": "k" * 201})
+    assert r.status_code == 422 and "200 characters" in r.json()["error"]["message"], r.text

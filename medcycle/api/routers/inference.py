@@ -15,6 +15,7 @@ The route only parses and calls :func:`medcycle.serving.intake.submit`; workers 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -185,6 +186,19 @@ def _form_fields(form: FormData) -> tuple[list[InputLike], dict[str, Any]]:
     return [Upload(f.filename or f"file {i + 1}", f.file) for i, f in enumerate(files)], fields
 
 
+def _caller_key(principal: Principal, given: str | None) -> str | None:
+    """The stored key of a client's ``Idempotency-Key``: per caller, so one caller's key never finds another's
+    job. The client's key is checked on its own (1-200 printable characters); a name and key together longer than
+    that are stored as the name and the key's SHA-256."""
+    key = intake.check_idempotency_key(given) if given else None
+    if key is None:
+        return None
+    stored = f"{principal.name}:{key}"
+    if len(stored) > intake.MAX_KEY:
+        stored = f"{principal.name}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+    return stored
+
+
 async def _body(request: Request) -> bytes:
     body = b""
     async for chunk in request.stream():
@@ -265,7 +279,7 @@ async def submit_job(
                 raise UnsupportedMediaType(f"content type {ctype or 'none'!r} is not accepted",
                                            hint="Send multipart/form-data with files, or application/json with "
                                                 "object digests.")
-            key = f"{principal.name}:{idempotency_key}" if idempotency_key else None
+            key = _caller_key(principal, idempotency_key)
 
             recorded: list[str] = []
 
