@@ -122,14 +122,19 @@ def labels_import(
     json: bool = JsonOpt,
 ) -> None:
     """Import class labels as a new immutable label set and make it the dataset's current one."""
-    from medcycle.datasets.labels import import_labels
+    from medcycle.datasets.labels import decode_labels_csv, import_labels
 
     if not file.is_file():
         raise NotFound(f"{file} is not a file", hint="Pass the path of a CSV file.")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {file} ({exc.strerror or type(exc).__name__})",
+                         hint="Check the file's permissions.") from None
+    text = decode_labels_csv(data, origin=file.name)
     platform = state(ctx).platform()
     with platform.session() as session:
-        info = import_labels(session, platform.objects, name, file.read_text(encoding="utf-8-sig"),
-                             origin=file.name, **_who(ctx))
+        info = import_labels(session, platform.objects, name, text, origin=file.name, **_who(ctx))
     if json:
         emit_json(info.to_dict())
     else:

@@ -93,7 +93,25 @@ def _check_label(label: str) -> str | None:
         return f"the label is longer than {MAX_LABEL} characters"
     if any(unicodedata.category(c).startswith("C") for c in label):
         return "the label contains control characters"
+    if "|" in label:
+        return "the label contains '|', which manifest.csv uses between the labels of one item"
     return None
+
+
+def decode_labels_csv(data: bytes, *, origin: str = "the CSV file") -> str:
+    """The text of a labels CSV read as UTF-8 (a byte order mark is dropped).
+
+    Raises:
+        ValidationFailed: naming the first line that is not UTF-8.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValidationFailed(
+            f"{origin} is not UTF-8 text (line {line} holds a byte UTF-8 does not allow)",
+            hint="Save the file as UTF-8 (in Excel: 'CSV UTF-8') and import it again.",
+        ) from None
 
 
 def parse_labels_csv(text: str, *, origin: str = "the CSV file") -> tuple[LabelLevel, list[tuple[int, str, str]]]:
@@ -102,6 +120,14 @@ def parse_labels_csv(text: str, *, origin: str = "the CSV file") -> tuple[LabelL
     Raises:
         ValidationFailed: naming each bad line (1-based, as an editor shows it).
     """
+    level, pairs, errors = _parse(text, origin)
+    if errors:
+        raise _bad([e for _, e in errors], origin)
+    return level, pairs
+
+
+def _parse(text: str, origin: str) -> tuple[LabelLevel, list[tuple[int, str, str]], list[tuple[int, str]]]:
+    """The level, the good rows and the bad ones as (line, message); a bad header or no rows at all raise."""
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -112,34 +138,35 @@ def parse_labels_csv(text: str, *, origin: str = "the CSV file") -> tuple[LabelL
     target_cols = [i for i, h in enumerate(header) if h in _HEADERS]
     label_cols = [i for i, h in enumerate(header) if h in {"label", "class"}]
     if len(target_cols) != 1 or len(label_cols) != 1:
-        raise _bad([f"line 1: header {','.join(header)!r} needs one of study/series/instance and a label column"],
-                   origin)
+        wrong = f"line 1: header {','.join(header)!r} needs one of study/series/instance and a label column"
+        if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+            sep = "semicolons" if ";" in header[0] else "tabs"
+            wrong += f" (its columns are separated by {sep}: save the file with commas between columns)"
+        raise _bad([wrong], origin)
     level = _HEADERS[header[target_cols[0]]]
     t, lab = target_cols[0], label_cols[0]
     pairs: list[tuple[int, str, str]] = []
-    errors: list[str] = []
+    errors: list[tuple[int, str]] = []
     try:
         for row in reader:
             line = reader.line_num
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) <= max(t, lab):
-                errors.append(f"line {line}: expected {len(header)} columns, found {len(row)}")
+                errors.append((line, f"line {line}: expected {len(header)} columns, found {len(row)}"))
                 continue
             uid, label = row[t].strip(), row[lab].strip()
             if not uid:
-                errors.append(f"line {line}: the {level.value} uid is empty")
+                errors.append((line, f"line {line}: the {level.value} uid is empty"))
             elif problem := _check_label(label):
-                errors.append(f"line {line}: {problem}")
+                errors.append((line, f"line {line}: {problem}"))
             else:
                 pairs.append((line, uid, label))
     except csv.Error as exc:
-        errors.append(f"line {reader.line_num}: {exc}")
-    if errors:
-        raise _bad(errors, origin)
-    if not pairs:
+        errors.append((reader.line_num, f"line {reader.line_num}: {exc}"))
+    if not pairs and not errors:
         raise _bad(["the file has a header but no labels"], origin)
-    return level, pairs
+    return level, pairs, errors
 
 
 def import_labels(
@@ -152,15 +179,16 @@ def import_labels(
     """
     row = get_dataset(session, dataset)
     name = origin or "the CSV file"
-    level, rows = parse_labels_csv(text, origin=name)
+    level, rows, errors = _parse(text, name)
     uids = sorted({u for _, u, _ in rows})
     known: set[str] = set()
     column = _TABLES[level]
     for part in chunks(uids):
         known.update(session.scalars(select(column).where(column.in_(part))))
-    if len(known) != len(uids):
-        unknown = [f"line {line}: no {level.value} {u!r} in the catalog" for line, u, _ in rows if u not in known]
-        raise _bad(unknown, name)
+    if len(known) != len(uids) or errors:
+        errors += [(line, f"line {line}: no {level.value} {u!r} in the catalog") for line, u, _ in rows
+                   if u not in known]
+        raise _bad([e for _, e in sorted(errors)], name)
     unique = sorted({(u, label) for _, u, label in rows})
     classes = sorted({label for _, label in unique})
     body = canonical_json({"format": LABEL_SET_FORMAT, "level": level.value, "classes": classes,

@@ -115,3 +115,23 @@ def test_dataset_round_trip(home: Path, tmp_path: Path, capsys: pytest.CaptureFi
     code, _, err = cli(capsys, "dataset", "labels", "import", "cxr", str(bad))
     assert code == 2 and "line 2" in err
     assert "Traceback" not in err
+
+
+def test_labels_import_of_a_latin1_file_is_a_usage_error(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CSV saved as Latin-1 (Excel's default on many machines) ended in an internal error (exit 70)."""
+    assert cli(capsys, "init")[0] == 0
+    with Platform(load_settings()) as p, p.session() as s:
+        add_sources(s, 1)
+        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=1,
+                     objects=p.objects, seed=3)
+        s.flush()
+        studies = sorted(s.scalars(select(StudyRow.uid)))
+    assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_bytes(f"study,label\n{studies[0]},normal\n{studies[1]},d\xe9j\xe0 vu\n".encode("latin-1"))
+    code, _, err = cli(capsys, "dataset", "labels", "import", "cxr", str(csv_file))
+    assert code == 2, err
+    assert "labels.csv is not UTF-8 text (line 3" in err and "Save the file as UTF-8" in err
+    assert "Internal error" not in err and "Traceback" not in err

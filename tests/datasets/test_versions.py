@@ -185,3 +185,31 @@ def test_label_csv_errors_name_the_lines(platform: Platform, catalog: Catalog) -
         same = labels.import_labels(s, platform.objects, "l", f"series,label\n{series},b\n{series},a\n")
         assert same.id == one.id  # content-addressed
         assert platform.objects.exists(one.id)
+
+
+def test_label_csv_reports_format_errors_and_unknown_uids_together(platform: Platform, catalog: Catalog) -> None:
+    """Unknown uids were only reported once every other line was fixed (two rounds), unlike the documented
+    example; a '|' in a label split it in two in manifest.csv; a semicolon-separated file was refused with a
+    message that did not say why."""
+    with platform.session() as s:
+        items.create_dataset(s, "l", query="")
+        mixed = f"study,label\n{catalog.studies[0]},normal\n,normal\n2.25.42,x\n{catalog.studies[1]},a|b\n"
+        with pytest.raises(ValidationFailed) as err:
+            labels.import_labels(s, platform.objects, "l", mixed, origin="labels.csv")
+        message = err.value.message
+        assert "labels.csv has 3 bad row(s)" in message
+        assert message.index("line 3: the study uid is empty") < message.index("line 4: no study '2.25.42'")
+        assert "line 5:" in message and "'|'" in message
+        with pytest.raises(ValidationFailed) as err:
+            labels.import_labels(s, platform.objects, "l", f"study;label\n{catalog.studies[0]};normal\n")
+        assert "semicolon" in err.value.message
+
+
+def test_labels_import_of_a_file_that_is_not_utf8(catalog: Catalog) -> None:
+    from medcycle.datasets.labels import decode_labels_csv
+
+    assert decode_labels_csv("\ufeffstudy,label\n".encode(), origin="x.csv") == "study,label\n"
+    latin1 = f"study,label\n{catalog.studies[0]},normal\n{catalog.studies[1]},caf\xe9\n".encode("latin-1")
+    with pytest.raises(ValidationFailed) as err:
+        decode_labels_csv(latin1, origin="x.csv")
+    assert "line 3" in err.value.message and "UTF-8" in err.value.message
