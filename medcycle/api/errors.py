@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from medcycle.errors import MedcycleError, QueueFull
 
@@ -34,6 +35,10 @@ HTTP_CODES = {
 }
 
 
+#: A client that hung up before its request's body arrived (nginx's "client closed request"): nothing can be
+#: answered, the server did nothing wrong, so neither a 500 nor a traceback in the log.
+CLIENT_CLOSED = 499
+
 #: Refusals of a request body before it is read (too large, no length): the connection is closed after the
 #: answer, so a client streaming gigabytes stops at once instead of having them read and discarded.
 BODY_REFUSED = frozenset({411, 413})
@@ -54,6 +59,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.http_status >= 500:
             log.warning("%s %s failed: %s", request.method, route_of(request), exc.message)
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("%s %s: the client hung up before its request body arrived", request.method, route_of(request))
+        return JSONResponse(error_body("client_closed_request", "the client closed the connection mid-request",
+                                       "Send the whole request again."), status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

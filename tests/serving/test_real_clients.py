@@ -154,3 +154,48 @@ def test_an_idempotency_key_of_200_characters_is_a_key(srv_platform: Platform, s
     assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
     r = client.post("/v1/jobs", data={"model": CLS}, files=files, headers={"Idempotency-Key": "k" * 201})
     assert r.status_code == 422 and "200 characters" in r.json()["error"]["message"], r.text
+
+
+def test_a_client_that_hangs_up_mid_upload_is_not_a_500(srv_platform: Platform, srv_template: SrvTemplate,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from medcycle.api.app import create_app
+
+    app = create_app(srv_platform, web=False)  # /v1/jobs and /dicomweb included
+    dcm = srv_template.radiographs[0].read_bytes()
+    form = (b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\n' + CLS.encode() + b"\r\n--XyZ\r\n"
+            b'Content-Disposition: form-data; name="files"; filename="a.dcm"\r\nContent-Type: application/dicom\r\n\r\n'
+            + dcm + b"\r\n--XyZ--\r\n")
+    related = b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + dcm + b"\r\n--XyZ--\r\n"
+
+    async def send_half(path: str, query: bytes, ctype: bytes, body: bytes) -> list[dict[str, Any]]:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+                 "headers": [(b"host", b"testserver"), (b"content-type", ctype),
+                             (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+        incoming = [{"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
+                    {"type": "http.disconnect"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)  # ClientDisconnect escaped the app: a 500 and two tracebacks in the log
+        return sent
+
+    with caplog.at_level("INFO"):
+        for path, query, ctype, body in [
+            ("/v1/jobs", b"", b"multipart/form-data; boundary=XyZ", form),
+            ("/dicomweb/studies", f"model={CLS}".encode(), b'multipart/related; type="application/dicom"; boundary=XyZ',
+             related)]:
+            sent = asyncio.run(send_half(path, query, ctype, body))
+            starts = [m["status"] for m in sent if m["type"] == "http.response.start"]
+            assert starts == [499], (path, starts)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING") or r.exc_info], caplog.text
+    assert "hung up" in caplog.text
+    assert srv_platform.jobs.stats("inference").counts == {}
