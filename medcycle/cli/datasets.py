@@ -161,11 +161,11 @@ def freeze(
     from medcycle.datasets.splits import folds_policy, parse_stratify, ratios_policy
     from medcycle.datasets.versions import freeze as run_freeze
 
-    if split and folds:
+    if split is not None and folds is not None:
         raise UsageError("--split and --folds exclude each other", hint="Choose named splits or k folds.")
     strat = parse_stratify(stratify)
-    policy = (ratios_policy(split, stratify=strat, seed=seed) if split else
-              folds_policy(folds, stratify=strat, seed=seed) if folds else None)
+    policy = (ratios_policy(split, stratify=strat, seed=seed) if split is not None else
+              folds_policy(folds, stratify=strat, seed=seed) if folds is not None else None)
     if policy is None and (stratify or seed):
         raise UsageError("--stratify and --seed need --split or --folds", hint="Add e.g. --split train=0.8,test=0.2.")
     platform = state(ctx).platform()

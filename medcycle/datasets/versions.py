@@ -215,16 +215,16 @@ def _previous_splits(session: Session, version_id: str) -> dict[str, str]:
 
 def _check_tag(session: Session, ds: DatasetRow, tag: str, seq: int) -> None:
     """A tag is new in its dataset, well formed, not ``latest``, and ``vN`` only on the N-th version."""
+    taken = session.scalar(select(DatasetTagRow.version_id).where(
+        DatasetTagRow.dataset_id == ds.id, DatasetTagRow.tag == tag))
+    if taken is not None:  # first: a taken vN is taken, not malformed
+        raise Conflict(f"tag {tag!r} already names version {taken[:12]} of {ds.name!r}",
+                       hint="Tags never move; choose a new tag (e.g. v2, 2026-03-release).", version=taken)
     m = SEQ_RE.match(tag)
     if not TAG_RE.match(tag) or tag == "latest" or (m and int(m.group(1)) != seq):
         raise UsageError(f"{tag!r} is not a valid tag for version v{seq}",
                          hint="Use letters, digits, '.', '_' or '-' (up to 64); 'latest' is reserved and "
                          "vN may only tag the N-th version.")
-    taken = session.scalar(select(DatasetTagRow.version_id).where(
-        DatasetTagRow.dataset_id == ds.id, DatasetTagRow.tag == tag))
-    if taken is not None:
-        raise Conflict(f"tag {tag!r} already names version {taken[:12]} of {ds.name!r}",
-                       hint="Tags never move; choose a new tag (e.g. v2, 2026-03-release).", version=taken)
 
 
 def tag_version(session: Session, ref: str, tag: str, *, actor: str = "system", via: str = "library") -> VersionInfo:
@@ -288,6 +288,11 @@ def _freeze(
     leakage = check_leakage(manifest.items)
     warnings = [] if leakage.ok else [
         f"leakage: {len(leakage.patients)} patient(s) and {len(leakage.images)} image(s) in several splits"]
+    used = {item.split for item in manifest.items}
+    if empty := [n for n in policy.names if n not in used]:
+        patients = len({item.patient for item in manifest.items})
+        warnings.append(f"empty split(s): {', '.join(empty)} ({patients} patient(s) for {len(policy.names)} "
+                        "splits); add data or use fewer splits")
     body, version_id = manifest.encoded()  # the one serialisation of the manifest: its bytes and their digest
     existing = session.get(DatasetVersionRow, version_id)
     if existing is not None:

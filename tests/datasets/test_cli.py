@@ -135,3 +135,20 @@ def test_labels_import_of_a_latin1_file_is_a_usage_error(
     assert code == 2, err
     assert "labels.csv is not UTF-8 text (line 3" in err and "Save the file as UTF-8" in err
     assert "Internal error" not in err and "Traceback" not in err
+
+
+def test_freeze_with_zero_folds_or_an_empty_split_is_refused(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--folds 0` and `--split ''` were read as 'not given': the version was frozen without a split (or the
+    previous one's) and the option silently ignored."""
+    assert cli(capsys, "init")[0] == 0
+    with Platform(load_settings()) as p, p.session() as s:
+        add_sources(s, 1)
+        make_catalog(s, sources=1, patients=4, studies_per_patient=1, series_per_study=1, instances_per_series=1,
+                     objects=p.objects, seed=3)
+    assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
+    code, _, err = cli(capsys, "dataset", "freeze", "cxr", "--folds", "0")
+    assert code == 2 and "0 folds is not possible" in err
+    code, _, err = cli(capsys, "dataset", "freeze", "cxr", "--split", "")
+    assert code == 2 and "Hint:" in err
+    code, out, _ = cli(capsys, "dataset", "log", "cxr", "--json")
+    assert code == 0 and json.loads(out) == []

@@ -213,3 +213,17 @@ def test_labels_import_of_a_file_that_is_not_utf8(catalog: Catalog) -> None:
     with pytest.raises(ValidationFailed) as err:
         decode_labels_csv(latin1, origin="x.csv")
     assert "line 3" in err.value.message and "UTF-8" in err.value.message
+
+
+def test_a_taken_vn_tag_is_named_as_taken_and_empty_splits_are_warned(platform: Platform, catalog: Catalog) -> None:
+    """Re-running `freeze --tag v1` said "'v1' is not a valid tag for version v2" (no v2 was being made) instead
+    of naming the version that has the tag; splits left empty on a tiny dataset passed without a word."""
+    with platform.session() as s:
+        items.create_dataset(s, "tiny", uids=[catalog.studies[0]])
+        first = versions.freeze(s, platform.objects, "tiny", tag="v1",
+                                policy=ratios_policy("train=0.7,val=0.15,test=0.15"))
+        assert first.version.split_counts.keys() == {"train"}
+        assert any("val, test" in w and "empty" in w for w in first.warnings), first.warnings
+        with pytest.raises(Conflict) as err:
+            versions.freeze(s, platform.objects, "tiny", tag="v1")
+        assert f"already names version {first.version.id[:12]}" in err.value.message
