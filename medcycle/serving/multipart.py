@@ -75,7 +75,7 @@ async def read_related(
         PayloadTooLarge: a part over ``max_part_bytes``, more than ``max_parts`` parts, or a body over
             ``max_total_bytes`` (checked as the bytes arrive: a body without Content-Length is bounded too).
     """
-    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.exceptions import FormParserError, MultipartParseError
     from python_multipart.multipart import MultipartParser
 
     media, params = parse_content_type(content_type)
@@ -92,7 +92,11 @@ async def read_related(
         raise UsageError("the multipart/related Content-Type has no boundary",
                          hint="Add boundary=… to the Content-Type header.")
     collector = _Collector(max_part_bytes, max_parts)
-    parser = MultipartParser(boundary, collector.callbacks())
+    try:
+        parser = MultipartParser(boundary, collector.callbacks())
+    except FormParserError as exc:  # a boundary the parser cannot take (over 256 characters; RFC 2046 allows 70)
+        raise UsageError(f"the multipart/related boundary cannot be used: {exc}",
+                         hint="Use a boundary of 1 to 70 characters (RFC 2046), e.g. a UUID.") from None
     received = 0
     try:
         async for chunk in chunks:

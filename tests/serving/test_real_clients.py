@@ -199,3 +199,21 @@ def test_a_client_that_hangs_up_mid_upload_is_not_a_500(srv_platform: Platform, 
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING") or r.exc_info], caplog.text
     assert "hung up" in caplog.text
     assert srv_platform.jobs.stats("inference").counts == {}
+
+
+def test_stow_with_a_boundary_the_parser_cannot_take_is_a_400(srv_platform: Platform,
+                                                              srv_template: SrvTemplate) -> None:
+    client = srv_client(srv_platform)
+    boundary = "b" * 300  # was a 500: python-multipart refuses boundaries over 256 characters when it is made
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + srv_template.radiographs[0].read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+    r = client.post("/dicomweb/studies", params={"model": CLS}, content=body,
+                    headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert "boundary" in error["message"] and "70 characters" in error["hint"], error
+    assert srv_platform.jobs.stats("inference").counts == {}
+    ok = body.replace(boundary.encode(), b"b" * 70)
+    r = client.post("/dicomweb/studies", params={"model": CLS}, content=ok,
+                    headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={"b" * 70}'})
+    assert r.status_code == 200, r.text
