@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import shutil
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -262,7 +264,8 @@ def _unzip(archive: Path, folder: Path, label: str, limits: ServingSettings) -> 
                             raise PayloadTooLarge(f"{label}: {base} expands more than {limits.zip_max_ratio:g}×",
                                                   hint="Such compression ratios are refused (zip bomb).")
                         out.write(chunk)
-            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
+                # a damaged compressed stream raises its codec's own error (zlib.error is no OSError)
                 raise ValidationFailed(f"{label}: {base} cannot be extracted ({type(exc).__name__})",
                                        hint="Send a complete, unencrypted zip (deflate or stored).") from None
             total += size

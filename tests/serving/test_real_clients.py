@@ -217,3 +217,26 @@ def test_stow_with_a_boundary_the_parser_cannot_take_is_a_400(srv_platform: Plat
     r = client.post("/dicomweb/studies", params={"model": CLS}, content=ok,
                     headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={"b" * 70}'})
     assert r.status_code == 200, r.text
+
+
+def test_a_zip_member_with_a_damaged_compressed_stream_is_a_422(srv_platform: Platform,
+                                                                srv_template: SrvTemplate) -> None:
+    import io
+    import zipfile
+
+    client = srv_client(srv_platform)
+    dcm = srv_template.radiographs[0].read_bytes()
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as zf:
+            zf.writestr("study/image.dcm", dcm)
+        damaged = bytearray(buf.getvalue())
+        start = damaged.index(b"study/image.dcm") + len("study/image.dcm") + 64  # inside the member's data
+        for k in range(start, start + 256):
+            damaged[k] ^= 0x5A
+        r = client.post("/v1/jobs", data={"model": CLS},
+                        files=[("files", ("study.zip", bytes(damaged), "application/zip"))])
+        assert r.status_code == 422, (method, r.status_code, r.text)  # deflate was a 500 (zlib.error)
+        error = r.json()["error"]
+        assert "study.zip: image.dcm cannot be extracted" in error["message"] and error["hint"], error
+    assert srv_platform.jobs.stats("inference").counts == {}
