@@ -343,7 +343,7 @@ def _progress() -> Progress:
 def pull(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME@TAG (or NAME for the latest version).")],
-    to: Annotated[Path, typer.Option("--to", help="Folder to materialise the version in.")],
+    to: Annotated[str, typer.Option("--to", help="Folder to materialise the version in.")],
     split: Annotated[str | None, typer.Option("--split", help="Only this split.")] = None,
     query: Annotated[str | None, QueryOpt] = None,
     jobs: Annotated[int | None, JobsOpt] = None,
@@ -353,14 +353,18 @@ def pull(
     """Materialise a version (or a subset) under DIR: verified, parallel, resumable, hard-linked from the cache."""
     from medcycle.datasets.transfer import pull as run_pull
 
+    if not to.strip():  # Path("") is the current folder: an unset variable would fill it
+        raise UsageError("--to is empty", hint="Name the folder to pull into, e.g. --to ./data/NAME (or --to . "
+                         "for the current folder).")
+    dest = Path(to)
     platform = state(ctx).platform()
     kwargs: dict[str, Any] = {"split": split, "query": query, "workers": jobs, "verify": verify, **_who(ctx)}
     if json:
-        report = run_pull(platform, ref, to, **kwargs)
+        report = run_pull(platform, ref, dest, **kwargs)
         emit_json(report.to_dict())
         return
     with _progress() as bar:
-        report = run_pull(platform, ref, to, progress=_Bars(bar), **kwargs)
+        report = run_pull(platform, ref, dest, progress=_Bars(bar), **kwargs)
     console().print(
         f"pulled {report.items} images ({human_bytes(report.bytes_total)}) of {report.dataset} "
         f"{report.version[:12]} to {report.dest} in {report.seconds:.1f} s: fetched {report.fetched_objects} "

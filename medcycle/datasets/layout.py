@@ -35,7 +35,7 @@ from typing import Any
 
 from medcycle.datasets.manifest import ManifestItem
 from medcycle.datasets.splits import UNSPLIT
-from medcycle.errors import IntegrityError, UsageError
+from medcycle.errors import IntegrityError, NotFound, UsageError
 from medcycle.objects.base import CHUNK, MAP_FROM, read_buffer
 
 PULL_FORMAT = "medcycle.pull/1"
@@ -91,6 +91,15 @@ def hash_fd(fd: int) -> str:
         h.update(buf[:n])
         offset += n
     return h.hexdigest()
+
+
+def missing(digest: str, where: str) -> NotFound:
+    return NotFound(
+        f"object {digest} is missing from {where}",
+        hint="Restore it from a replica or backup (`medcycle store fsck` lists every missing object), or push it "
+        "from a machine that pulled this version (`medcycle dataset push`).",
+        digest=digest,
+    )
 
 
 def corrupt(digest: str, where: str) -> IntegrityError:
@@ -264,7 +273,11 @@ def is_empty(folder: Path) -> bool:
 def check_dest(dest: Path) -> Path:
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", hint="Pull into a new or existing folder.")
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot make the folder {dest} ({exc.strerror or type(exc).__name__})",
+                         hint="Pull into a folder you can write to.") from None
     return dest
 
 

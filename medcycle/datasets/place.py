@@ -61,11 +61,21 @@ def place_all(
 
     def place(pair: tuple[str, ManifestItem]) -> layout.Placed:
         rel, item = pair
-        return layout.place(files[item.digest], f"{root}/{rel}", item, verify_source=verify_source and recheck,
-                            recheck=recheck, absent=fresh)
+        src = files[item.digest]
+        try:
+            return layout.place(src, f"{root}/{rel}", item, verify_source=verify_source and recheck,
+                                recheck=recheck, absent=fresh)
+        except FileNotFoundError as exc:
+            if exc.filename != src:
+                raise
+            raise layout.missing(item.digest, f"the object store ({src})") from None
 
     def check(digest: str) -> None:
-        if layout.hash_file(files[digest]) != digest:
+        try:
+            intact = layout.hash_file(files[digest]) == digest
+        except FileNotFoundError:
+            raise layout.missing(digest, f"the object store ({files[digest]})") from None
+        if not intact:
             raise layout.corrupt(digest, f"the object store ({files[digest]})")
 
     try:

@@ -152,3 +152,21 @@ def test_freeze_with_zero_folds_or_an_empty_split_is_refused(home: Path, capsys:
     assert code == 2 and "Hint:" in err
     code, out, _ = cli(capsys, "dataset", "log", "cxr", "--json")
     assert code == 0 and json.loads(out) == []
+
+
+def test_pull_to_an_empty_path_is_refused(home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--to ""` (an unset variable in a script) pulled the whole version into the current folder."""
+    assert cli(capsys, "init")[0] == 0
+    with Platform(load_settings()) as p, p.session() as s:
+        add_sources(s, 1)
+        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=1,
+                     objects=p.objects, seed=3)
+    assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
+    assert cli(capsys, "dataset", "freeze", "cxr")[0] == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, _, err = cli(capsys, "dataset", "pull", "cxr", "--to", "")
+    assert code == 2 and "--to" in err and "Hint:" in err
+    assert list(work.iterdir()) == []

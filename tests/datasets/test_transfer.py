@@ -185,3 +185,32 @@ def test_pull_copies_across_file_systems(platform: Platform, frozen: str, tmp_pa
         assert path.stat().st_ino != store.path_for(item["digest"]).stat().st_ino
     again = transfer.pull(platform, frozen, tmp_path / "c", split="val")  # copies are checked by content
     assert again.unchanged == report.items and again.copied == 0
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_an_object_missing_from_the_store_is_named(
+    platform: Platform, frozen: str, tmp_path: Path, remote: bool
+) -> None:
+    """An object deleted from a local store ended the pull in an internal error (FileNotFoundError, exit 70)."""
+    from medcycle.errors import NotFound
+
+    with platform.session() as s:
+        version_id = versions.resolve(s, frozen).id
+    victim = sorted({i.digest for i in versions.load_manifest(platform.objects, version_id).items})[5]
+    store = platform.objects
+    assert isinstance(store, LocalObjectStore)
+    store.path_for(victim).unlink()
+    if remote:
+        use_remote(platform)
+    for verify in (False, True):
+        with pytest.raises(NotFound) as err:
+            transfer.pull(platform, frozen, tmp_path / f"out-{verify}", verify=verify)
+        assert victim in err.value.message and "fsck" in (err.value.hint or "")
+
+
+def test_pull_into_a_folder_that_cannot_be_made(platform: Platform, frozen: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError) as err:
+        transfer.pull(platform, frozen, blocker / "below")
+    assert "cannot make the folder" in err.value.message
