@@ -12,7 +12,7 @@ from medcycle.catalog.tables import SourceRow
 from medcycle.errors import Conflict, NotFound, UsageError
 from medcycle.store.base import new_id, utcnow
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 def check_source_name(name: str) -> str:

@@ -22,7 +22,7 @@ from medcycle.datasets.tables import DatasetItemRow, DatasetRow, DatasetVersionR
 from medcycle.errors import Conflict, NotFound, UsageError
 from medcycle.store.base import new_id, utcnow
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 BATCH = 500  # values per IN (...) clause
 T = TypeVar("T")
 

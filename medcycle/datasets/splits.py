@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from medcycle.errors import UsageError
 
-SPLIT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+SPLIT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
 UNLABELED = "(unlabeled)"
 UNSPLIT = "unsplit"  # the folder name pull uses for items of a version without a split
 

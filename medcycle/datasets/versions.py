@@ -38,9 +38,9 @@ from medcycle.objects.base import ObjectStore
 from medcycle.objects.tables import ObjectRefRow
 from medcycle.store.base import utcnow
 
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SEQ_RE = re.compile(r"^v(\d+)$")
-HEX_RE = re.compile(r"^[0-9a-f]{4,64}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+SEQ_RE = re.compile(r"^v(\d+)\Z")
+HEX_RE = re.compile(r"^[0-9a-f]{4,64}\Z")
 OWNER_KIND = "dataset_version"
 
 

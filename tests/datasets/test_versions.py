@@ -227,3 +227,24 @@ def test_a_taken_vn_tag_is_named_as_taken_and_empty_splits_are_warned(platform: 
         with pytest.raises(Conflict) as err:
             versions.freeze(s, platform.objects, "tiny", tag="v1")
         assert f"already names version {first.version.id[:12]}" in err.value.message
+
+
+def test_names_tags_and_split_names_with_a_trailing_newline_are_refused(platform: Platform, catalog: Catalog) -> None:
+    """The name patterns ended in '$', which also matches before a final newline: a dataset 'cxr\\n', a tag
+    'v1.0\\n', a split 'test\\n' and a source 'clinic\\n' were accepted, and could hardly be named again."""
+    from medcycle.catalog.sources import check_source_name
+
+    with pytest.raises(UsageError):
+        check_source_name("clinic\n")
+    with pytest.raises(UsageError):
+        ratios_policy({"train": 0.5, "test\n": 0.5})
+    with platform.session() as s:
+        with pytest.raises(UsageError):
+            items.create_dataset(s, "cxr\n", query="")
+        items.create_dataset(s, "cxr", query="")
+        with pytest.raises(UsageError):
+            versions.freeze(s, platform.objects, "cxr", tag="v1.0\n")
+        versions.freeze(s, platform.objects, "cxr", tag="v1.0")
+        for ref in ("cxr@v1\n", "cxr@v1.0\n"):
+            with pytest.raises(NotFound):
+                versions.resolve(s, ref)
