@@ -5,6 +5,7 @@ Each command parses its input, calls one function of :mod:`medcycle.datasets` an
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -311,10 +312,22 @@ def card(
     with platform.session() as session:
         text = cards.render(cards.version_card(session, resolve(session, ref), live=not frozen), fmt)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        _write_whole(output, text.encode("utf-8"))
         console().print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file beside it: the file is whole or as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path} ({exc.strerror or type(exc).__name__})",
+                         hint="Write into an existing folder you can write to.") from None
 
 
 class _Bars:

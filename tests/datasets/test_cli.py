@@ -170,3 +170,22 @@ def test_pull_to_an_empty_path_is_refused(home: Path, capsys: pytest.CaptureFixt
     code, _, err = cli(capsys, "dataset", "pull", "cxr", "--to", "")
     assert code == 2 and "--to" in err and "Hint:" in err
     assert list(work.iterdir()) == []
+
+
+def test_card_output_to_a_place_that_cannot_be_written(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`card -o` into a missing or unwritable folder ended in an internal error (exit 70)."""
+    assert cli(capsys, "init")[0] == 0
+    with Platform(load_settings()) as p, p.session() as s:
+        add_sources(s, 1)
+        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=1,
+                     objects=p.objects, seed=3)
+    assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
+    assert cli(capsys, "dataset", "freeze", "cxr")[0] == 0
+    code, _, err = cli(capsys, "dataset", "card", "cxr", "-o", str(tmp_path / "no" / "such" / "card.md"))
+    assert code == 2 and "cannot write" in err and "Hint:" in err
+    good = tmp_path / "card.html"
+    code, _, _ = cli(capsys, "dataset", "card", "cxr", "--format", "html", "-o", str(good))
+    assert code == 0 and good.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
