@@ -20,6 +20,7 @@ MAX_LENGTH = 65_536  # characters in one query
 MAX_DEPTH = 64  # nesting of parentheses and "not"
 MAX_LIMIT = 100_000  # rows in one page of results
 MAX_LIST = 10_000  # values in one "in [...]" list
+MAX_CONDITIONS = 256  # conditions in one query: SQLite refuses expressions nested deeper than 1,000 (about 490 here)
 AnySelect = Select[*tuple[Any, ...]]
 
 

@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 
 from medcycle.catalog.fields import (  # re-exported: the query API in one place
     FIELDS,
+    MAX_CONDITIONS,
     MAX_DEPTH,
     MAX_LENGTH,
     MAX_LIMIT,
@@ -82,7 +83,8 @@ from medcycle.catalog.tables import InstanceRow, PatientRow, RollupCellRow, Seri
 from medcycle.errors import UsageError
 
 __all__ = [
-    "FIELDS", "MAX_DEPTH", "MAX_LENGTH", "MAX_LIMIT", "MAX_LIST", "And", "AnySelect", "Compare", "Contains",
+    "FIELDS", "MAX_CONDITIONS", "MAX_DEPTH", "MAX_LENGTH", "MAX_LIMIT", "MAX_LIST", "And", "AnySelect", "Compare",
+    "Contains",
     "Everything", "Expr", "Field", "FieldType", "InList", "IsNull", "Level", "Not", "Or", "QueryResult", "Value",
     "compile_query", "count", "fields_used", "instance_free", "parse", "run_query", "select_in_uid_order",
     "select_instances", "select_matching", "select_series_matching", "tokenize", "unparse",

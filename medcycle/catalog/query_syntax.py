@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from medcycle.catalog.fields import FIELDS, MAX_DEPTH, MAX_LENGTH, MAX_LIST, Field, FieldType
+from medcycle.catalog.fields import FIELDS, MAX_CONDITIONS, MAX_DEPTH, MAX_LENGTH, MAX_LIST, Field, FieldType
 from medcycle.errors import UsageError
 
 # -- syntax tree ------------------------------------------------------------------------------------
@@ -181,6 +181,7 @@ class _Parser:
         self.tokens = tokenize(text)
         self.pos = 0
         self.depth = 0
+        self.conditions = 0
 
     @property
     def tok(self) -> Token:
@@ -247,6 +248,10 @@ class _Parser:
 
     def predicate(self) -> Expr:
         tok = self.tok
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise _error(f"more than {MAX_CONDITIONS} conditions", tok.column,
+                         'Put the values of one field in a list: modality in ["CT", "MR"].')
         if tok.kind != "ident":
             hint = None
             if tok.kind in ("string", "number") or tok.text in ("true", "false", "null"):

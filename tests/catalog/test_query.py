@@ -501,3 +501,24 @@ def test_series_level_filters_are_counted_from_the_series(
         assert count(s, expr, include_quarantined=True) == len(expected_uids(rows, expr, include_quarantined=True))
         with pytest.raises(UsageError, match="instance fields"):
             q.select_series_matching("rows > 1", func.count())
+
+
+def test_many_conditions_are_a_query_error_not_a_database_failure(platform: Platform) -> None:
+    """About 500 conditions (`a or b or …`, well under the length limit) made SQLite fail with "Expression tree
+    is too large", reported as 'the metadata store failed … run medcycle doctor'. The parser now caps the
+    conditions below what SQLite and PostgreSQL take, with a hint; as many as the cap allows still run."""
+    from medcycle.catalog.summary import summarize
+
+    with platform.session() as s:
+        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=2,
+                     seed=3)
+    most = " or ".join(['modality == "CT"'] * q.MAX_CONDITIONS)
+    rows = " and ".join(["rows > 1"] * q.MAX_CONDITIONS)
+    with platform.session() as s:
+        assert run_query(s, most).total >= 0
+        assert run_query(s, rows).total >= 0
+        summarize(s, rows)
+    err = error_of(" or ".join(['modality == "CT"'] * (q.MAX_CONDITIONS + 1)))
+    assert f"more than {q.MAX_CONDITIONS} conditions" in err.message and "in [" in (err.hint or "")
+    err = error_of(" and ".join(["rows > 1"] * 500))
+    assert "conditions" in err.message
