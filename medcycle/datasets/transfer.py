@@ -44,7 +44,7 @@ from medcycle.datasets.render import CATALOG_FIELDS, catalog_fields, select_item
 from medcycle.datasets.report import Progress, PullReport, PushReport, StatusReport, TransferEvent
 from medcycle.datasets.tables import DatasetRow, DatasetVersionItemRow, LabelSetRow
 from medcycle.datasets.versions import resolve, version_info
-from medcycle.errors import MedcycleError, NotFound
+from medcycle.errors import MedcycleError, NotFound, UsageError
 from medcycle.objects.base import ObjectStore
 from medcycle.platform import Platform
 
@@ -225,6 +225,8 @@ def status(
     with platform.session() as session:
         report.items = int(version_info(session, resolve(session, ref)).n_items)
     if to is not None:
+        if Path(to).exists() and not Path(to).is_dir():
+            raise UsageError(f"{to} exists and is not a folder", hint="Give the folder the version was pulled into.")
         manifest, _ = load_manifest(platform.objects, local, is_store, version_id)
         wanted = {rel: item for rel, item in ((layout.relative_path(i), i) for i in manifest.items)}
         if (Path(to) / layout.MANIFEST_JSON).exists():

@@ -214,3 +214,13 @@ def test_pull_into_a_folder_that_cannot_be_made(platform: Platform, frozen: str,
     with pytest.raises(UsageError) as err:
         transfer.pull(platform, frozen, blocker / "below")
     assert "cannot make the folder" in err.value.message
+
+
+def test_status_of_a_folder_that_is_a_file(platform: Platform, frozen: str, tmp_path: Path) -> None:
+    """`status --to FILE` ended in an internal error (NotADirectoryError); pull refused the same path clearly."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError) as err:
+        transfer.status(platform, frozen, to=blocker)
+    assert "not a folder" in err.value.message
+    assert transfer.status(platform, frozen, to=tmp_path / "absent").folder["present"] == 0
