@@ -229,6 +229,25 @@ def write_worker_status(folder: Path, name: str, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def serve(worker: ServingWorker, stop: threading.Event, *, webhooks: bool = True) -> None:
+    """Run ``worker`` until ``stop``, with the webhook sender in a thread beside it (as ``medcycle serve-worker``
+    runs one): a deployed worker is what delivers the webhooks of the jobs it finishes."""
+    from medcycle.serving.webhooks import WebhookSender
+
+    sender = WebhookSender(worker.platform, worker.cfg) if webhooks else None
+    thread = None
+    if sender is not None:
+        thread = threading.Thread(target=sender.run, args=(stop,), daemon=True, name="medcycle-webhooks")
+        thread.start()
+    try:
+        worker.run(stop)
+    finally:
+        stop.set()
+        if thread is not None and sender is not None:
+            thread.join(timeout=5)
+            sender.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     from medcycle.platform import Platform
     from medcycle.serving import cpu
@@ -239,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="worker name (default: host:pid)")
     parser.add_argument("--local-workers", type=int, default=1,
                         help="workers sharing this machine's cores (the supervisor passes its count; a pod runs one)")
+    parser.add_argument("--no-webhooks", action="store_true",
+                        help="do not deliver webhooks from this worker (another process does)")
     args = parser.parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
@@ -268,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         write_worker_status(folder, name, {"generation": args.generation, "state": "ready", "versions": versions})
         log.info("worker %s ready (generation %d): %s", name, args.generation, versions)
         try:
-            worker.run(stop)
+            serve(worker, stop, webhooks=not args.no_webhooks)
         finally:
             worker.drain_shadow(5.0)
             worker.close()

@@ -240,3 +240,31 @@ def test_a_zip_member_with_a_damaged_compressed_stream_is_a_422(srv_platform: Pl
         error = r.json()["error"]
         assert "study.zip: image.dcm cannot be extracted" in error["message"] and error["hint"], error
     assert srv_platform.jobs.stats("inference").counts == {}
+
+
+def test_a_deployed_worker_delivers_webhooks(srv_platform: Platform, srv_template: SrvTemplate,
+                                             receiver: str) -> None:
+    from medcycle.serving import routing
+    from medcycle.serving.deploy import DeploymentSpec
+
+    cfg = ServingSettings(webhook_backoff_s=0.05)
+    client = srv_client(srv_platform, cfg)
+    job = client.post("/v1/jobs", data={"model": CLS, "webhook": receiver},
+                      files=[_dicom(srv_template.radiographs[0])]).json()
+    # what `python -m medcycle.serving.routing` (medcycle deploy, the worker image) runs: it had no webhook
+    # sender, so every webhook of a deployed service stayed queued, never sent
+    worker = routing.DeployedWorker(srv_platform, DeploymentSpec(model=f"{CLS}@production"), settings=cfg,
+                                    idle_wait_ms=50)
+    stop = threading.Event()
+    thread = threading.Thread(target=routing.serve, args=(worker, stop), daemon=True)
+    thread.start()
+    try:
+        until = time.monotonic() + 60
+        while not _Receiver.calls and time.monotonic() < until:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        worker.close()
+    assert _Receiver.calls == ["/hook"], _Receiver.calls
+    assert srv_platform.jobs.get(job["id"]).state.value == "succeeded"
