@@ -268,3 +268,22 @@ def test_a_deployed_worker_delivers_webhooks(srv_platform: Platform, srv_templat
         worker.close()
     assert _Receiver.calls == ["/hook"], _Receiver.calls
     assert srv_platform.jobs.get(job["id"]).state.value == "succeeded"
+
+
+def test_form_limits_are_answered_with_what_to_do(srv_platform: Platform, srv_template: SrvTemplate) -> None:
+    client = srv_client(srv_platform, ServingSettings(max_files=3))
+    dcm = ("a.dcm", srv_template.radiographs[0].read_bytes(), "application/dicom")
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        # were 400s with Starlette's words and no hint; too many files is a 413 as for a zip or STOW-RS
+        ({"data": {"model": CLS}, "files": [("files", dcm)] * 4}, 413, "more than 3 files"),
+        ({"data": {"model": CLS, **{f"x{i}": "1" for i in range(40)}}, "files": [("files", dcm)]}, 400,
+         "more than 32 fields"),
+        ({"data": {"model": CLS, "params": "x" * 70_000}, "files": [("files", dcm)]}, 400, "larger than 64 KiB"),
+        ({"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 400, "malformed"),
+    ]
+    for kwargs, status, words in cases:
+        r = client.post("/v1/jobs", **kwargs)
+        assert r.status_code == status, (words, r.status_code, r.text)
+        error = r.json()["error"]
+        assert words in error["message"] and error["hint"], (words, error)
+    assert srv_platform.jobs.stats("inference").counts == {}

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medcycle.api.admission import Admission
 from medcycle.api.deps import PlatformDep, requires
@@ -186,6 +187,32 @@ def _form_fields(form: FormData) -> tuple[list[InputLike], dict[str, Any]]:
     return [Upload(f.filename or f"file {i + 1}", f.file) for i, f in enumerate(files)], fields
 
 
+MAX_FIELDS = 32
+MAX_FIELD_BYTES = 64 * 1024
+
+
+async def _form(request: Request, cfg: ServingSettings) -> FormData:
+    """The multipart form, its parser's refusals (plain 400s without a hint) said as the API says them."""
+    try:
+        return await request.form(max_files=cfg.max_files, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    except StarletteHTTPException as exc:
+        detail = str(exc.detail)
+        if detail.startswith("Too many files"):
+            raise PayloadTooLarge(f"the request holds more than {cfg.max_files} files",
+                                  hint="Split it into several requests, send a zip, or raise serving max_files."
+                                  ) from None
+        if detail.startswith("Too many fields"):
+            raise UsageError(f"the form has more than {MAX_FIELDS} fields",
+                             hint="Send model, files and the optional params, webhook, deadline_s, priority only."
+                             ) from None
+        if detail.startswith("Part exceeded maximum size"):
+            raise UsageError(f"a form field is larger than {MAX_FIELD_BYTES // 1024} KiB",
+                             hint="Send images as file parts (with a filename); text fields stay small.") from None
+        raise UsageError(f"the multipart body is malformed: {detail}",
+                         hint="Send multipart/form-data as an HTTP client builds it (a boundary, each part with "
+                              "its Content-Disposition).") from None
+
+
 def _caller_key(principal: Principal, given: str | None) -> str | None:
     """The stored key of a client's ``Idempotency-Key``: per caller, so one caller's key never finds another's
     job. The client's key is checked on its own (1-200 printable characters); a name and key together longer than
@@ -271,7 +298,7 @@ async def submit_job(
                     raise LengthRequired("an upload needs a Content-Length header",
                                          hint="Send the files as one multipart request with its length (every HTTP "
                                               "client does unless streaming).")
-                form = await request.form(max_files=cfg.max_files, max_fields=32, max_part_size=64 * 1024)
+                form = await _form(request, cfg)
                 inputs, fields = _form_fields(form)
             elif ctype == "application/json":
                 inputs, fields = _json_fields(await _body(request))
