@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medcycle.cli.context import state
-from medcycle.cli.output import JsonOpt, console, emit_json, human_bytes, table
+from medcycle.cli.output import JsonOpt, console, emit_json, human_bytes
+from medcycle.cli.output import table as rich_table
 
 app = typer.Typer(no_args_is_help=True)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table whose cells are shown as they are: values from files, paths and users' text may hold '[...]',
+    which Rich would otherwise read as markup (dropped, restyled, or a MarkupError for a stray '[/x]')."""
+    rich_table(title, columns, ([escape(v) if isinstance(v, str) else v for v in row] for row in rows))
 
 
 @app.command("ingest")

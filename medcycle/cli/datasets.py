@@ -22,7 +22,8 @@ from rich.progress import (
 )
 
 from medcycle.cli.context import state
-from medcycle.cli.output import JsonOpt, console, emit_json, err_console, human_bytes, table
+from medcycle.cli.data import table  # cells shown as text, never as Rich markup
+from medcycle.cli.output import JsonOpt, console, emit_json, err_console, human_bytes
 from medcycle.errors import NotFound, UsageError
 
 app = typer.Typer(no_args_is_help=True, help="Versioned datasets: items, labels, splits, versions, cards, pull/push.")
