@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -141,7 +142,7 @@ def labels_import(
         emit_json(info.to_dict())
     else:
         console().print(f"label set [bold]{info.id[:12]}[/] ({info.level.value}-level): {info.n_labels} labels on "
-                        f"{info.n_targets} {info.level.value} uids; classes {', '.join(info.classes)}")
+                        f"{info.n_targets} {info.level.value} uids; classes {escape(', '.join(info.classes))}")
 
 
 @app.command("freeze")
@@ -187,7 +188,7 @@ def freeze(
         c.print(f"against the previous version: +{ch['added']} -{ch['removed']} images, {ch['relabeled']} relabeled, "
                 f"{ch['moved']} moved")
     for w in result.warnings:
-        err_console().print(f"[yellow]warning[/]: {w}")
+        err_console().print(f"[yellow]warning[/]: {escape(w)}")
 
 
 def _splits(counts: dict[str, Any]) -> str:
@@ -275,7 +276,7 @@ def diff(
     for uid in result.removed[:limit]:
         c.print(f"  [red]-[/] {uid}")
     for uid, old, new in result.relabeled[:limit]:
-        c.print(f"  [yellow]~[/] {uid}: {'|'.join(old) or '-'} → {'|'.join(new) or '-'}")
+        c.print(f"  [yellow]~[/] {uid}: {escape('|'.join(old) or '-')} → {escape('|'.join(new) or '-')}")
 
 
 @app.command("card")
@@ -314,7 +315,7 @@ def card(
         text = cards.render(cards.version_card(session, resolve(session, ref), live=not frozen), fmt)
     if output is not None:
         _write_whole(output, text.encode("utf-8"))
-        console().print(f"wrote {output}")
+        console().print(f"wrote {escape(str(output))}")
     else:
         sys.stdout.write(text)
 
@@ -381,7 +382,7 @@ def pull(
         report = run_pull(platform, ref, dest, progress=_Bars(bar), **kwargs)
     console().print(
         f"pulled {report.items} images ({human_bytes(report.bytes_total)}) of {report.dataset} "
-        f"{report.version[:12]} to {report.dest} in {report.seconds:.1f} s: fetched {report.fetched_objects} "
+        f"{report.version[:12]} to {escape(report.dest)} in {report.seconds:.1f} s: fetched {report.fetched_objects} "
         f"objects ({human_bytes(report.fetched_bytes)}, {human_bytes(report.fetch_throughput)}/s), "
         f"{report.cached_objects} already local; {report.linked} linked, {report.copied} copied, "
         f"{report.unchanged} unchanged, {report.removed} removed")

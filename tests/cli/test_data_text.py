@@ -64,3 +64,32 @@ def test_brackets_in_catalog_values_paths_and_descriptions(
     assert code == 0, err
     code, out, err = cli(capsys, "dataset", "log", "d")
     assert code == 0 and "first [/x]" in out, err
+
+
+def test_brackets_in_labels_and_paths_printed_after_the_work_is_done(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A label '[/x]bad' was imported and then the confirmation line raised MarkupError: exit 70 for work that
+    had been committed. The same for a pull into a folder named with '[/x]' and a relabel shown by diff."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(CT)
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "ct.dcm")
+    assert cli(capsys, "init")[0] == 0
+    assert cli(capsys, "data", "ingest", str(src), "--source", "s")[0] == 0
+    code, out, _ = cli(capsys, "data", "query", "", "--json")
+    study = __import__("json").loads(out)["rows"][0]["study"]
+    assert cli(capsys, "dataset", "create", "d", "--query", "")[0] == 0
+    for i, label in enumerate(["[/x]bad", "[bold]good"]):
+        csv_file = tmp_path / f"labels{i}.csv"
+        csv_file.write_text(f"study,label\n{study},{label}\n")
+        code, out, err = cli(capsys, "dataset", "labels", "import", "d", str(csv_file))
+        assert code == 0 and label in out, err
+        assert cli(capsys, "dataset", "freeze", "d")[0] == 0
+    code, out, err = cli(capsys, "dataset", "diff", "d@v1", "d@v2")
+    assert code == 0 and "[/x]bad → [bold]good" in out, err
+    dest = tmp_path / "x[" / "y]" / "z"  # shown as '…/x[/y]/z'
+    code, out, err = cli(capsys, "dataset", "pull", "d", "--to", str(dest))
+    assert code == 0 and str(dest) in out.replace("\n", ""), err
