@@ -76,6 +76,14 @@ def _unsupported(params: Any, known: set[str]) -> list[str]:
     return sorted(k for k in params if k.lower() not in known)
 
 
+def _matching(request: Request, *keys: str) -> str | None:
+    """Every value the query gives a matching key (by keyword or tag, in any case), joined as one list: a key given
+    more than once — how dicomweb-client and requests send a list — matches each of its values, not the last."""
+    wanted = {k.lower() for k in keys}
+    values = [v for k, v in request.query_params.multi_items() if k.lower() in wanted]
+    return ",".join(values) if values else None
+
+
 def _uids(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -142,8 +150,8 @@ async def search_studies(request: Request, platform: PlatformDep, principal: Rea
                          StudyInstanceUID: str | None = Query(None),
                          limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
     results = DicomResults(_intake(request, platform))
-    studies = await run_in_threadpool(results.studies, _uids(StudyInstanceUID or request.query_params.get(
-        "0020000D")), limit=limit, offset=offset)
+    studies = await run_in_threadpool(results.studies, _uids(_matching(request, "StudyInstanceUID", "0020000D")),
+                                      limit=limit, offset=offset)
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
                             target_id=None, via="api", studies=[s.study_key for s in studies])
     base = _base(request)
@@ -160,10 +168,12 @@ async def search_series(study: str, request: Request, platform: PlatformDep, pri
     found = await run_in_threadpool(results.study, study)
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
                             target_id=found.study_key, via="api")
-    wanted = _uids(SeriesInstanceUID)
+    wanted = _uids(_matching(request, "SeriesInstanceUID", "0020000E"))
+    modalities = _uids(_matching(request, "Modality", "00080060"))
+    kinds = None if modalities is None else {m.upper() for m in modalities}
     base = _base(request)
     out = [series_attributes(found, uid, items, base).to_json_dict() for uid, items in found.series().items()
-           if (wanted is None or uid in wanted) and (Modality is None or items[0].modality == Modality.upper())]
+           if (wanted is None or uid in wanted) and (kinds is None or items[0].modality in kinds)]
     return _json(out[offset:offset + limit], headers=_search_headers(_unsupported(request.query_params, SERIES_KEYS)))
 
 

@@ -305,3 +305,31 @@ def test_pynetdicom_storescu_sends_a_study_and_its_results_come_back_over_wado(e
     assert seg.StudyInstanceUID == study_uid and seg.PatientID == patient.patient_id
     referenced = {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == {str(ds.SOPInstanceUID) for ds in originals}
+
+
+def test_qido_matches_every_value_of_a_key_given_more_than_once(env: Env) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    write_spec(env.platform.settings, DeploymentSpec(model="ctseg"))  # what STOW runs without ?model=
+    uids = [generate_uid(), generate_uid()]
+    for n, uid in enumerate(uids):
+        patient = FakePatient(patient_id=f"MRN-LIST-{n}")
+        client.store_instances(datasets=[pydicom.dcmread(p) for p in write_ct_series(
+            env.tmp / f"list-{n}", patient, slices=2, study_uid=uid)])
+    rows = [r for uid in uids for r in DicomIntake(env.platform).submissions(uid)]
+    run_jobs(env.platform, [r.job_id for r in rows])
+    # dicomweb-client sends a list as the key repeated (StudyInstanceUID=a&StudyInstanceUID=b): only the last was
+    # matched, so a PACS asking for two studies silently got one
+    found = client.search_for_studies(search_filters={"StudyInstanceUID": uids})
+    assert sorted(s["0020000D"]["Value"][0] for s in found) == sorted(uids)
+    with env.client() as http:
+        r = http.get("/dicomweb/studies", params={"StudyInstanceUID": ",".join(uids)})
+        assert r.status_code == 200 and len(r.json()) == 2  # the comma list of PS3.18 still works
+        r = http.get("/dicomweb/studies", params=[("0020000D", uids[0]), ("StudyInstanceUID", uids[1])])
+        assert len(r.json()) == 2
+    series = client.search_for_series(uids[0], search_filters={"Modality": ["SEG", "OT"]})
+    assert sorted(s["00080060"]["Value"][0] for s in series) == ["OT", "SEG"]
+    both = [s["0020000E"]["Value"][0] for s in series]
+    again = client.search_for_series(uids[0], search_filters={"SeriesInstanceUID": both})
+    assert sorted(s["0020000E"]["Value"][0] for s in again) == sorted(both)
