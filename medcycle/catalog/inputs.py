@@ -89,13 +89,18 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
     if missing:
         raise NotFound(f"no such file or folder: {', '.join(missing)}", hint="Check the paths given to ingest.")
     seen: set[str] = set()
+    walked: set[str] = set()  # folders by real path: a linked folder is walked once, a link back up ends there
     for root in paths:
         if root.is_file():
             yield from _expand_file(root, root.parent, seen)
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             real_dir = os.path.realpath(dirpath)  # once a folder, not once a file
+            if real_dir in walked:
+                dirnames.clear()
+                continue
+            walked.add(real_dir)
+            dirnames.sort()
             folder = Path(dirpath)
             folder_s, rel_dir = str(folder), folder.relative_to(root).as_posix()
             for name in sorted(filenames):

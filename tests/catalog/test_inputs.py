@@ -54,3 +54,19 @@ def test_plain_files_as_the_general_path_gives_them(tmp_path: Path, monkeypatch:
     assert got == _reference(root)
     assert {f.rel for f in got} == {"top.dcm", "a/one.dcm", "a/b/two", "inner/three.dcm"}
     assert [f.size for f in got if f.member is None and f.rel == "a/b/two"] == [7]
+
+
+@pytest.mark.timeout(30)
+def test_linked_folders_are_walked_once_and_loops_end(tmp_path: Path) -> None:
+    """A symbolic link to a folder inside the tree was skipped without a word (os.walk does not follow links),
+    so its images were silently not ingested. Linked folders are walked; a link back up the tree ends there."""
+    root = tmp_path / "data"
+    (root / "by-date").mkdir(parents=True)
+    elsewhere = tmp_path / "archive" / "p1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "one.dcm").write_bytes(b"x" * 3)
+    (root / "by-date" / "2020").symlink_to(elsewhere, target_is_directory=True)
+    (root / "by-date" / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice
+    (root / "by-date" / "up").symlink_to(root, target_is_directory=True)  # a loop
+    got = list(iter_inputs([root]))
+    assert [f.rel for f in got] == ["by-date/2020/one.dcm"]
