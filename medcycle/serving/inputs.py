@@ -337,8 +337,36 @@ def _dicom_frames(ds: Any, label: str, pixel_bytes: Callable[[], int], compresse
     return frames
 
 
-def prepare(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
-    """Check (and, for raw files, clean) one input file."""
+def _nifti_bytes(header: bytes) -> int:
+    """The bytes of image data a NIfTI-1 header (its first 348 bytes) declares: the product of its dimensions
+    times its bits per voxel, in the header's own byte order; 0 when the header makes no sense."""
+    import struct
+
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    dim = struct.unpack(order + "8h", header[40:56])
+    bitpix = int(struct.unpack(order + "h", header[72:74])[0])
+    if not 1 <= dim[0] <= 7 or bitpix <= 0:
+        return 0
+    voxels = 1
+    for size in dim[1:dim[0] + 1]:
+        voxels *= max(int(size), 1)
+    return voxels * bitpix // 8
+
+
+def _check_nifti_expansion(header: bytes, compressed: int, label: str, limits: ServingSettings) -> None:
+    """A .nii.gz is decoded whole in memory: the zip rules bound what it may expand to (a NIfTI gzip bomb of
+    1 MB declared 1.2 GB of zeros and took 2.4 GB of the API's memory before it was refused)."""
+    declared = _nifti_bytes(header)
+    if declared > limits.zip_max_bytes:
+        raise PayloadTooLarge(f"{label} declares {declared} bytes of image data (at most {limits.zip_max_bytes})",
+                              hint="Send smaller volumes, or raise serving zip_max_bytes.")
+    if declared > MiB and declared > limits.zip_max_ratio * max(compressed, 1):
+        raise PayloadTooLarge(f"{label} expands more than {limits.zip_max_ratio:g}× (its header declares "
+                              f"{declared} bytes)", hint="Such compression ratios are refused (a gzip bomb).")
+
+
+def prepare(local: _Local, pseudo: Pseudonymizer | None, limits: ServingSettings | None = None) -> Prepared:
+    """Check (and, for raw files, clean) one input file (``limits``: the serving settings' archive bounds)."""
     fmt = sniff_head(local.head(352), local.label)
     if fmt == DICOM:
         return _prepare_dicom(local, pseudo)
@@ -360,6 +388,9 @@ def prepare(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
                 if len(head) < 348 or head[344:348] not in {b"n+1\x00", b"ni1\x00"}:
                     raise ValidationFailed(f"{local.label} is gzip but not NIfTI",
                                            hint="Send .nii.gz files, or DICOM/PNG.")
+                from medcycle.serving.config import ServingSettings
+
+                _check_nifti_expansion(head, named.stat().st_size, local.label, limits or ServingSettings())
             parsed = readers.read_nifti(named, named.name)
         except readers.Rejected as exc:
             raise ValidationFailed(f"{local.label}: {exc.reason}", hint="Send a complete NIfTI file.") from None

@@ -247,6 +247,6 @@ def _prepare_all(platform: Platform, inputs: Sequence[InputLike], cfg: ServingSe
         files = materialise(list(inputs), folder, platform.objects, cfg, tag)
         if not files:
             raise UsageError("the request holds no files (an empty zip?)", hint="Send at least one image file.")
-        return [prepare(f, pseudo) for f in files]
+        return [prepare(f, pseudo, cfg) for f in files]
     finally:
         remove_tagged(folder, tag)

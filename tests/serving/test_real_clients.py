@@ -287,3 +287,45 @@ def test_form_limits_are_answered_with_what_to_do(srv_platform: Platform, srv_te
         error = r.json()["error"]
         assert words in error["message"] and error["hint"], (words, error)
     assert srv_platform.jobs.stats("inference").counts == {}
+
+
+def test_a_nifti_gzip_bomb_is_refused_before_it_is_decoded(srv_platform: Platform) -> None:
+    import gzip
+    import io
+
+    import nibabel as nib
+    import numpy as np
+
+    client = srv_client(srv_platform)
+
+    def nii_gz(shape: tuple[int, ...], dtype: Any, data: bytes | None = None) -> bytes:
+        header = nib.Nifti1Header()
+        header.set_data_shape(shape)
+        header.set_data_dtype(dtype)
+        header["vox_offset"] = 352
+        buf = io.BytesIO()
+        with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+            gz.write(header.binaryblock + b"\0" * 4)
+            if data is None:
+                zeros = b"\0" * (1 << 22)
+                for _ in range(int(np.prod(shape)) * np.dtype(dtype).itemsize // len(zeros)):
+                    gz.write(zeros)
+            else:
+                gz.write(data)
+        return buf.getvalue()
+
+    # 64 MiB of zeros in a 64 KB upload: decoded whole in the API before (a 1 MB one declaring 1.2 GB took 2.4 GB)
+    bomb = nii_gz((2048, 2048, 16), np.uint8)
+    assert len(bomb) < 200_000
+    # a header that declares 1.2 GB and holds nothing: refused on the header alone, not read as "corrupt"
+    claims = nii_gz((2000, 2000, 300), np.uint8, data=b"\0" * 1024)
+    for name, blob in [("bomb.nii.gz", bomb), ("claims.nii.gz", claims)]:
+        r = client.post("/v1/jobs", data={"model": CLS}, files=[("files", (name, blob, "application/gzip"))])
+        assert r.status_code == 413, (name, r.status_code, r.text)
+        error = r.json()["error"]
+        assert f"{name} expands more than 200×" in error["message"] and "gzip bomb" in error["hint"], error
+    assert srv_platform.jobs.stats("inference").counts == {}
+    volume = np.random.default_rng(0).integers(0, 1000, (64, 64, 8), dtype=np.int16)
+    real = nii_gz(volume.shape, np.int16, data=volume.tobytes(order="F"))
+    r = client.post("/v1/jobs", data={"model": CLS}, files=[("files", ("ct.nii.gz", real, "application/gzip"))])
+    assert r.status_code == 202, r.text
