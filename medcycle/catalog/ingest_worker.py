@@ -199,6 +199,8 @@ def _one(ctx: WorkerContext, item: InputFile, key: str | None, data: bytes | Non
                 return _image(ctx, read_nifti(path, item.rel), item, key)
             if fmt in (PNG, JPEG):
                 return _image(ctx, read_raster(path, item.rel, fmt), item, key)
+            if item.member is None and path.suffix.lower() == ".img" and path.with_suffix(".hdr").is_file():
+                return Outcome(SKIPPED, item.display, reason="the image file of a NIfTI pair (read with its .hdr)")
             return Outcome(REJECTED, item.display, key=key, reason="not a DICOM, NIfTI, PNG or JPEG file")
     except Skipped as exc:
         return Outcome(SKIPPED, item.display, reason=exc.reason)

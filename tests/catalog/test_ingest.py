@@ -389,3 +389,19 @@ def test_cmyk_jpeg_and_alpha_png(platform: Platform, tmp_path: Path) -> None:
         by_photometric = sorted((r.photometric, r.p50) for r in rows.values())
     assert [p for p, _ in by_photometric] == ["MONOCHROME2", "RGB", "RGB"]
     assert all(median is not None and median < 100 for _, median in by_photometric)
+
+
+def test_nifti_pair_image_half_is_skipped_not_rejected(platform: Platform, tmp_path: Path) -> None:
+    """A NIfTI pair (scan.hdr + scan.img) was ingested through its header, and its .img reported as rejected,
+    'not a DICOM, NIfTI, PNG or JPEG file', as if data had been refused."""
+    import nibabel as nib
+
+    src = tmp_path / "in"
+    src.mkdir()
+    nib.save(nib.Nifti1Pair(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4)), src / "scan.hdr")
+    (src / "lonely.img").write_bytes(b"\0" * 64)  # no header beside it: not part of a pair
+    summary = ingest(platform, [src], source="pairs")
+    assert summary.ingested == 1
+    assert [(Path(r["path"]).name, r["reason"]) for r in summary.skipped] == [
+        ("scan.img", "the image file of a NIfTI pair (read with its .hdr)")]
+    assert [Path(r["path"]).name for r in summary.rejected] == ["lonely.img"]
