@@ -91,7 +91,7 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
     seen: set[str] = set()
     walked: set[str] = set()  # folders by real path: a linked folder is walked once, a link back up ends there
     for root in paths:
-        if root.is_file():
+        if not root.is_dir():  # a file, or a pipe, socket or device (reported, never opened)
             yield from _expand_file(root, root.parent, seen)
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):

@@ -70,3 +70,12 @@ def test_linked_folders_are_walked_once_and_loops_end(tmp_path: Path) -> None:
     (root / "by-date" / "up").symlink_to(root, target_is_directory=True)  # a loop
     got = list(iter_inputs([root]))
     assert [f.rel for f in got] == ["by-date/2020/one.dcm"]
+
+
+@pytest.mark.timeout(30)
+def test_a_pipe_given_as_the_argument_is_reported(tmp_path: Path) -> None:
+    """A named pipe given directly was neither a file nor a folder: the walk found nothing and said nothing."""
+    pipe = tmp_path / "scan.dcm"
+    os.mkfifo(pipe)
+    got = list(iter_inputs([pipe]))
+    assert [(f.rel, f.problem) for f in got] == [("scan.dcm", "not a regular file (a pipe, socket or device)")]
