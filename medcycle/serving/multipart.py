@@ -2,7 +2,8 @@
 
 Reading streams: each part goes to a spooled temporary file (in memory up to 8 MiB, then on disk), so a large
 study never sits in memory whole, and the limits (bytes per part, parts per request) are enforced while the
-bytes arrive. A body that ends before its closing boundary is a truncated upload and is refused.
+bytes arrive. A body that ends before its closing boundary is a truncated upload and is refused. A preamble
+(text before the first boundary line) and an epilogue (after the last) are ignored, as RFC 2046 §5.1.1 says.
 """
 
 from __future__ import annotations
@@ -97,16 +98,22 @@ async def read_related(
     except FormParserError as exc:  # a boundary the parser cannot take (over 256 characters; RFC 2046 allows 70)
         raise UsageError(f"the multipart/related boundary cannot be used: {exc}",
                          hint="Use a boundary of 1 to 70 characters (RFC 2046), e.g. a UUID.") from None
+    preamble = _Preamble(boundary.encode("latin-1"))
     received = 0
     try:
         async for chunk in chunks:
-            if chunk:
-                parser.write(chunk)  # a part over its limit is named first
+            if chunk and (data := preamble.feed(chunk)):
+                parser.write(data)  # a part over its limit is named first
             received += len(chunk)
             if max_total_bytes is not None and received > max_total_bytes:
                 raise PayloadTooLarge(f"the request is larger than {max_total_bytes} bytes",
                                       hint="Send the study in several requests, or raise the serving setting "
                                            "max_upload_bytes.")
+        if not preamble.done:
+            raise UsageError(f"the multipart body has no boundary line --{boundary}: it is empty, or not split with "
+                             "the boundary its Content-Type names",
+                             hint="Start each part with --BOUNDARY on a line of its own, the boundary being the one "
+                                  "in the Content-Type header.")
         parser.finalize()
     except MultipartParseError as exc:
         collector.close()
@@ -123,6 +130,42 @@ async def read_related(
     if not parts:
         raise UsageError("the multipart body has no parts", hint="Send one DICOM file per part.")
     return parts
+
+
+class _Preamble:
+    """Drops what comes before the first delimiter line (``--boundary`` at the start of the body or after a CRLF).
+
+    Only a tail as long as the delimiter is held back while looking for it, so a long preamble costs no memory
+    (its size still counts towards the request's limit).
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self.first = b"--" + boundary
+        self.done = False
+        self._held = b""
+        self._at_start = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes of ``chunk`` from the first delimiter on (all of them once it was found)."""
+        if self.done:
+            return chunk
+        held = self._held + chunk
+        if self._at_start:
+            if held.startswith(self.first):
+                return self._found(held)
+            if self.first.startswith(held):  # the body so far may still begin with the delimiter
+                self._held = held
+                return b""
+        at = held.find(b"\r\n" + self.first)
+        if at >= 0:
+            return self._found(held[at + 2:])
+        keep = len(self.first) + 1  # a CRLF and the delimiter cut by the chunk's end
+        self._held, self._at_start = held[-keep:], False
+        return b""
+
+    def _found(self, data: bytes) -> bytes:
+        self.done, self._held = True, b""
+        return data
 
 
 class _Collector:

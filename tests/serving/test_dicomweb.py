@@ -333,3 +333,44 @@ def test_qido_matches_every_value_of_a_key_given_more_than_once(env: Env) -> Non
     both = [s["0020000E"]["Value"][0] for s in series]
     again = client.search_for_series(uids[0], search_filters={"SeriesInstanceUID": both})
     assert sorted(s["0020000E"]["Value"][0] for s in again) == sorted(both)
+
+
+def test_stow_ignores_a_preamble_and_an_epilogue(env: Env) -> None:
+    # RFC 2046 5.1.1: text before the first boundary and after the last is to be ignored; a preamble was refused
+    good = write_ct_series(env.tmp / "preamble", slices=1)[0].read_bytes()
+    payload = b"This is a multi-part message in MIME format.\r\n" + body(("application/dicom", good)) + b"bye\r\n"
+    with env.client() as http:
+        r = http.post("/dicomweb/studies?model=ctseg", content=payload, headers={"Content-Type": DICOM})
+        assert r.status_code == 200, r.text
+        assert len(pydicom.Dataset.from_json(r.json()).ReferencedSOPSequence) == 1
+
+
+def _related(payload: bytes, step: int) -> list[bytes]:
+    import asyncio
+
+    from medcycle.serving.multipart import read_related
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for at in range(0, len(payload), step):
+            yield payload[at:at + step]
+
+    parts = asyncio.run(read_related(chunks(), DICOM, part_type="application/dicom", max_part_bytes=10_000,
+                                     max_parts=10))
+    return [p.read() for p in parts]
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 4096])
+def test_the_parser_skips_a_preamble_however_the_body_is_split(step: int) -> None:
+    from medcycle.errors import UsageError
+
+    two = body(("application/dicom", b"one"), ("application/dicom", b"two"))
+    assert _related(b"preamble --XyZ not at a line start\r\n" + two + b"epilogue", step) == [b"one", b"two"]
+    assert _related(b"\r\n" + two, step) == [b"one", b"two"]
+    assert _related(two, step) == [b"one", b"two"]
+    with pytest.raises(UsageError, match="no boundary") as none:  # never a delimiter: still refused
+        _related(b"just some text, no --XyZ at a line start" * 50, step)
+    assert none.value.hint
+    with pytest.raises(UsageError, match="truncated"):  # a preamble does not excuse a truncated part
+        _related(b"preamble\r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\nxx", step)
+    with pytest.raises(UsageError, match="no boundary"):
+        _related(b"", step)
