@@ -142,7 +142,10 @@ def _read_string(text: str, start: int) -> tuple[str, int]:
     while i < len(text):
         ch = text[i]
         if ch == quote:
-            return "".join(out), i + 1
+            value = "".join(out)
+            if "\0" in value:  # PostgreSQL text cannot hold it, SQLite's LIKE stops at it; no catalog value has it
+                raise _error("a string cannot hold the NUL character", start + 1, "Remove the \\0 from the string.")
+            return value, i + 1
         if ch == "\\":
             if i + 1 >= len(text):
                 break
@@ -156,7 +159,7 @@ def _read_string(text: str, start: int) -> tuple[str, int]:
                 i += 6
                 continue
             raise _error(f"unknown escape '\\{esc}' in a string", i + 1,
-                         "Escapes are \\\\, \\\", \\', \\n, \\t, \\r, \\0 and \\uXXXX.")
+                         "Escapes are \\\\, \\\", \\', \\n, \\t, \\r and \\uXXXX.")
         out.append(ch)
         i += 1
     raise _error("unterminated string", start + 1, f"Close the string with {quote}.")

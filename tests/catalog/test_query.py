@@ -522,3 +522,13 @@ def test_many_conditions_are_a_query_error_not_a_database_failure(platform: Plat
     assert f"more than {q.MAX_CONDITIONS} conditions" in err.message and "in [" in (err.hint or "")
     err = error_of(" and ".join(["rows > 1"] * 500))
     assert "conditions" in err.message
+
+
+@pytest.mark.parametrize("text", [r'modality == "C\0T"', r'manufacturer contains "\u0000"',
+                                  'modality in ["a", "b\x00"]'])
+def test_a_nul_character_in_a_string_is_a_query_error(platform: Platform, text: str) -> None:
+    """PostgreSQL refuses NUL in text (psycopg DataError, shown as a store failure), and SQLite's LIKE stops at it,
+    so `contains "\\0"` matched every row there. No catalog value holds NUL: the literal is refused."""
+    assert "NUL" in error_of(text).message
+    with platform.session() as s, pytest.raises(UsageError, match="NUL"):
+        run_query(s, text)
