@@ -7,8 +7,10 @@
   ``?model=NAME@ALIAS`` chooses the model (default: the deployed one, ``medcycle deploy``).
 * ``GET /dicomweb/studies`` and ``/dicomweb/studies/{study}/series``: QIDO-RS over studies that have DICOM
   results (SEG, secondary capture), matched by the original StudyInstanceUID.
-* ``GET /dicomweb/studies/{study}`` and ``/dicomweb/studies/{study}/series/{series}``: WADO-RS — the result
-  objects, re-identified for the PACS, as ``multipart/related; type="application/dicom"``.
+* ``GET /dicomweb/studies/{study}``, ``…/series/{series}`` and ``…/series/{series}/instances/{instance}``:
+  WADO-RS — the result objects, re-identified for the PACS, as ``multipart/related; type="application/dicom"``.
+* ``GET …/metadata`` at each of those three levels: WADO-RS metadata, a DICOM JSON array (PS3.18 F.2) of the
+  same objects' attributes, re-identified; bulk data (pixel data, other binary values over 1 KiB) is left out.
 
 Routes only parse and format; the work is in :mod:`medcycle.serving.stow` and :mod:`.dicom_results`. Reads
 of results are audited (they carry the patient's identity again).
@@ -16,18 +18,27 @@ of results are audited (they carry the patient's identity again).
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from typing import Annotated, Any, Final
 
+import pydicom
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from medcycle.api.deps import PlatformDep, requires
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission, Principal
-from medcycle.errors import UsageError
+from medcycle.errors import NotFound, UsageError
 from medcycle.platform import Platform
-from medcycle.serving.dicom_results import DicomResults, series_attributes, study_attributes
+from medcycle.serving.dicom_results import (
+    DicomResults,
+    ResultInstance,
+    ResultStudy,
+    series_attributes,
+    study_attributes,
+)
 from medcycle.serving.multipart import (
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -44,6 +55,8 @@ Writer = Annotated[Principal, requires(Permission.WRITE_DATA)]
 Reader = Annotated[Principal, requires(Permission.READ_DATA)]
 DICOM_JSON: Final = "application/dicom+json"
 EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
+BULK_BYTES: Final = 1024
+PIXEL_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # float, double and plain pixel data
 QIDO_KEYS: Final = {"studyinstanceuid", "0020000d", "limit", "offset", "includefield", "fuzzymatching"}
 SERIES_KEYS: Final = {"seriesinstanceuid", "0020000e", "modality", "00080060", "limit", "offset", "includefield",
                       "fuzzymatching"}
@@ -211,6 +224,110 @@ async def _retrieve(request: Request, platform: Platform, principal: Principal, 
                     media_type=f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}')
 
 
+def _select(results: DicomResults, study_uid: str, series_uid: str | None,
+            instance_uid: str | None) -> tuple[ResultStudy, list[ResultInstance]]:
+    """The study's result instances (of one series, or the one instance, if given).
+
+    Raises:
+        NotFound: no such study, no result series with that UID in it, or no such instance in that series.
+    """
+    study = results.study(study_uid)
+    chosen = [i for i in study.instances if (series_uid is None or i.series_uid == series_uid)
+              and (instance_uid is None or i.sop_instance == instance_uid)]
+    if chosen:
+        return study, chosen
+    if instance_uid is not None and any(i.series_uid == series_uid for i in study.instances):
+        raise NotFound("the result series has no instance with that SOPInstanceUID",
+                       hint="List the series' instances: GET /dicomweb/studies/{study}/series/{series}/metadata.")
+    if series_uid is not None:
+        raise NotFound("the study has no result series with that UID",
+                       hint="List its result series: GET /dicomweb/studies/{study}/series.")
+    raise NotFound("the study has no DICOM results yet",
+                   hint="A job still running has none yet (GET /v1/jobs/{id}).")
+
+
+def _datasets(results: DicomResults, study: ResultStudy, chosen: list[ResultInstance], *,
+              pixels: bool) -> list[pydicom.Dataset]:
+    """The chosen result objects, re-identified (``pixels=False``: read without the pixel data)."""
+    from medcycle.catalog.deid import quiet_pydicom
+    from medcycle.serving.reid import reidentify
+
+    out: list[pydicom.Dataset] = []
+    for item in chosen:
+        with quiet_pydicom(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(results.platform.objects.get(item.digest)), stop_before_pixels=not pixels)
+            reidentify(ds, study.address)
+        out.append(ds)
+    return out
+
+
+def _drop_bulk(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """``ds`` without its bulk data: pixel data, and binary values (OB, OW, UN, …) over :data:`BULK_BYTES`, in
+    sequences too. Smaller binary values stay, as InlineBinary (PS3.18 F.2.7)."""
+    for elem in list(ds):
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _drop_bulk(item)
+        elif int(elem.tag) in PIXEL_TAGS or (isinstance(elem.value, bytes | bytearray)
+                                             and len(elem.value) > BULK_BYTES):
+            del ds[elem.tag]
+    return ds
+
+
+def _part10(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _accepts_json(header: str | None) -> None:
+    """Refuses an ``Accept`` that allows no DICOM JSON (metadata is answered in DICOM JSON only)."""
+    if not header or not header.strip():
+        return
+    problems = []
+    for option in header.split(","):
+        media, _ = parse_content_type(option)
+        if media in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return
+        problems.append(media or "an empty media type")
+    raise NotAcceptable(f"cannot answer metadata with {'; '.join(problems)}",
+                        hint=f"Accept: {DICOM_JSON} (metadata is not offered as XML or multipart).")
+
+
+async def _instance(request: Request, platform: Platform, principal: Principal, study: str, series: str,
+                    instance: str) -> Response:
+    syntax = _accepted_syntax(request.headers.get("accept"))
+    results = DicomResults(_intake(request, platform))
+    found, chosen = await run_in_threadpool(_select, results, study, series, instance)
+    stored = {i.transfer_syntax for i in chosen}
+    if syntax != "*" and stored != {syntax}:
+        raise NotAcceptable(f"cannot answer in transfer syntax {syntax}: the result is stored in "
+                            f"{', '.join(sorted(stored))} and is not transcoded",
+                            hint="Ask for transfer-syntax=* (or the stored syntax).")
+    datasets = await run_in_threadpool(_datasets, results, found, chosen, pixels=True)
+    items = [_part10(ds) for ds in datasets]
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
+                            target_id=found.study_key, via="api", series=series, instance=instance,
+                            instances=len(items))
+    boundary = new_boundary()
+    return Response(write_related(items, boundary, DICOM_MEDIA),
+                    media_type=f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}')
+
+
+async def _metadata(request: Request, platform: Platform, principal: Principal, study: str,
+                    series: str | None = None, instance: str | None = None) -> Response:
+    _accepts_json(request.headers.get("accept"))
+    results = DicomResults(_intake(request, platform))
+    found, chosen = await run_in_threadpool(_select, results, study, series, instance)
+    datasets = await run_in_threadpool(_datasets, results, found, chosen, pixels=False)
+    out = [_drop_bulk(ds).to_json_dict(bulk_data_threshold=BULK_BYTES) for ds in datasets]
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
+                            target_id=found.study_key, via="api", series=series, instance=instance,
+                            instances=len(out), metadata=True)
+    return _json(out)
+
+
 @router.get("/studies/{study}", summary="WADO-RS: every result object of a study")
 async def retrieve_study(study: str, request: Request, platform: PlatformDep, principal: Reader) -> Response:
     return await _retrieve(request, platform, principal, study, None)
@@ -220,6 +337,32 @@ async def retrieve_study(study: str, request: Request, platform: PlatformDep, pr
 async def retrieve_series(study: str, series: str, request: Request, platform: PlatformDep,
                           principal: Reader) -> Response:
     return await _retrieve(request, platform, principal, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: one result object")
+async def retrieve_instance(study: str, series: str, instance: str, request: Request, platform: PlatformDep,
+                            principal: Reader) -> Response:
+    return await _instance(request, platform, principal, study, series, instance)
+
+
+@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata (DICOM JSON) of a study's result objects")
+async def retrieve_study_metadata(study: str, request: Request, platform: PlatformDep,
+                                  principal: Reader) -> Response:
+    return await _metadata(request, platform, principal, study)
+
+
+@router.get("/studies/{study}/series/{series}/metadata",
+            summary="WADO-RS: metadata (DICOM JSON) of one result series")
+async def retrieve_series_metadata(study: str, series: str, request: Request, platform: PlatformDep,
+                                   principal: Reader) -> Response:
+    return await _metadata(request, platform, principal, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata",
+            summary="WADO-RS: metadata (DICOM JSON) of one result object")
+async def retrieve_instance_metadata(study: str, series: str, instance: str, request: Request,
+                                     platform: PlatformDep, principal: Reader) -> Response:
+    return await _metadata(request, platform, principal, study, series, instance)
 
 
 __all__ = ["NotAcceptable", "UnsupportedMediaType", "router"]

@@ -374,3 +374,102 @@ def test_the_parser_skips_a_preamble_however_the_body_is_split(step: int) -> Non
         _related(b"preamble\r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\nxx", step)
     with pytest.raises(UsageError, match="no boundary"):
         _related(b"", step)
+
+
+@pytest.fixture(scope="module")
+def finished(env: Env) -> tuple[str, FakePatient]:
+    """A study sent with STOW-RS whose job has finished: its results (a SEG and a secondary capture) are there."""
+    from dicomweb_client.api import DICOMwebClient
+
+    patient = FakePatient(patient_id="MRN-METADATA-5")
+    study_uid = generate_uid()
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    write_spec(env.platform.settings, DeploymentSpec(model="ctseg"))  # what STOW runs without ?model=
+    client.store_instances(datasets=[pydicom.dcmread(p) for p in write_ct_series(
+        env.tmp / "metadata", patient, slices=4, study_uid=study_uid)])
+    (row,) = DicomIntake(env.platform).submissions(study_uid)
+    run_jobs(env.platform, [row.job_id])
+    return study_uid, patient
+
+
+def test_wado_rs_retrieves_one_instance_for_a_real_client(env: Env, finished: tuple[str, FakePatient]) -> None:
+    from dicomweb_client.api import DICOMwebClient
+    from requests import HTTPError
+
+    study_uid, patient = finished
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    by_modality = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0] for s in client.search_for_series(study_uid)}
+    (seg,) = client.retrieve_series(study_uid, by_modality["SEG"])
+    instance = client.retrieve_instance(study_uid, by_modality["SEG"], seg.SOPInstanceUID)
+    assert instance.SOPInstanceUID == seg.SOPInstanceUID and instance.Modality == "SEG"
+    assert instance.StudyInstanceUID == study_uid and instance.PatientID == patient.patient_id  # re-identified
+    (ot,) = client.retrieve_series(study_uid, by_modality["OT"])
+    assert client.retrieve_instance(study_uid, by_modality["OT"], ot.SOPInstanceUID).SOPInstanceUID == ot.SOPInstanceUID
+    with pytest.raises(HTTPError) as unknown:
+        client.retrieve_instance(study_uid, by_modality["SEG"], generate_uid())
+    assert unknown.value.response.status_code == 404
+    url = f"/dicomweb/studies/{study_uid}/series/{by_modality['SEG']}/instances"
+    with env.client() as http:
+        r = http.get(f"{url}/{generate_uid()}")
+        assert r.status_code == 404 and "instance" in r.json()["error"]["message"] and r.json()["error"]["hint"]
+        r = http.get(f"{url}/{ot.SOPInstanceUID}")  # an instance of another series of the study
+        assert r.status_code == 404
+        r = http.get(f"{url}/{seg.SOPInstanceUID}", headers={"Accept": "application/json"})
+        assert r.status_code == 406 and "multipart/related" in r.json()["error"]["hint"]
+        implicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
+        r = http.get(f"{url}/{seg.SOPInstanceUID}", headers={"Accept": implicit})
+        assert r.status_code == 406 and "transfer syntax" in r.json()["error"]["message"]
+        r = http.get(f"{url}/{seg.SOPInstanceUID}")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith('multipart/related; type="application/dicom"')
+    viewer = token_for(env.platform, "vic", role="viewer")
+    with httpx.Client(base_url=env.url, timeout=30, trust_env=False) as other:
+        assert other.get(f"{url}/{seg.SOPInstanceUID}").status_code == 401
+        assert other.get(f"{url}/{seg.SOPInstanceUID}/metadata",
+                         headers={"Authorization": f"Bearer {viewer}"}).status_code == 403
+
+
+def test_wado_rs_metadata_is_dicom_json_without_bulk_data(env: Env, finished: tuple[str, FakePatient]) -> None:
+    import json
+    import re
+
+    from dicomweb_client.api import DICOMwebClient
+    from requests import HTTPError
+
+    study_uid, patient = finished
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    by_modality = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0] for s in client.search_for_series(study_uid)}
+    (seg,) = client.retrieve_series(study_uid, by_modality["SEG"])
+
+    meta = client.retrieve_instance_metadata(study_uid, by_modality["SEG"], seg.SOPInstanceUID)
+    ds = pydicom.Dataset.from_json(meta)
+    assert ds.SOPInstanceUID == seg.SOPInstanceUID and ds.SeriesInstanceUID == by_modality["SEG"]
+    assert ds.StudyInstanceUID == study_uid and ds.PatientID == patient.patient_id and ds.Modality == "SEG"
+    assert ds.SegmentSequence[0].SegmentLabel == seg.SegmentSequence[0].SegmentLabel  # sequences are there
+    assert "PixelData" not in ds and ds.Rows == seg.Rows  # bulk data is left out, not inlined
+
+    series = [pydicom.Dataset.from_json(d) for d in client.retrieve_series_metadata(study_uid, by_modality["OT"])]
+    assert [(d.SeriesInstanceUID, d.Modality) for d in series] == [(by_modality["OT"], "OT")]
+    study = [pydicom.Dataset.from_json(d) for d in client.retrieve_study_metadata(study_uid)]
+    assert sorted(str(d.Modality) for d in study) == ["OT", "SEG"]
+    assert {d.StudyInstanceUID for d in study} == {study_uid}
+    assert seg.SOPInstanceUID in {d.SOPInstanceUID for d in study}
+    everything = json.dumps(client.retrieve_study_metadata(study_uid))
+    assert "7FE00010" not in everything  # no pixel data, and no binary value over 1 KiB inlined:
+    assert all(len(value) <= 1368 for value in re.findall(r'"InlineBinary": "([^"]*)"', everything))
+
+    with pytest.raises(HTTPError) as unknown:
+        client.retrieve_instance_metadata(study_uid, by_modality["SEG"], generate_uid())
+    assert unknown.value.response.status_code == 404
+    base = f"/dicomweb/studies/{study_uid}"
+    with env.client() as http:
+        for url in (f"/dicomweb/studies/{generate_uid()}/metadata", f"{base}/series/{generate_uid()}/metadata",
+                    f"{base}/series/{by_modality['SEG']}/instances/{generate_uid()}/metadata"):
+            r = http.get(url)
+            assert r.status_code == 404 and r.json()["error"]["message"] and r.json()["error"]["hint"], url
+        r = http.get(f"{base}/metadata", headers={"Accept": 'multipart/related; type="application/dicom"'})
+        assert r.status_code == 406 and "application/dicom+json" in r.json()["error"]["hint"]
+        r = http.get(f"{base}/metadata", headers={"Accept": "application/dicom+xml"})
+        assert r.status_code == 406
+        r = http.get(f"{base}/metadata")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/dicom+json")
