@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         description="Interpreter switch interval of `medcycle serve` (ms): how soon the event loop answering "
         "requests gets the interpreter lock from an intake thread (Python's default is 5).",
     )
+    api_max_header_kib: int = Field(
+        default=64, ge=8, le=4096,
+        description="Bound on a request's request line and headers at `medcycle serve` (KiB): a longer head is "
+        "answered 431 and its connection closed (uvicorn's HTTP parser has no bound of its own).",
+    )
     job_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker holds a job without a heartbeat before redelivery."
     )

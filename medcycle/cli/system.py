@@ -60,7 +60,7 @@ def serve(
     import uvicorn
 
     from medcycle.api.app import create_app
-    from medcycle.api.server import prepare
+    from medcycle.api.server import http_protocol, prepare
 
     st = state(ctx)
     extra = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -72,7 +72,8 @@ def serve(
     app = create_app(platform, migrate=False)
     prepare(platform)
     console().print(f"medcycle UI and API on [bold]{s.resolved_public_url}[/] (API docs at /docs)")
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False)
+    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False,
+                http=http_protocol(s.api_max_header_kib * 1024))
 
 
 def doctor(
@@ -123,7 +124,7 @@ def demo(
         import uvicorn
 
         from medcycle.api.app import create_app
-        from medcycle.api.server import prepare
+        from medcycle.api.server import http_protocol, prepare
 
         s = platform.settings
         app = create_app(platform, migrate=False)
@@ -131,4 +132,4 @@ def demo(
         console().print(
             f"\nOpen [bold]{s.resolved_public_url}/login[/] and paste the token:\n  [bold]{token}[/]\nStop with Ctrl-C."
         )
-        uvicorn.run(app, host=s.host, port=s.port, log_level="warning")
+        uvicorn.run(app, host=s.host, port=s.port, log_level="warning", http=http_protocol(s.api_max_header_kib * 1024))

@@ -5,6 +5,7 @@ Freezing happens in a child process: frozen objects in the test process would ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -119,3 +120,123 @@ def test_the_server_parses_http_with_httptools() -> None:
     config = uvicorn.Config(FastAPI(), http="auto")
     config.load()
     assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+
+
+# -- the bound on a request's head -----------------------------------------------------------------------------
+def _bounded_server(limit: int) -> Any:
+    """A tiny app served with :func:`server.http_protocol` (``limit`` bytes of head) on a free loopback port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # /echo: the body's length; anything else: ok
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = json.dumps({"bytes": size} if scope["path"] == "/echo" else {"status": "ok"}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", access_log=False,
+                            http=server.http_protocol(limit), timeout_graceful_shutdown=5)
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+        time.sleep(0.02)
+    return srv, thread, sock
+
+
+def _exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a new connection (stopping quietly if the server closes it) and read until it closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        # refused before the whole request was sent: what the server answered is still to be read
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.sendall(data)
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := conn.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass
+        return out
+
+
+def test_a_request_head_over_the_bound_is_a_431_and_the_server_goes_on() -> None:
+    """uvicorn's httptools parser keeps a header's bytes until it is complete, without bound: one connection
+    sending a header of many megabytes grew the API by hundreds of MB. Past ``api_max_header_kib`` the head is
+    refused with 431 and the connection closed, before the rest of it is read; bodies do not count, nor a
+    pipelined request after a large body."""
+    srv, thread, sock = _bounded_server(16 * 1024)
+    port = sock.getsockname()[1]
+    try:
+        huge = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 << 20) + b"\r\n\r\n"
+        answer = _exchange(port, huge)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"api_max_header_kib" in answer and b"connection: close" in answer.lower()
+
+        many = b"GET /livez HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100)
+                                                               for i in range(400)) + b"\r\n"
+        assert _exchange(port, many).startswith(b"HTTP/1.1 431 ")
+        long_url = b"GET /livez?" + b"q" * (64 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert _exchange(port, long_url).startswith(b"HTTP/1.1 431 ")
+
+        # a body of any size is not head; a request pipelined after a large body is answered too
+        body = b"b" * (600 * 1024)
+        post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        last = b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        answer = _exchange(port, post + last)
+        assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+        assert b'{"bytes": 614400}' in answer
+
+        # a head just under the bound, sent in many small pieces, is a request like any other
+        import socket
+        import time
+        fits = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Fits: " + b"f" * (12 * 1024) + b"\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            for i in range(0, len(fits), 1000):
+                conn.sendall(fits[i:i + 1000])
+                time.sleep(0.001)
+            reply = conn.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def test_medcycle_serve_runs_the_bounded_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`medcycle serve` hands uvicorn the bounded protocol, sized by ``api_max_header_kib``."""
+    import uvicorn
+
+    from medcycle.cli.errors import run
+    from medcycle.cli.main import app
+
+    for key in list(os.environ):
+        if key.startswith("MEDCYCLE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MEDCYCLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MEDCYCLE_ENVIRONMENT", "test")
+    monkeypatch.setenv("MEDCYCLE_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("MEDCYCLE_API_MAX_HEADER_KIB", "32")
+    Platform(make_settings(tmp_path / "home")).init()
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(server, "prepare", lambda platform: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    assert run(app, ["serve", "--port", "8766"]) == 0
+    assert seen["http"] is server.http_protocol(32 * 1024)
+    assert seen["http"].__name__ == "BoundedHttpToolsProtocol"
