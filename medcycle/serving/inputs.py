@@ -86,6 +86,7 @@ class Prepared:
     group: str  # DICOM: the (pseudonymous) SeriesInstanceUID; other formats: unique per file
     data: bytes | None = None
     digest: str | None = None
+    instance: str | None = None  # DICOM: the (pseudonymous) SOPInstanceUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +429,7 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
         ds = _dicom_read(local.path, local.label, pixels=False)
         frames = _pydicom_frames(ds, local.label)
         return Prepared(local.label, DICOM, frames, f"series:{ds.get('SeriesInstanceUID', local.digest)}",
-                        digest=local.digest)
+                        digest=local.digest, instance=str(ds.get("SOPInstanceUID", "")) or None)
     if pseudo is None:
         raise UsageError("raw DICOM needs the de-identification key", hint="Pass the platform's pseudonymizer.")
     data = local.read()
@@ -453,7 +454,8 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
         except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot write back is refused
             raise ValidationFailed(f"{local.label} cannot be re-encoded after de-identification "
                                    f"({type(exc).__name__})", hint="Send a valid DICOM instance.") from None
-    return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=buf.getvalue())
+    return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=buf.getvalue(),
+                    instance=result.sop_uid or None)
 
 
 def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes,
@@ -476,7 +478,8 @@ def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes,
                            lambda: compressed)
     result = fast.result
     _refuse_burnt_in(local, result.quarantine_reason)
-    return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=fast.data)
+    return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=fast.data,
+                    instance=result.sop_uid or None)
 
 
 def _refuse_burnt_in(local: _Local, reason: str | None) -> None:
@@ -486,9 +489,17 @@ def _refuse_burnt_in(local: _Local, reason: str | None) -> None:
 
 
 def cases(files: Sequence[Prepared]) -> list[Case]:
-    """Group prepared files into cases, in the order first seen: a DICOM series is one case."""
+    """Group prepared files into cases, in the order first seen: a DICOM series is one case. A DICOM instance
+    given more than once (the same SOP Instance UID: a file sent twice, in a zip and beside it, or in another
+    transfer syntax) is one image of its series: the first copy is used, the others are in no case (stacking
+    them would give the volume the same slice twice)."""
     groups: dict[str, list[int]] = {}
+    seen: set[tuple[str, str]] = set()
     for i, f in enumerate(files):
+        if f.format == DICOM and f.instance is not None:
+            if (f.group, f.instance) in seen:
+                continue
+            seen.add((f.group, f.instance))
         key = f.group if f.format == DICOM else f"{i}:{f.group}"
         groups.setdefault(key, []).append(i)
     out = []

@@ -137,6 +137,28 @@ def test_zips_expand_into_series_cases(tmp_path: Path) -> None:
         assert str(ds.StudyInstanceUID) != str(pydicom.dcmread(radiograph).StudyInstanceUID)
 
 
+def test_an_instance_given_twice_is_one_image_of_its_series(tmp_path: Path) -> None:
+    """The same DICOM file twice (in a zip and beside it, or two parts) made a case of 2 images whose volume
+    held the same slice twice; one SOP instance is one image, whichever copy comes first."""
+    from medcycle.catalog.deid import Pseudonymizer
+
+    series = write_ct_series(tmp_path / "ct", slices=3, size=32)
+    again = series[1].read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    given = [Upload("study.zip", _zip({p.name: p.read_bytes() for p in series})), Upload("again.dcm", again),
+             Upload("again-2.dcm", again)]
+    files = materialise(given, work, _Store(), ServingSettings())  # type: ignore[arg-type]
+    prepared = [prepare(f, Pseudonymizer(b"k" * 32)) for f in files]
+    assert len(prepared) == 5 and len({p.instance for p in prepared}) == 3
+    [case] = cases(prepared)
+    assert case.images == 3 and case.inputs == (0, 1, 2)
+    # the same bytes as a series of their own: still one image
+    [single] = cases([prepare(f, Pseudonymizer(b"k" * 32)) for f in materialise(
+        [Upload("a.dcm", again), Upload("b.dcm", again)], work, _Store(), ServingSettings())])  # type: ignore[arg-type]
+    assert single.images == 1 and single.inputs == (0,)
+
+
 @pytest.mark.parametrize(("entries", "error", "words"), [
     ({"../evil.dcm": b"x"}, ValidationFailed, "unsafe name"),
     ({"/abs/evil.dcm": b"x"}, ValidationFailed, "unsafe name"),
