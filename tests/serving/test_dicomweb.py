@@ -346,16 +346,15 @@ def test_stow_ignores_a_preamble_and_an_epilogue(env: Env) -> None:
 
 
 def _related(payload: bytes, step: int) -> list[bytes]:
-    import asyncio
-
     from medcycle.serving.multipart import read_related
+    from medcycle.testing.aio import run_coroutine
 
     async def chunks():  # type: ignore[no-untyped-def]
         for at in range(0, len(payload), step):
             yield payload[at:at + step]
 
-    parts = asyncio.run(read_related(chunks(), DICOM, part_type="application/dicom", max_part_bytes=10_000,
-                                     max_parts=10))
+    parts = run_coroutine(lambda: read_related(chunks(), DICOM, part_type="application/dicom", max_part_bytes=10_000,
+                                               max_parts=10))
     return [p.read() for p in parts]
 
 

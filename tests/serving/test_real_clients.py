@@ -158,9 +158,10 @@ def test_an_idempotency_key_of_200_characters_is_a_key(srv_platform: Platform, s
 
 def test_a_client_that_hangs_up_mid_upload_is_not_a_500(srv_platform: Platform, srv_template: SrvTemplate,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    import asyncio
+    import functools
 
     from medcycle.api.app import create_app
+    from medcycle.testing.aio import run_coroutine
 
     app = create_app(srv_platform, web=False)  # /v1/jobs and /dicomweb included
     dcm = srv_template.radiographs[0].read_bytes()
@@ -193,7 +194,7 @@ def test_a_client_that_hangs_up_mid_upload_is_not_a_500(srv_platform: Platform, 
             ("/v1/jobs", b"", b"multipart/form-data; boundary=XyZ", form),
             ("/dicomweb/studies", f"model={CLS}".encode(), b'multipart/related; type="application/dicom"; boundary=XyZ',
              related)]:
-            sent = asyncio.run(send_half(path, query, ctype, body))
+            sent = run_coroutine(functools.partial(send_half, path, query, ctype, body))
             starts = [m["status"] for m in sent if m["type"] == "http.response.start"]
             assert starts == [499], (path, starts)
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING") or r.exc_info], caplog.text
