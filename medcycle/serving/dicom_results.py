@@ -130,30 +130,51 @@ class DicomResults:
         with_results = [s for s in found if s.instances]
         return with_results[offset:offset + limit]
 
-    def retrieve(self, study_uid: str, series_uid: str | None = None) -> tuple[ResultStudy, list[bytes]]:
-        """The study's result objects (of one series, if given), re-identified, as DICOM PS3.10 bytes.
+    def select(self, study_uid: str, series_uid: str | None = None,
+               instance_uid: str | None = None) -> tuple[ResultStudy, list[ResultInstance]]:
+        """The study's result instances (of one series, or the one instance, if given).
 
         Raises:
-            NotFound: no such study, or no result series with that UID in it.
+            NotFound: no such study, no result series with that UID in it, or no such instance in that series.
         """
         study = self.study(study_uid)
-        chosen = [i for i in study.instances if series_uid is None or i.series_uid == series_uid]
-        if not chosen:
-            what = "series" if series_uid is not None else "results"
-            raise NotFound(f"the study has no result {what} with that UID" if series_uid else
-                           "the study has no DICOM results yet",
-                           hint="List its result series: GET /dicomweb/studies/{study}/series; a job still "
-                                "running has none yet (GET /v1/jobs/{id}).")
-        out = []
+        chosen = [i for i in study.instances if (series_uid is None or i.series_uid == series_uid)
+                  and (instance_uid is None or i.sop_instance == instance_uid)]
+        if chosen:
+            return study, chosen
+        if instance_uid is not None and any(i.series_uid == series_uid for i in study.instances):
+            raise NotFound("the result series has no instance with that SOPInstanceUID",
+                           hint="List the series' instances: GET /dicomweb/studies/{study}/series/{series}/metadata.")
+        if series_uid is not None:
+            raise NotFound("the study has no result series with that UID",
+                           hint="List its result series: GET /dicomweb/studies/{study}/series.")
+        raise NotFound("the study has no DICOM results yet",
+                       hint="A job still running has none yet (GET /v1/jobs/{id}).")
+
+    def datasets(self, study: ResultStudy, chosen: list[ResultInstance], *, pixels: bool = True) -> list[Dataset]:
+        """The chosen result objects, re-identified (``pixels=False``: read without the pixel data)."""
+        out: list[Dataset] = []
         for item in chosen:
             with quiet_pydicom(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(io.BytesIO(self.platform.objects.get(item.digest)))
+                ds = pydicom.dcmread(io.BytesIO(self.platform.objects.get(item.digest)), stop_before_pixels=not pixels)
                 reidentify(ds, study.address)
-                buf = io.BytesIO()
+            out.append(ds)
+        return out
+
+    def retrieve(self, study_uid: str, series_uid: str | None = None,
+                 instance_uid: str | None = None) -> tuple[ResultStudy, list[ResultInstance], list[bytes]]:
+        """The study's result objects (of one series, or the one instance, if given), re-identified, as DICOM
+        PS3.10 bytes, with the instances they are; raises as :meth:`select`."""
+        study, chosen = self.select(study_uid, series_uid, instance_uid)
+        out = []
+        for ds in self.datasets(study, chosen):
+            buf = io.BytesIO()
+            with quiet_pydicom(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 ds.save_as(buf, enforce_file_format=True)
             out.append(buf.getvalue())
-        return study, out
+        return study, chosen, out
 
 
 def study_attributes(study: ResultStudy, base_url: str) -> Dataset:

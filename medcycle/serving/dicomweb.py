@@ -18,9 +18,7 @@ of results are audited (they carry the patient's identity again).
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from typing import Annotated, Any, Final
 
 import pydicom
@@ -30,12 +28,10 @@ from starlette.concurrency import run_in_threadpool
 from medcycle.api.deps import PlatformDep, requires
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission, Principal
-from medcycle.errors import NotFound, UsageError
+from medcycle.errors import UsageError
 from medcycle.platform import Platform
 from medcycle.serving.dicom_results import (
     DicomResults,
-    ResultInstance,
-    ResultStudy,
     series_attributes,
     study_attributes,
 )
@@ -208,58 +204,21 @@ def _accepted_syntax(header: str | None) -> str:
 
 
 async def _retrieve(request: Request, platform: Platform, principal: Principal, study: str,
-                    series: str | None) -> Response:
+                    series: str | None, instance: str | None = None) -> Response:
     syntax = _accepted_syntax(request.headers.get("accept"))
     results = DicomResults(_intake(request, platform))
-    found, items = await run_in_threadpool(results.retrieve, study, series)
-    stored = {i.transfer_syntax for i in found.instances if series is None or i.series_uid == series}
+    found, chosen, items = await run_in_threadpool(results.retrieve, study, series, instance)
+    stored = {i.transfer_syntax for i in chosen}
     if syntax != "*" and stored != {syntax}:
         raise NotAcceptable(f"cannot answer in transfer syntax {syntax}: the results are stored in "
                             f"{', '.join(sorted(stored))} and are not transcoded",
                             hint="Ask for transfer-syntax=* (or the stored syntax).")
+    extra = {"instance": instance} if instance is not None else {}
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
-                            target_id=found.study_key, via="api", series=series, instances=len(items))
+                            target_id=found.study_key, via="api", series=series, instances=len(items), **extra)
     boundary = new_boundary()
     return Response(write_related(items, boundary, DICOM_MEDIA),
                     media_type=f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}')
-
-
-def _select(results: DicomResults, study_uid: str, series_uid: str | None,
-            instance_uid: str | None) -> tuple[ResultStudy, list[ResultInstance]]:
-    """The study's result instances (of one series, or the one instance, if given).
-
-    Raises:
-        NotFound: no such study, no result series with that UID in it, or no such instance in that series.
-    """
-    study = results.study(study_uid)
-    chosen = [i for i in study.instances if (series_uid is None or i.series_uid == series_uid)
-              and (instance_uid is None or i.sop_instance == instance_uid)]
-    if chosen:
-        return study, chosen
-    if instance_uid is not None and any(i.series_uid == series_uid for i in study.instances):
-        raise NotFound("the result series has no instance with that SOPInstanceUID",
-                       hint="List the series' instances: GET /dicomweb/studies/{study}/series/{series}/metadata.")
-    if series_uid is not None:
-        raise NotFound("the study has no result series with that UID",
-                       hint="List its result series: GET /dicomweb/studies/{study}/series.")
-    raise NotFound("the study has no DICOM results yet",
-                   hint="A job still running has none yet (GET /v1/jobs/{id}).")
-
-
-def _datasets(results: DicomResults, study: ResultStudy, chosen: list[ResultInstance], *,
-              pixels: bool) -> list[pydicom.Dataset]:
-    """The chosen result objects, re-identified (``pixels=False``: read without the pixel data)."""
-    from medcycle.catalog.deid import quiet_pydicom
-    from medcycle.serving.reid import reidentify
-
-    out: list[pydicom.Dataset] = []
-    for item in chosen:
-        with quiet_pydicom(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(results.platform.objects.get(item.digest)), stop_before_pixels=not pixels)
-            reidentify(ds, study.address)
-        out.append(ds)
-    return out
 
 
 def _drop_bulk(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -273,12 +232,6 @@ def _drop_bulk(ds: pydicom.Dataset) -> pydicom.Dataset:
                                              and len(elem.value) > BULK_BYTES):
             del ds[elem.tag]
     return ds
-
-
-def _part10(ds: pydicom.Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def _accepts_json(header: str | None) -> None:
@@ -295,32 +248,12 @@ def _accepts_json(header: str | None) -> None:
                         hint=f"Accept: {DICOM_JSON} (metadata is not offered as XML or multipart).")
 
 
-async def _instance(request: Request, platform: Platform, principal: Principal, study: str, series: str,
-                    instance: str) -> Response:
-    syntax = _accepted_syntax(request.headers.get("accept"))
-    results = DicomResults(_intake(request, platform))
-    found, chosen = await run_in_threadpool(_select, results, study, series, instance)
-    stored = {i.transfer_syntax for i in chosen}
-    if syntax != "*" and stored != {syntax}:
-        raise NotAcceptable(f"cannot answer in transfer syntax {syntax}: the result is stored in "
-                            f"{', '.join(sorted(stored))} and is not transcoded",
-                            hint="Ask for transfer-syntax=* (or the stored syntax).")
-    datasets = await run_in_threadpool(_datasets, results, found, chosen, pixels=True)
-    items = [_part10(ds) for ds in datasets]
-    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
-                            target_id=found.study_key, via="api", series=series, instance=instance,
-                            instances=len(items))
-    boundary = new_boundary()
-    return Response(write_related(items, boundary, DICOM_MEDIA),
-                    media_type=f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}')
-
-
 async def _metadata(request: Request, platform: Platform, principal: Principal, study: str,
                     series: str | None = None, instance: str | None = None) -> Response:
     _accepts_json(request.headers.get("accept"))
     results = DicomResults(_intake(request, platform))
-    found, chosen = await run_in_threadpool(_select, results, study, series, instance)
-    datasets = await run_in_threadpool(_datasets, results, found, chosen, pixels=False)
+    found, chosen = await run_in_threadpool(results.select, study, series, instance)
+    datasets = await run_in_threadpool(results.datasets, found, chosen, pixels=False)
     out = [_drop_bulk(ds).to_json_dict(bulk_data_threshold=BULK_BYTES) for ds in datasets]
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
                             target_id=found.study_key, via="api", series=series, instance=instance,
@@ -342,7 +275,7 @@ async def retrieve_series(study: str, series: str, request: Request, platform: P
 @router.get("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: one result object")
 async def retrieve_instance(study: str, series: str, instance: str, request: Request, platform: PlatformDep,
                             principal: Reader) -> Response:
-    return await _instance(request, platform, principal, study, series, instance)
+    return await _retrieve(request, platform, principal, study, series, instance)
 
 
 @router.get("/studies/{study}/metadata", summary="WADO-RS: metadata (DICOM JSON) of a study's result objects")
