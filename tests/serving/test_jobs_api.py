@@ -12,7 +12,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from medcycle.serving.config import ServingSettings
 from medcycle.serving.webhooks import SIGNATURE_HEADER, WebhookSender
 from medcycle.serving.worker import ServingWorker
 from tests.serving.core_fixtures import CLS, SEG, SrvTemplate, srv_client, srv_copy, srv_worker_thread
+from tests.serving.helpers import serve_handler
 
 
 def _dicom(path: Path) -> tuple[str, tuple[str, bytes, str]]:
@@ -164,15 +165,8 @@ class _Hook(BaseHTTPRequestHandler):
 @pytest.fixture
 def hook_server() -> Iterator[str]:
     _Hook.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_handler(_Hook) as url:
+        yield url
 
 
 def test_webhooks_are_delivered_with_retries_and_signed(srv_platform: Platform, srv_template: SrvTemplate,

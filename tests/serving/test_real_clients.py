@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from medcycle.platform import Platform
 from medcycle.serving.config import ServingSettings
 from medcycle.serving.webhooks import WebhookSender
 from tests.serving.core_fixtures import CLS, SrvTemplate, srv_client, srv_worker_thread
+from tests.serving.helpers import serve_handler
 
 
 def _dicom(path: Path) -> tuple[str, tuple[str, bytes, str]]:
@@ -69,15 +70,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     _Receiver.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_handler(_Receiver) as url:
+        yield url
 
 
 def test_a_webhook_url_that_cannot_be_requested_does_not_stop_the_sender(srv_platform: Platform,
