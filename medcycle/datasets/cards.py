@@ -26,7 +26,7 @@ from medcycle.datasets.labels import LabelSetInfo
 from medcycle.datasets.manifest import Manifest
 from medcycle.datasets.splits import LeakageReport, SplitPolicy, class_balance
 from medcycle.datasets.tables import DatasetRow, DatasetVersionRow
-from medcycle.errors import UsageError
+from medcycle.errors import UsageError, ValidationFailed
 from medcycle.store.base import utcnow
 
 CARD_FORMAT = "medcycle.dataset-card/1"
@@ -43,6 +43,55 @@ HUMAN_FIELDS: Mapping[str, str] = {
     "maintenance": "Who maintains the dataset, how to report problems, how often it is updated.",
     "citation": "How to cite the dataset.",
 }
+
+#: The longest text one human field may hold: a few pages; a longer write-up belongs in a document linked here.
+MAX_FIELD_CHARS = 20_000
+#: The control characters a human field may hold (tab and line ends); any other is refused: a NUL cannot be
+#: stored in a PostgreSQL text, and the others (escape sequences, bells, form feeds) would act on a terminal
+#: that prints the card instead of being shown.
+ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def _control_at(text: str) -> int | None:
+    """Where the first control character not in :data:`ALLOWED_CONTROLS` is in ``text``, or None."""
+    for at, ch in enumerate(text):
+        if (ch < " " or "\x7f" <= ch <= "\x9f") and ch not in ALLOWED_CONTROLS:
+            return at
+    return None
+
+
+def check_fields(fields: Mapping[str, str | None]) -> None:
+    """Refuse human field texts that are too long or hold control characters; names every field at fault.
+
+    The texts are measured as :func:`edit_card` stores them (stripped); every path that writes them (the
+    CLI, the REST API, the web form, the Python API) goes through here.
+
+    Raises:
+        ValidationFailed: one sentence per field at fault, with what to do in the hint.
+    """
+    too_long: list[str] = []
+    controls: list[str] = []
+    for key, value in fields.items():
+        text = (value or "").strip()
+        if len(text) > MAX_FIELD_CHARS:
+            too_long.append(f"{key}: longer than {MAX_FIELD_CHARS:,} characters ({len(text):,})")
+        at = _control_at(text)
+        if at is not None:
+            ch = text[at]
+            name = " (NUL)" if ch == "\x00" else ""
+            controls.append(f"{key}: control character U+{ord(ch):04X}{name} at character {at + 1}")
+    if not too_long and not controls:
+        return
+    hints = ["Nothing was saved."]
+    if too_long:
+        hints.append(f"Shorten the text to at most {MAX_FIELD_CHARS:,} characters per field, or keep the full "
+                     "write-up in a document and link it here.")
+    if controls:
+        hints.append("Remove the control character (often pasted from a PDF or a terminal); tabs and new "
+                     "lines are kept.")
+    raise ValidationFailed("; ".join(too_long + controls), hint=" ".join(hints),
+                           fields=sorted({p.partition(":")[0] for p in too_long + controls}))
+
 
 BREAKDOWNS: Mapping[str, tuple[str, ...]] = {
     "modality": ("modality",), "body_part": ("body_part",), "source": ("source",),
@@ -154,11 +203,18 @@ def card_json_bytes(card: Mapping[str, Any]) -> bytes:
 def edit_card(
     session: Session, name: str, fields: Mapping[str, str | None], *, actor: str = "system", via: str = "library"
 ) -> dict[str, str]:
-    """Set (or, with an empty value, clear) human fields of a dataset's card; returns all of them."""
+    """Set (or, with an empty value, clear) human fields of a dataset's card; returns all of them.
+
+    Raises:
+        UsageError: a field is not one of :data:`HUMAN_FIELDS`.
+        ValidationFailed: a text is longer than :data:`MAX_FIELD_CHARS` or holds a control character other
+            than tab and line ends (:func:`check_fields`); nothing is saved.
+    """
     unknown = sorted(set(fields) - set(HUMAN_FIELDS))
     if unknown:
         raise UsageError(f"unknown card field(s): {', '.join(unknown)}",
                          hint=f"Editable fields: {', '.join(HUMAN_FIELDS)}.")
+    check_fields(fields)
     ds = get_dataset(session, name)
     current = dict(ds.card_fields or {})
     for key, value in fields.items():

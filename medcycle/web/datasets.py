@@ -35,13 +35,13 @@ from medcycle.datasets.diff import VersionDiff
 from medcycle.datasets.labels import LabelSetInfo
 from medcycle.datasets.splits import SplitPolicy
 from medcycle.datasets.tables import DatasetRow, DatasetVersionRow
-from medcycle.errors import Conflict, MedcycleError, NotFound, PermissionDenied, UsageError
+from medcycle.errors import Conflict, MedcycleError, NotFound, PermissionDenied, UsageError, ValidationFailed
 from medcycle.web.render import renderer
 
 router = APIRouter(prefix="/ui/datasets", include_in_schema=False)
 Viewer = Annotated[Principal, requires(Permission.VIEW)]
 Editor = Annotated[Principal, requires(Permission.WRITE_DATA)]
-MAX_FIELD_CHARS = 20_000  # per human field: a few pages of text; a longer write-up belongs in a document
+MAX_FIELD_CHARS = cards.MAX_FIELD_CHARS  # per human field; the limit is kept (and enforced) by cards.check_fields
 
 DIFF_SHOWN = 200  # uids listed per kind of change; the counts are always complete
 SPLIT_ORDER = ("train", "val", "test")
@@ -229,18 +229,16 @@ def save_card(request: Request, name: str, session: SessionDep, principal: Edito
     posted = {k: _normalised(form.get(k, "")) for k in cards.HUMAN_FIELDS}
     stored = {k: (ds.card_fields or {}).get(k) or "" for k in cards.HUMAN_FIELDS}
     shown = {k: form.get(f"shown.{k}", "") for k in cards.HUMAN_FIELDS}  # digests of what the form showed
-    too_long = [k for k, v in posted.items() if len(v) > MAX_FIELD_CHARS]
-    if too_long:
-        error: MedcycleError = UsageError(
-            f"{', '.join(k.replace('_', ' ') for k in too_long)}: longer than {MAX_FIELD_CHARS:,} characters",
-            hint="Nothing was saved. Shorten the text, or keep the full write-up in a document and link it here.")
+    try:
+        cards.check_fields(posted)  # as edit_card would, but before a clash check, to keep the draft in the form
+    except ValidationFailed as refused:
         return _form_page(request, session, principal, ds, back, draft=posted, digests=shown, status_code=400,
-                          error=error)
+                          error=refused)
     mine = {k for k in cards.HUMAN_FIELDS if text_digest(posted[k]) != shown[k]}
     theirs = {k for k in cards.HUMAN_FIELDS if text_digest(stored[k]) != shown[k]}
     clash = {k: stored[k] for k in sorted(mine & theirs) if posted[k] != stored[k]}
     if clash:
-        error = Conflict(
+        error: MedcycleError = Conflict(
             f"someone changed {', '.join(k.replace('_', ' ') for k in clash)} since this form was opened",
             hint="Nothing was saved. Their text is shown under the field; save again to replace it with yours.")
         return _form_page(request, session, principal, ds, back, draft=posted, status_code=409, error=error,

@@ -84,3 +84,17 @@ def test_datasets_api(client: TestClient, platform: Platform, catalog: Catalog) 
         assert [e.actor for e in audit.query(s, action="dataset.manifest.read")] == ["eng"]
         assert {e.action for e in audit.query(s, action="dataset.")} >= {"dataset.create", "dataset.freeze"}
     assert client.delete("/v1/datasets/cxr", headers=eng).status_code == 409
+
+
+def test_card_edit_over_the_limit_is_a_422(client: TestClient, platform: Platform) -> None:
+    """PATCH /v1/datasets/NAME/card stored any length; the web form alone held the limit."""
+    eng = token_for(platform, "eng", "ml-engineer")
+    assert client.post("/v1/datasets", json={"name": "cxr", "query": ""}, headers=eng).status_code == 201
+    r = client.patch("/v1/datasets/cxr/card", json={"fields": {"motivation": "m" * 20_001}}, headers=eng)
+    assert r.status_code == 422, r.text[:300]
+    error = r.json()["error"]
+    assert error["code"] == "validation_failed" and "motivation: longer than 20,000" in error["message"]
+    assert error["hint"] and error["details"]["fields"] == ["motivation"]
+    r = client.patch("/v1/datasets/cxr/card", json={"fields": {"licence": "CC0\u0000"}}, headers=eng)
+    assert r.status_code == 422 and "U+0000" in r.json()["error"]["message"]
+    assert client.get("/v1/datasets/cxr", headers=eng).json()["card_fields"] == {}

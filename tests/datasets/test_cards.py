@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from medcycle.catalog.tables import InstanceRow, SeriesRow
-from medcycle.datasets import cards, versions
-from medcycle.errors import UsageError
+from medcycle.datasets import cards, items, versions
+from medcycle.datasets.items import create_dataset
+from medcycle.errors import UsageError, ValidationFailed
 from medcycle.platform import Platform
 
 
@@ -62,3 +63,24 @@ def test_human_fields_are_edited_live_and_frozen_cards_keep_theirs(platform: Pla
     with platform.session() as s:
         cards.edit_card(s, "cxr", {"licence": ""})  # empty clears
         assert cards.version_card(s, versions.resolve(s, frozen))["human"]["licence"] is None
+
+
+def test_human_fields_over_the_limit_or_with_nul_are_refused(platform: Platform) -> None:
+    """The 20,000-character limit held only in the web form; a NUL cannot be kept in a PostgreSQL text."""
+    with platform.session() as s:
+        create_dataset(s, "cxr", query="")
+    with platform.session() as s:
+        with pytest.raises(ValidationFailed, match=r"motivation: longer than 20,000 characters") as err:
+            cards.edit_card(s, "cxr", {"motivation": "m" * (cards.MAX_FIELD_CHARS + 1), "licence": "CC0-1.0"})
+        assert err.value.http_status == 422 and "Nothing was saved" in (err.value.hint or "")
+        with pytest.raises(ValidationFailed, match=r"licence: control character U\+0000 \(NUL\) at character 4"):
+            cards.edit_card(s, "cxr", {"licence": "CC0\x00-1.0"})
+        with pytest.raises(ValidationFailed, match=r"U\+001B"):
+            cards.edit_card(s, "cxr", {"limitations": "red \x1b[31mtext"})
+    with platform.session() as s:
+        assert items.get_dataset(s, "cxr").card_fields == {}  # nothing of a refused edit was kept
+        text = "m" * cards.MAX_FIELD_CHARS
+        kept = cards.edit_card(s, "cxr", {"motivation": f"  {text}\n", "limitations": "a\tb\r\nc\nd"})
+    with platform.session() as s:
+        assert items.get_dataset(s, "cxr").card_fields == kept
+        assert kept == {"motivation": text, "limitations": "a\tb\r\nc\nd"}

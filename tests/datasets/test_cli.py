@@ -15,6 +15,7 @@ from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import system
 from medcycle.cli.errors import run
 from medcycle.cli.main import root
+from medcycle.datasets.items import get_dataset
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
 from medcycle.testing.catalog import make_catalog
@@ -189,3 +190,15 @@ def test_card_output_to_a_place_that_cannot_be_written(
     code, _, _ = cli(capsys, "dataset", "card", "cxr", "--format", "html", "-o", str(good))
     assert code == 0 and good.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_card_edit_refuses_too_long_or_nul_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The 20,000-character limit of a human field held only in the web form; the CLI stored any length."""
+    assert cli(capsys, "init")[0] == 0
+    assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
+    code, _, err = cli(capsys, "dataset", "card", "edit", "cxr", "--field", "motivation=" + "m" * 20_001)
+    assert code == 2 and "motivation: longer than 20,000 characters" in err and "Hint: Nothing was saved" in err
+    code, _, err = cli(capsys, "dataset", "card", "edit", "cxr", "--field", "licence=CC0\x00")
+    assert code == 2 and "U+0000 (NUL)" in err and "Hint:" in err
+    with Platform(load_settings()) as p, p.session() as s:
+        assert get_dataset(s, "cxr").card_fields == {}
