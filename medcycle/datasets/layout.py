@@ -270,15 +270,39 @@ def is_empty(folder: Path) -> bool:
         return next(entries, None) is None
 
 
-def check_dest(dest: Path) -> Path:
-    if dest.exists() and not dest.is_dir():
-        raise UsageError(f"{dest} exists and is not a folder", hint="Pull into a new or existing folder.")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot make the folder {dest} ({exc.strerror or type(exc).__name__})",
-                         hint="Pull into a folder you can write to.") from None
-    return dest
+def check_dest(dest: Path) -> list[str]:
+    """Make ``dest`` (and its missing parents) to pull into; returns the folders it made, outermost first.
+
+    Nothing is made unless the folder can be used: ``dest`` (or the nearest folder above it that exists)
+    must be a folder this process can write into.
+
+    Raises:
+        UsageError: ``dest`` or a parent is a file, or the folder cannot be written into or made.
+    """
+    missing: list[Path] = []
+    here = dest.absolute()
+    while not here.exists() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    if not here.is_dir():
+        raise UsageError(f"{dest} exists and is not a folder" if not missing else
+                         f"cannot make the folder {dest} ({here} is not a folder)",
+                         hint="Pull into a new or existing folder (--to), not a file or a path through one.")
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into {here}", hint="Pull into a folder you can write to (check its owner "
+                         "and mode, or choose another --to).")
+    made: list[str] = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, not ours to remove
+        except OSError as exc:
+            remove_folders(made)
+            raise UsageError(f"cannot make the folder {folder} ({exc.strerror or type(exc).__name__})",
+                             hint="Pull into a folder you can write to.") from None
+        made.append(str(folder))
+    return made
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -68,21 +68,29 @@ def pull(
         progress: called with :class:`TransferEvent` s on this thread.
         verify: re-hash objects already on this machine instead of trusting their size and links.
 
+    Every attempt writes a ``dataset.pull`` audit event, a failed one too (``outcome="failed"`` with the
+    error's code; before the version is known, ``ref`` is its target). A pull refused before it starts (an
+    unknown version, a ``dest`` that is a file or cannot be written into) makes no folder.
+
     Raises:
         IntegrityError: an object's bytes do not match its digest (the error names the digest).
         NotFound: the version, or an object it lists, does not exist.
+        UsageError: ``dest`` is a file, or a folder that cannot be written into.
     """
     started = time.monotonic()
     workers = workers or platform.settings.io_workers
     emit = progress or (lambda _e: None)
-    dest = layout.check_dest(Path(dest))
-    fresh = layout.is_empty(dest)  # nothing to compare with: every file is linked without a look first
-    with platform.session() as session:
-        row = resolve(session, ref)
-        info = version_info(session, row)
-        card_md = render_markdown(version_card(session, row))
-    report = PullReport(dataset=info.dataset, version=info.id, ref=ref, dest=str(dest))
+    dest = Path(dest)
+    # Until the version is known the event names what was asked for; a failure from here on is audited.
+    report = PullReport(dataset=ref.partition("@")[0], version=ref, ref=ref, dest=str(dest))
     try:
+        with platform.session() as session:
+            row = resolve(session, ref)
+            info = version_info(session, row)
+            card_md = render_markdown(version_card(session, row))
+        report.dataset, report.version = info.dataset, info.id
+        layout.check_dest(dest)  # only once the version is known: a refused pull makes no folder
+        fresh = layout.is_empty(dest)  # nothing to compare with: every file is linked without a look first
         local, is_store = local_store(platform)
         report.source = "local-store" if is_store else "cache"
         manifest, report.manifest_bytes = load_manifest(platform.objects, local, is_store, info.id)

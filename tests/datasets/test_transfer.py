@@ -13,7 +13,7 @@ import pytest
 from medcycle.auth import audit
 from medcycle.datasets import labels, transfer, versions
 from medcycle.datasets.layout import CARD_FILE, MANIFEST_CSV, MANIFEST_JSON
-from medcycle.errors import BackendUnavailable, IntegrityError, UsageError
+from medcycle.errors import BackendUnavailable, IntegrityError, NotFound, UsageError
 from medcycle.objects.local import LocalObjectStore
 from medcycle.platform import Platform
 from tests.datasets.conftest import Catalog, labels_csv, use_remote
@@ -223,4 +223,40 @@ def test_status_of_a_folder_that_is_a_file(platform: Platform, frozen: str, tmp_
     with pytest.raises(UsageError) as err:
         transfer.status(platform, frozen, to=blocker)
     assert "not a folder" in err.value.message
-    assert transfer.status(platform, frozen, to=tmp_path / "absent").folder["present"] == 0
+    folder = transfer.status(platform, frozen, to=tmp_path / "absent").folder
+    assert folder is not None and folder["present"] == 0
+
+
+def test_a_pull_refused_before_it_starts_is_audited_and_leaves_no_folder(
+    platform: Platform, frozen: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """"Every pull writes an audit event": an unknown version or an unusable --to wrote none."""
+    dest = tmp_path / "new" / "data"
+    with pytest.raises(NotFound):
+        transfer.pull(platform, "cxr@nope", dest, actor="alice")
+    with pytest.raises(NotFound):
+        transfer.pull(platform, "nope@v1", dest, actor="alice")
+    assert not (tmp_path / "new").exists()  # not even an empty folder
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"keep me")
+    with pytest.raises(UsageError, match="exists and is not a folder"):
+        transfer.pull(platform, frozen, a_file, actor="alice")
+    assert a_file.read_bytes() == b"keep me"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # Tests run as root, which may write anywhere: the folder is made to look read-only to this process.
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw))
+    with pytest.raises(UsageError, match="cannot write into") as err:
+        transfer.pull(platform, frozen, locked / "sub", actor="alice")
+    assert "folder you can write to" in (err.value.hint or "") and list(locked.iterdir()) == []
+    with platform.session() as s:
+        events = audit.query(s, action="dataset.pull")
+        version_id = versions.resolve(s, frozen).id
+    got = [(e.actor, e.outcome, e.target_id, e.details["error"], e.details["dest"]) for e in reversed(events)]
+    assert got == [
+        ("alice", "failed", "cxr@nope", "not_found", str(dest)),
+        ("alice", "failed", "nope@v1", "not_found", str(dest)),
+        ("alice", "failed", version_id, "bad_request", str(a_file)),
+        ("alice", "failed", version_id, "bad_request", str(locked / "sub")),
+    ]
