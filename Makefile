@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml
 browser-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    (apt-get -o DPkg::Lock::Timeout=600 update -qq \
+	      && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null) \
 	      || echo "WARNING: could not install chromium; browser tests will be skipped (and fail under CI=true)"; \
 	  else echo "WARNING: chromium missing and not root; install it with: sudo apt-get install -y chromium"; fi; \
 	fi

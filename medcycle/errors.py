@@ -71,6 +71,27 @@ class ValidationFailed(UsageError):
     http_status = 422
 
 
+class PayloadTooLarge(UsageError):
+    """A request, file or archive over the configured limits."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(UsageError):
+    """A request body of a content type the endpoint does not take."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class LengthRequired(UsageError):
+    """An upload without Content-Length: its size must be known before it is read."""
+
+    code = "length_required"
+    http_status = 411
+
+
 class NotFound(MedcycleError):
     """A named thing (dataset, version, model, job, object …) does not exist."""
 

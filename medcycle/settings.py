@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         description="Bound on a request's request line and headers at `medcycle serve` (KiB): a longer head is "
         "answered 431 and its connection closed (uvicorn's HTTP parser has no bound of its own).",
     )
+    api_max_object_bytes: int = Field(
+        default=1024**3, ge=1,
+        description="Bound on one `POST /v1/objects` body (bytes): a longer one is answered 413 and nothing is "
+        "stored. The tracking SDK sends files over 64 MiB in parts, each under it.",
+    )
     job_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a worker holds a job without a heartbeat before redelivery."
     )

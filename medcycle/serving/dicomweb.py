@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from medcycle.api.deps import PlatformDep, requires
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission, Principal
-from medcycle.errors import UsageError
+from medcycle.errors import PayloadTooLarge, UnsupportedMediaType, UsageError
 from medcycle.platform import Platform
 from medcycle.serving.dicom_results import (
     DicomResults,
@@ -36,8 +36,6 @@ from medcycle.serving.dicom_results import (
     study_attributes,
 )
 from medcycle.serving.multipart import (
-    PayloadTooLarge,
-    UnsupportedMediaType,
     new_boundary,
     parse_content_type,
     read_related,

@@ -8,8 +8,10 @@ bombs, path-traversal member names, nested archives) and cleaned before it is st
   the DICOM intake); an image whose pixels may carry burnt-in text is refused.
 * NIfTI loses its free-text header fields and extensions; PNG/JPEG are re-encoded as PNG without metadata
   (the catalog readers do both).
-* Inputs given as object digests are taken as stored (DICOMweb and the C-STORE SCP store de-identified
-  instances first).
+* Inputs given as object digests are taken as stored when a de-identifying intake stored them: a catalog
+  instance (ingest), an input of an earlier inference job, or an instance DICOMweb or the C-STORE SCP
+  accepted. Any other object (e.g. raw bytes sent to ``POST /v1/objects``) is fetched and checked and cleaned
+  like an upload, and its cleaned bytes are what the job references.
 
 Files become *cases*: the DICOM files of one series form one case (a volume, or slices for a 2D model); each
 NIfTI or PNG file is its own case. A case counts its images/slices, which is what the batcher counts.
@@ -25,12 +27,12 @@ import shutil
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-from medcycle.errors import UsageError, ValidationFailed
+from medcycle.errors import PayloadTooLarge, UsageError, ValidationFailed
 from medcycle.objects.base import DIGEST_RE
 
 if TYPE_CHECKING:
@@ -44,25 +46,43 @@ MiB = 1024 * 1024
 IN_MEMORY = 32 * MiB  # an upload up to this size is held in memory: DICOM is checked and cleaned there, unwritten
 
 
-class PayloadTooLarge(UsageError):
-    """A request, file or archive over the configured limits."""
+#: Image storage SOP classes a model can take (pixel data of one frame or a volume), with their names. Every
+#: intake refuses other classes (SR, presentation states, PDFs, RT objects, SEG, waveforms, ...): REST with 422,
+#: STOW-RS and the C-STORE SCP with status 0x0122.
+IMAGE_SOP_CLASSES: Final[dict[str, str]] = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.128": "Positron Emission Tomography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
+    "1.2.840.10008.5.1.4.1.1.20": "Nuclear Medicine Image Storage",
+}
+IMAGE_CLASSES_HINT: Final = "Send image instances (CT, MR, CR, DX, MG, PET, NM)."
 
-    code = "too_large"
-    http_status = 413
+
+def not_an_image_class(sop_class: str) -> str | None:
+    """Why an instance of ``sop_class`` cannot be a model's input (None: an image class it can take)."""
+    if sop_class in IMAGE_SOP_CLASSES:
+        return None
+    if not sop_class:
+        return "has no SOP Class UID"
+    from pydicom.uid import UID
+
+    uid = UID(sop_class)
+    name = uid.name if uid.is_valid and uid.name != sop_class else "unknown"
+    return f"is of SOP class {sop_class[:64]} ({name}), not an image class a model can take"
 
 
-class UnsupportedMediaType(UsageError):
-    """A request body of a content type the endpoint does not take."""
-
-    code = "unsupported_media_type"
-    http_status = 415
-
-
-class LengthRequired(UsageError):
-    """An upload without Content-Length: its size must be known before it is read."""
-
-    code = "length_required"
-    http_status = 411
+def _check_image_class(sop_class: str, label: str) -> None:
+    problem = not_an_image_class(sop_class.strip())
+    if problem is not None:
+        raise ValidationFailed(f"{label} {problem}", hint=IMAGE_CLASSES_HINT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +165,10 @@ def _write_stream(src: BinaryIO, dest: Path, limit: int, label: str, head: bytes
 
 
 def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, limits: ServingSettings,
-                tag: str = "r") -> list[_Local]:
+                tag: str = "r", *, clean: Collection[str] = ()) -> list[_Local]:
     """Each given input as a local file in ``folder``, named ``TAG-…`` (a request's own prefix, so requests can
-    share a folder); zips expanded (safely), stored objects fetched."""
+    share a folder); zips expanded (safely), stored objects fetched. A stored object whose digest is in
+    ``clean`` (stored de-identified) is taken as stored; any other one is checked and cleaned as an upload."""
     if not items:
         raise UsageError("a request needs at least one input", hint="Send a DICOM, NIfTI or PNG file, or a zip.")
     out: list[_Local] = []
@@ -158,7 +179,7 @@ def materialise(items: Sequence[InputLike], folder: Path, objects: ObjectStore, 
                 raise UsageError(f"input {n + 1} ({item[:20]!r}) is not an object digest",
                                  hint="Give 64 hex characters of a stored object, or pass the file itself.")
             objects.get_to_path(item, dest)
-            label, digest = f"object {item[:12]}…", item
+            label, digest = f"object {item[:12]}…", (item if item in clean else None)
         elif isinstance(item, Path):
             if not item.is_file():
                 raise UsageError(f"{item.name} is not a file", hint="Pass existing files.")
@@ -427,6 +448,7 @@ def _pydicom_frames(ds: Any, label: str) -> int:
 def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
     if local.digest is not None:  # stored by an intake that de-identified it already
         ds = _dicom_read(local.path, local.label, pixels=False)
+        _check_image_class(str(ds.get("SOPClassUID", "") or ""), local.label)
         frames = _pydicom_frames(ds, local.label)
         return Prepared(local.label, DICOM, frames, f"series:{ds.get('SeriesInstanceUID', local.digest)}",
                         digest=local.digest, instance=str(ds.get("SOPInstanceUID", "")) or None)
@@ -443,6 +465,7 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
     from medcycle.catalog.deid import DeidOptions, deidentify, quiet_pydicom
 
     ds = _dicom_read(local.on_disk(), local.label, pixels=True)
+    _check_image_class(str(ds.get("SOPClassUID", "") or ""), local.label)
     frames = _pydicom_frames(ds, local.label)
     result = deidentify(ds, pseudo, DeidOptions(), fallback_key=fallback_key)
     _refuse_burnt_in(local, result.quarantine_reason)
@@ -473,6 +496,7 @@ def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes,
     except (Fallback, ValidationFailed):
         return None
     pixels = fast.pixels
+    _check_image_class(str(fast.source.get("SOPClassUID", "") or ""), local.label)
     compressed = bool(UID(fast.transfer_syntax).is_compressed) or (pixels is not None and pixels.encapsulated)
     frames = _dicom_frames(fast.source, local.label, lambda: pixels.length if pixels is not None else 0,
                            lambda: compressed)

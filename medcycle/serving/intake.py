@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlparse
 
 from medcycle.errors import UsageError, ValidationFailed
@@ -152,6 +152,7 @@ def submit(
     priority: int = 0,
     settings: ServingSettings | None = None,
     record: Callable[[Session, Job], None] | None = None,
+    stored_clean: bool = False,
 ) -> Job:
     """Store ``inputs`` and enqueue one inference job for ``model``; returns the job (the first one for a key).
 
@@ -166,6 +167,9 @@ def submit(
         params: :class:`~medcycle.serving.schemas.Params` (or a mapping / JSON text of them).
         record: called with the transaction that records the job's input references and the new job (not a
             replayed one), e.g. to write an audit event in the same commit.
+        stored_clean: every digest in ``inputs`` was stored de-identified by the caller (the DICOM intakes).
+            Otherwise a digest is taken as stored only when a catalog instance or an earlier job's input
+            references it; other objects are fetched, checked and de-identified like uploads.
 
     Raises:
         UsageError / ValidationFailed / PayloadTooLarge: a bad input (the message names which).
@@ -185,7 +189,7 @@ def submit(
         existing = _existing(platform, cfg.queue, key)
         if existing is not None:
             return _same_request(existing, key, fingerprint)
-    prepared = _prepare_all(platform, inputs, cfg)
+    prepared = _prepare_all(platform, inputs, cfg, stored_clean)
     digests = []
     for item in prepared:
         if item.digest is not None:
@@ -236,15 +240,34 @@ def _existing(platform: Platform, queue: str, key: str) -> Job | None:
     return None
 
 
-def _prepare_all(platform: Platform, inputs: Sequence[InputLike], cfg: ServingSettings) -> list[Prepared]:
+#: Object references whose owners hold de-identified bytes: catalog instances (ingest) and inputs of inference
+#: jobs (stored by this module after cleaning).
+CLEAN_OWNERS: Final = frozenset({"instance", INPUT_REF})
+
+
+def clean_objects(platform: Platform, digests: Sequence[str]) -> set[str]:
+    """Which of ``digests`` a de-identifying intake stored (:data:`CLEAN_OWNERS`); one query."""
+    from medcycle.objects.refs import refs_of
+
+    if not digests:
+        return set()
+    with platform.session(write=False) as session:
+        refs = refs_of(session, dict.fromkeys(digests))
+    return {d for d, owners in refs.items() if any(kind in CLEAN_OWNERS for kind, _ in owners)}
+
+
+def _prepare_all(platform: Platform, inputs: Sequence[InputLike], cfg: ServingSettings,
+                 stored_clean: bool = False) -> list[Prepared]:
     from medcycle.catalog.deid import Pseudonymizer
     from medcycle.catalog.keys import load_or_create_key
 
-    raw = any(not isinstance(i, str) for i in inputs)
+    given = [i for i in inputs if isinstance(i, str)]
+    clean = set(given) if stored_clean else clean_objects(platform, given)
+    raw = len(clean) < len(inputs)
     pseudo = Pseudonymizer(load_or_create_key(platform.settings.resolved_deid_key_file)) if raw else None
     folder, tag = scratch_dir(), new_tag()
     try:
-        files = materialise(list(inputs), folder, platform.objects, cfg, tag)
+        files = materialise(list(inputs), folder, platform.objects, cfg, tag, clean=clean)
         if not files:
             raise UsageError("the request holds no files (an empty zip?)", hint="Send at least one image file.")
         return [prepare(f, pseudo, cfg) for f in files]

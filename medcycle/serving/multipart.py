@@ -14,19 +14,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from medcycle.errors import UsageError
+from medcycle.errors import PayloadTooLarge, UnsupportedMediaType, UsageError
 
 SPOOL_IN_MEMORY: Final = 8 * 1024 * 1024
-
-
-class PayloadTooLarge(UsageError):
-    code = "too_large"
-    http_status = 413
-
-
-class UnsupportedMediaType(UsageError):
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 @dataclass

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pydicom import Dataset
-from pydicom import uid as dicom_uid
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
@@ -32,6 +31,7 @@ from medcycle.catalog.keys import load_or_create_key
 from medcycle.errors import UsageError, ValidationFailed
 from medcycle.objects.refs import add_ref
 from medcycle.serving.dicom_tables import DicomStudyRow
+from medcycle.serving.inputs import IMAGE_CLASSES_HINT, IMAGE_SOP_CLASSES, not_an_image_class
 from medcycle.serving.reid import ReturnAddress, Sealer, capture, merge
 
 if TYPE_CHECKING:
@@ -52,18 +52,7 @@ STATUS_OUT_OF_RESOURCES: Final = 0xA700
 STATUS_DATASET_MISMATCH: Final = 0xA900
 STATUS_CANNOT_UNDERSTAND: Final = 0xC000
 
-#: Image storage SOP classes a model can take (pixel data of one frame or a volume). Other storage classes
-#: (SR, presentation states, PDFs, RT objects, waveforms, ...) are refused with 0x0122.
-SUPPORTED_SOP_CLASSES: Final[dict[str, str]] = {
-    str(u): u.name for u in (
-        dicom_uid.CTImageStorage, dicom_uid.EnhancedCTImageStorage, dicom_uid.MRImageStorage,
-        dicom_uid.EnhancedMRImageStorage, dicom_uid.ComputedRadiographyImageStorage,
-        dicom_uid.DigitalXRayImageStorageForPresentation, dicom_uid.DigitalXRayImageStorageForProcessing,
-        dicom_uid.DigitalMammographyXRayImageStorageForPresentation,
-        dicom_uid.DigitalMammographyXRayImageStorageForProcessing, dicom_uid.PositronEmissionTomographyImageStorage,
-        dicom_uid.EnhancedPETImageStorage, dicom_uid.NuclearMedicineImageStorage,
-    )
-}
+SUPPORTED_SOP_CLASSES: Final = IMAGE_SOP_CLASSES  # what every intake takes (medcycle.serving.inputs)
 
 
 class InstanceRefused(ValidationFailed):
@@ -182,11 +171,10 @@ class DicomIntake:
         if not sop_class:
             raise InstanceRefused("the instance has no SOP Class UID", status=STATUS_DATASET_MISMATCH,
                                   hint="Every DICOM instance must carry (0008,0016).")
-        if sop_class not in SUPPORTED_SOP_CLASSES:
-            name = dicom_uid.UID(sop_class).name if dicom_uid.UID(sop_class).is_valid else "unknown"
-            raise InstanceRefused(f"SOP class {sop_class} ({name}) is not an image class a model can take",
-                                  status=STATUS_SOP_CLASS_NOT_SUPPORTED,
-                                  hint="Send image instances (CT, MR, CR, DX, MG, PET, NM).")
+        problem = not_an_image_class(sop_class)
+        if problem is not None:
+            raise InstanceRefused(f"the instance {problem}", status=STATUS_SOP_CLASS_NOT_SUPPORTED,
+                                  hint=IMAGE_CLASSES_HINT)
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             if not str(ds.get(keyword, "") or "").strip():
                 raise InstanceRefused(f"the instance has no {keyword}", status=STATUS_DATASET_MISMATCH,
@@ -247,7 +235,7 @@ class DicomIntake:
             self.platform, [i.digest for i in ordered], model=model, source=via,
             idempotency_key="dicom:" + hashlib.sha256(f"{study_key}\n{inputs_digest}\n{model}".encode()).hexdigest(),
             deadline_s=deadline_s,
-            webhook=webhook, params=None,
+            webhook=webhook, params=None, stored_clean=True,  # accept() stored each instance de-identified
         )
         row = DicomStudyRow(study_key=study_key, inputs_digest=inputs_digest, model=model, job_id=_job_id(job),
                             via=via, calling_ae=calling_ae, instances=len(ordered),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,6 +124,30 @@ def test_objects_upload_download_and_audit(client: TestClient, platform: Platfor
     admin = token_for(platform, "boss", "admin")
     reads = client.get("/v1/audit", headers=admin, params={"action": "object.read"}).json()
     assert [(e["actor"], e["target_id"]) for e in reads] == [("eng", digest)]
+
+
+def test_object_uploads_over_the_bound_are_refused_and_not_stored(tmp_path: Path) -> None:
+    from medcycle.testing.platform import make_settings
+
+    platform = Platform(make_settings(tmp_path / "home", auth_enabled=False, api_max_object_bytes=100_000))
+    platform.init()
+    try:
+        client = TestClient(create_app(platform, web=False))
+        before = sorted(info.digest for info in platform.objects.list())
+        r = client.post("/v1/objects", content=os.urandom(100_001))  # Content-Length says so: refused unread
+        assert r.status_code == 413 and "at most 100000" in r.json()["error"]["message"], r.text
+        assert "api_max_object_bytes" in r.json()["error"]["hint"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: refused once the bound is passed
+            for _ in range(30):
+                yield os.urandom(8192)
+
+        r = client.post("/v1/objects", content=chunks())
+        assert r.status_code == 413 and "over 100000" in r.json()["error"]["message"], r.text
+        assert sorted(info.digest for info in platform.objects.list()) == before
+        assert client.post("/v1/objects", content=os.urandom(100_000)).status_code == 201  # at the bound: stored
+    finally:
+        platform.close()
 
 
 def test_corrupt_object_download_is_cut_short(client: TestClient, platform: Platform) -> None:

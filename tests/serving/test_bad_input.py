@@ -250,7 +250,8 @@ def test_a_2gb_upload_is_refused_early_with_flat_memory(server: Server) -> None:
 def test_stow_bodies_without_a_length_are_bounded_as_they_arrive() -> None:
     import asyncio
 
-    from medcycle.serving.multipart import PayloadTooLarge, read_related
+    from medcycle.errors import PayloadTooLarge
+    from medcycle.serving.multipart import read_related
 
     async def chunks() -> Any:  # an endless body in small parts, each under the part limit
         n = 0

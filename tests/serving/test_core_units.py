@@ -12,12 +12,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from medcycle.errors import ConfigError, UsageError, ValidationFailed
+from medcycle.errors import ConfigError, PayloadTooLarge, UsageError, ValidationFailed
 from medcycle.platform import Platform
 from medcycle.serving import outputs, postprocess
 from medcycle.serving.batcher import DispatchReason, DynamicBatcher
 from medcycle.serving.config import ServingSettings, load_serving_settings
-from medcycle.serving.inputs import PayloadTooLarge, Upload, cases, materialise, prepare
+from medcycle.serving.inputs import Upload, cases, materialise, prepare
 from medcycle.serving.intake import check_webhook
 from medcycle.serving.results import result_key
 from medcycle.serving.schemas import OutputKind, Params

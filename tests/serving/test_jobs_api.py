@@ -204,7 +204,65 @@ def test_cancel_a_queued_job(srv_platform: Platform, srv_template: SrvTemplate) 
     r = client.delete(f"/v1/jobs/{job['id']}")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert ServingWorker(srv_platform, idle_wait_ms=50).run_once() == 0
+    assert client.delete(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"  # again: a no-op
     assert client.delete("/v1/jobs/nope").status_code == 404
+    done = client.post("/v1/jobs", data={"model": CLS}, files=[_dicom(srv_template.radiographs[1])]).json()
+    assert ServingWorker(srv_platform, idle_wait_ms=50, max_delay_ms=0).run_once() == 1
+    r = client.delete(f"/v1/jobs/{done['id']}")
+    assert r.status_code == 409 and "already finished (done)" in r.json()["error"]["message"], r.text
+    assert client.get(f"/v1/jobs/{done['id']}").json()["status"] == "done"  # the outcome stands
+
+
+def test_objects_by_digest_are_de_identified_unless_a_clean_intake_stored_them(srv_platform: Platform,
+                                                                            srv_template: SrvTemplate) -> None:
+    from medcycle.catalog.tables import InstanceRow
+
+    client = srv_client(srv_platform)
+    raw = srv_template.radiographs[0].read_bytes()
+    original = pydicom.dcmread(io.BytesIO(raw))
+    identifiers = [str(original.PatientName), str(original.PatientID), str(original.StudyInstanceUID),
+                   str(original.SOPInstanceUID)]
+    assert all(len(v) > 3 and v.encode() in raw for v in identifiers)
+    raw_digest = client.post("/v1/objects", content=raw).json()["digest"]  # stored as sent: raw
+    r = client.post("/v1/jobs", json={"model": CLS, "inputs": [{"digest": raw_digest}]})
+    assert r.status_code == 202, r.text
+    [used] = srv_platform.jobs.get(r.json()["id"]).payload["inputs"]
+    assert used != raw_digest  # the job references the cleaned bytes, never the raw object
+    with srv_platform.objects.open(used) as fh:
+        cleaned = fh.read()
+    assert not any(v.encode() in cleaned for v in identifiers)
+    assert pydicom.dcmread(io.BytesIO(cleaned)).PatientIdentityRemoved == "YES"
+    again = client.post("/v1/jobs", json={"model": CLS, "inputs": [{"digest": used}]})  # an earlier job's input
+    assert srv_platform.jobs.get(again.json()["id"]).payload["inputs"] == [used]
+    with srv_platform.session(write=False) as s:
+        instance = s.scalars(select(InstanceRow.digest).where(InstanceRow.format == "dicom")).first()
+    assert instance is not None
+    r = client.post("/v1/jobs", json={"model": CLS, "inputs": [{"digest": instance}]})  # ingested: taken as stored
+    assert srv_platform.jobs.get(r.json()["id"]).payload["inputs"] == [instance]
+    original.BurnedInAnnotation = "YES"
+    burned = io.BytesIO()
+    original.save_as(burned, enforce_file_format=True)
+    burned_digest = client.post("/v1/objects", content=burned.getvalue()).json()["digest"]
+    r = client.post("/v1/jobs", json={"model": CLS, "inputs": [{"digest": burned_digest}]})
+    assert r.status_code == 422 and "patient data in its pixels" in r.json()["error"]["message"], r.text
+    assert srv_platform.jobs.stats("inference").counts == {"queued": 3}
+
+
+def test_non_image_dicom_classes_are_refused_at_the_door(srv_platform: Platform, srv_template: SrvTemplate) -> None:
+    """RT Dose and SEG carry pixel data but are no image a model takes: refused as STOW-RS and C-STORE do."""
+    from pydicom.data import get_testdata_file
+
+    client = srv_client(srv_platform)
+    for name, cls in [("rtdose.dcm", "RT Dose Storage"), ("liver.dcm", "Segmentation Storage"),
+                      ("rtplan.dcm", "RT Plan Storage")]:
+        path = get_testdata_file(name)
+        assert isinstance(path, str)
+        r = client.post("/v1/jobs", data={"model": CLS}, files=[_dicom(Path(path))])
+        assert r.status_code == 422, (name, r.status_code, r.text)
+        error = r.json()["error"]
+        assert f"{name} is of SOP class" in error["message"] and cls in error["message"], error
+        assert "CT, MR, CR, DX" in error["hint"]
+    assert srv_platform.jobs.stats("inference").counts == {}
 
 
 def _zip(files: dict[str, bytes]) -> bytes:

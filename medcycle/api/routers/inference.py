@@ -33,13 +33,22 @@ from medcycle.api.admission import Admission
 from medcycle.api.deps import PlatformDep, requires
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission, Principal
-from medcycle.errors import NotFound, QueueFull, UsageError, ValidationFailed
-from medcycle.jobs.base import Job
+from medcycle.errors import (
+    Conflict,
+    LengthRequired,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    UnsupportedMediaType,
+    UsageError,
+    ValidationFailed,
+)
+from medcycle.jobs.base import Job, JobState
 from medcycle.objects.base import CHUNK
 from medcycle.platform import Platform
 from medcycle.serving import intake
 from medcycle.serving.config import ServingSettings, load_serving_settings
-from medcycle.serving.inputs import InputLike, LengthRequired, PayloadTooLarge, UnsupportedMediaType, Upload
+from medcycle.serving.inputs import InputLike, Upload
 from medcycle.serving.results import job_out
 from medcycle.serving.schemas import JobOut, JobRequest, Params
 
@@ -352,12 +361,20 @@ async def get_job(request: Request, job_id: str, platform: PlatformDep, _: Reade
     return await run_in_threadpool(_answer, platform, job, submitted=False)
 
 
-@router.delete("/{job_id}", response_model=JobOut, responses={404: ERRORS[404]})
+@router.delete("/{job_id}", response_model=JobOut,
+               responses={404: ERRORS[404], 409: {"description": "The job finished before it could be cancelled"}})
 def cancel_job(request: Request, job_id: str, platform: PlatformDep, principal: Submitter) -> JobOut:
-    """Cancel: a queued job never runs; a running one is stopped at its worker's next heartbeat."""
+    """Cancel: a queued job never runs; a running one is stopped at its worker's next heartbeat. A job that
+    finished otherwise (done, failed, dead-lettered) cannot be cancelled: 409, its outcome stands."""
     cfg = _settings(request, platform)
     _inference_job(platform, cfg, job_id)
     job = platform.jobs.cancel(job_id)
+    if job.state.finished and job.state is not JobState.CANCELLED:
+        status = job_out(platform, job).status
+        raise Conflict(f"job {job_id} has already finished ({status}); there is nothing to cancel",
+                       hint="Its outcome stands: read it with GET /v1/jobs/{id}. Cancelling a cancelled job is a "
+                            "no-op.",
+                       status=status)
     with platform.session() as session:
         audit.record(session, principal, "serving.cancel", target_kind="job", target_id=job_id, via="api")
     return job_out(platform, job)

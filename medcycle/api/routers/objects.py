@@ -15,6 +15,7 @@ from medcycle.api.deps import PlatformDep, SessionDep, requires
 from medcycle.api.schemas import ObjectOut
 from medcycle.auth import audit
 from medcycle.auth.roles import Permission, Principal
+from medcycle.errors import PayloadTooLarge
 from medcycle.objects.base import CHUNK, check_digest
 
 router = APIRouter(prefix="/v1/objects", tags=["objects"])
@@ -26,13 +27,25 @@ Writer = Annotated[Principal, requires(Permission.WRITE_DATA)]
 async def upload(
     request: Request, platform: PlatformDep, session: SessionDep, principal: Writer, expected: str | None = None
 ) -> ObjectOut:
-    """Store the raw request body (streamed to disk, never held in memory); returns its digest."""
+    """Store the raw request body (streamed to disk, never held in memory); returns its digest. A body over
+    ``api_max_object_bytes`` is refused (413) before it is read when its Content-Length says so, else as soon
+    as it passes the bound; nothing of a refused body is stored."""
     if expected is not None:
         check_digest(expected)
+    limit = platform.settings.api_max_object_bytes
+    hint = ("Send files over 64 MiB in parts as the tracking SDK does (each part stored by digest, then "
+            "POST /v1/runs/objects/assemble), or raise the setting api_max_object_bytes.")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"the object is {int(length)} bytes; at most {limit} are accepted", hint=hint)
     with tempfile.TemporaryDirectory(prefix="medcycle-upload-") as tmp:
         path = Path(tmp) / "body"
+        received = 0
         with path.open("wb") as out:
             async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise PayloadTooLarge(f"the object is over {limit} bytes", hint=hint)
                 out.write(chunk)
         info = await run_in_threadpool(platform.objects.put, path, expected_digest=expected)
     audit.record(
