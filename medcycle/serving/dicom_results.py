@@ -206,3 +206,19 @@ def series_attributes(study: ResultStudy, series_uid: str, items: list[ResultIns
     ds.NumberOfSeriesRelatedInstances = len(items)
     ds.RetrieveURL = f"{base_url}/studies/{study.address.study_uid}/series/{series_uid}"
     return ds
+
+
+def instance_attributes(study: ResultStudy, item: ResultInstance, base_url: str) -> Dataset:
+    """QIDO-RS instance-level attributes (PS3.18 Table 10.6.3-5), with the study and series the instance is in."""
+    ds = Dataset()
+    ds.StudyInstanceUID = study.address.study_uid
+    ds.SeriesInstanceUID = item.series_uid
+    ds.Modality = item.modality
+    if item.series_number is not None:
+        ds.SeriesNumber = item.series_number
+    ds.SOPClassUID = item.sop_class
+    ds.SOPInstanceUID = item.sop_instance
+    ds.InstanceAvailability = "ONLINE"
+    series_url = f"{base_url}/studies/{study.address.study_uid}/series/{item.series_uid}"
+    ds.RetrieveURL = f"{series_url}/instances/{item.sop_instance}"
+    return ds

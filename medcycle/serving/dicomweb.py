@@ -32,6 +32,7 @@ from medcycle.errors import PayloadTooLarge, UnsupportedMediaType, UsageError
 from medcycle.platform import Platform
 from medcycle.serving.dicom_results import (
     DicomResults,
+    instance_attributes,
     series_attributes,
     study_attributes,
 )
@@ -54,6 +55,7 @@ PIXEL_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # float, do
 QIDO_KEYS: Final = {"studyinstanceuid", "0020000d", "limit", "offset", "includefield", "fuzzymatching"}
 SERIES_KEYS: Final = {"seriesinstanceuid", "0020000e", "modality", "00080060", "limit", "offset", "includefield",
                       "fuzzymatching"}
+INSTANCE_KEYS: Final = SERIES_KEYS | {"sopinstanceuid", "00080018", "sopclassuid", "00080016"}
 
 
 class NotAcceptable(UsageError):
@@ -182,6 +184,41 @@ async def search_series(study: str, request: Request, platform: PlatformDep, pri
     out = [series_attributes(found, uid, items, base).to_json_dict() for uid, items in found.series().items()
            if (wanted is None or uid in wanted) and (kinds is None or items[0].modality in kinds)]
     return _json(out[offset:offset + limit], headers=_search_headers(_unsupported(request.query_params, SERIES_KEYS)))
+
+
+async def _search_instances(request: Request, platform: Platform, principal: Principal, study: str,
+                            series: str | None, limit: int, offset: int) -> Response:
+    results = DicomResults(_intake(request, platform))
+    found = await run_in_threadpool(results.study, study)
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
+                            target_id=found.study_key, via="api", series=series, level="instance")
+    series_uids = [series] if series is not None else _uids(_matching(request, "SeriesInstanceUID", "0020000E"))
+    sops = _uids(_matching(request, "SOPInstanceUID", "00080018"))
+    classes = _uids(_matching(request, "SOPClassUID", "00080016"))
+    modalities = _uids(_matching(request, "Modality", "00080060"))
+    kinds = None if modalities is None else {m.upper() for m in modalities}
+    base = _base(request)
+    out = [instance_attributes(found, item, base).to_json_dict() for item in found.instances
+           if (series_uids is None or item.series_uid in series_uids) and (sops is None or item.sop_instance in sops)
+           and (classes is None or item.sop_class in classes) and (kinds is None or item.modality in kinds)]
+    return _json(out[offset:offset + limit],
+                 headers=_search_headers(_unsupported(request.query_params, INSTANCE_KEYS)))
+
+
+@router.get("/studies/{study}/instances", summary="QIDO-RS: result instances of a study")
+async def search_study_instances(study: str, request: Request, platform: PlatformDep, principal: Reader,
+                                 SeriesInstanceUID: str | None = Query(None), SOPInstanceUID: str | None = Query(None),
+                                 SOPClassUID: str | None = Query(None), Modality: str | None = Query(None),
+                                 limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+    return await _search_instances(request, platform, principal, study, None, limit, offset)
+
+
+@router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: result instances of one series")
+async def search_series_instances(study: str, series: str, request: Request, platform: PlatformDep,
+                                  principal: Reader, SOPInstanceUID: str | None = Query(None),
+                                  SOPClassUID: str | None = Query(None),
+                                  limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+    return await _search_instances(request, platform, principal, study, series, limit, offset)
 
 
 # -- WADO-RS -------------------------------------------------------------------------------------------------

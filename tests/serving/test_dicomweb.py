@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
@@ -472,3 +473,39 @@ def test_wado_rs_metadata_is_dicom_json_without_bulk_data(env: Env, finished: tu
         assert r.status_code == 406
         r = http.get(f"{base}/metadata")
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/dicom+json")
+
+
+def test_qido_rs_searches_a_study_s_result_instances_for_a_real_client(env: Env,
+                                                                       finished: tuple[str, FakePatient]) -> None:
+    from dicomweb_client.api import DICOMwebClient
+    from requests import HTTPError
+
+    study_uid, _ = finished
+    client = DICOMwebClient(url=f"{env.url}/dicomweb", headers=env.auth)
+    by_modality = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0] for s in client.search_for_series(study_uid)}
+    found = client.search_for_instances(study_uid)
+    assert {i["00080060"]["Value"][0] for i in found} == {"SEG", "OT"} and len(found) == 2
+
+    def value(item: dict[str, Any], tag: str) -> str:
+        return str(item[tag]["Value"][0])
+
+    for item in found:
+        assert value(item, "0020000D") == study_uid and value(item, "00080056") == "ONLINE"
+        assert value(item, "0020000E") == by_modality[value(item, "00080060")]
+        retrieved = client.retrieve_instance(study_uid, value(item, "0020000E"), value(item, "00080018"))
+        assert retrieved.SOPClassUID == value(item, "00080016")  # what QIDO names, WADO hands back
+        assert value(item, "00081190").endswith(f"/instances/{value(item, '00080018')}")
+    (seg,) = client.search_for_instances(study_uid, by_modality["SEG"])
+    assert value(seg, "00080060") == "SEG"
+    assert client.search_for_instances(study_uid, search_filters={"Modality": "OT"})[0]["0020000E"]["Value"] == [
+        by_modality["OT"]]
+    chosen = client.search_for_instances(study_uid, search_filters={"SOPInstanceUID": value(seg, "00080018")})
+    assert [value(i, "00080018") for i in chosen] == [value(seg, "00080018")]
+    assert client.search_for_instances(study_uid, search_filters={"SOPClassUID": "1.2.3"}) == []
+    assert client.search_for_instances(study_uid, generate_uid()) == []  # a search that matches nothing
+    with env.client() as http:
+        r = http.get(f"/dicomweb/studies/{study_uid}/instances", params={"PatientName": "x", "limit": 1})
+        assert r.status_code == 200 and len(r.json()) == 1 and "PatientName" in r.headers["warning"]
+    with pytest.raises(HTTPError) as unknown:
+        client.search_for_instances(generate_uid())
+    assert unknown.value.response.status_code == 404
