@@ -61,6 +61,11 @@ STAT_COLUMNS = ("p01", "p05", "p50", "p95", "p99", "mean", "std", "saturated_fra
 TASK = 64  # files per task sent to a worker process (at most; see TASK_BYTES)
 TASK_BYTES = 64 * 1024 * 1024  # a task ends past this many bytes: a worker holds its small files in memory
 Progress = Callable[[worker.Outcome], None]
+#: A file whose SOP Instance UID the catalog holds with other content (another transfer syntax, a device that
+#: reuses UIDs): not stored, the catalogued instance is kept, and the file is named in ``conflicts``.
+CONFLICT = "conflict"
+CONFLICT_REASON = ("same SOP Instance UID as an instance already catalogued, different content; not stored "
+                   "(the catalogued instance is kept)")
 
 
 @dataclass
@@ -73,6 +78,7 @@ class IngestSummary:
     rejected: list[dict[str, str]] = field(default_factory=list)
     quarantined: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    conflicts: list[dict[str, str]] = field(default_factory=list)  # see CONFLICT; not counted as duplicates
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +90,7 @@ class IngestSummary:
             "rejected": self.rejected,
             "quarantined": self.quarantined,
             "skipped": self.skipped,
+            "conflicts": self.conflicts,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
         }
@@ -95,6 +102,7 @@ class IngestSummary:
             "rejected": len(self.rejected),
             "quarantined": len(self.quarantined),
             "skipped": len(self.skipped),
+            "conflicts": len(self.conflicts),
         }
 
 
@@ -265,12 +273,27 @@ class _Writer:
     def write_batch(self, outs: list[worker.Outcome]) -> list[str]:
         """Catalog rows for a batch of outcomes with a handful of statements for all of them; their final
         statuses. Should a concurrent ingest have written one of the same files or instances meanwhile, the
-        batch is rolled back and written outcome by outcome (:meth:`write`), which settles each conflict."""
+        batch is rolled back and written outcome by outcome (:meth:`write`), which settles each conflict.
+
+        A file with a catalogued instance's UID but other content is a :data:`CONFLICT`, recorded as such, so
+        that a re-run, which skips the file as already seen, names it again."""
         try:
             with self.session.begin_nested():
-                return self._bulk(outs)
+                statuses = self._bulk(outs)
         except IntegrityError:
-            return [self.write(out) for out in outs]
+            statuses = [self.write(out) for out in outs]
+        return self._known_conflicts(outs, statuses)
+
+    def _known_conflicts(self, outs: list[worker.Outcome], statuses: list[str]) -> list[str]:
+        """``statuses`` with each duplicate that an earlier ingest recorded as a conflict made a conflict."""
+        seen = {str(out.key) for out, status in zip(outs, statuses, strict=True)
+                if status == worker.DUPLICATE and out.key is not None}
+        if not seen:
+            return statuses
+        conflicts = set(self.session.scalars(select(IngestFileRow.key).where(
+            IngestFileRow.key.in_(seen), IngestFileRow.outcome == CONFLICT)))
+        return [CONFLICT if status == worker.DUPLICATE and out.key in conflicts else status
+                for out, status in zip(outs, statuses, strict=True)]
 
     def _bulk(self, outs: list[worker.Outcome]) -> list[str]:
         s = self.session
@@ -284,7 +307,9 @@ class _Writer:
 
         recs = {i: outs[i].record for i in todo}
         keys = existing(IngestFileRow.key, {str(outs[i].key) for i in todo})
-        uids = existing(InstanceRow.uid, {r["uid"] for r in recs.values()})
+        uids: dict[str, str] = {  # uid -> digest of the instances in the catalog or this batch
+            uid: digest for uid, digest in s.execute(select(InstanceRow.uid, InstanceRow.digest).where(
+                InstanceRow.uid.in_({r["uid"] for r in recs.values()})))}
         patients = existing(PatientRow.id, {r["patient_id"] for r in recs.values()})
         studies = existing(StudyRow.uid, {r["study_uid"] for r in recs.values()})
         series = existing(SeriesRow.uid, {r["series_uid"] for r in recs.values()})
@@ -305,10 +330,12 @@ class _Writer:
                 continue
             keys.add(key)
             if rec["uid"] in uids:
-                files.append(self._file_values(key, worker.DUPLICATE, rec["uid"], None, now))
-                statuses[i] = worker.DUPLICATE
+                status = worker.DUPLICATE if uids[rec["uid"]] == rec["digest"] else CONFLICT
+                files.append(self._file_values(key, status, rec["uid"], CONFLICT_REASON if status == CONFLICT
+                                               else None, now))
+                statuses[i] = status
                 continue
-            uids.add(rec["uid"])
+            uids[rec["uid"]] = rec["digest"]
             self._new_hierarchy(rec, (patients, studies, series), hierarchy, now)
             instances.append(self._instance_values(out, rec, now))
             counts = grow.setdefault(rec["series_uid"], [0, 0])
@@ -431,18 +458,21 @@ class _Writer:
         rec = out.record
         try:
             with s.begin_nested():
-                if s.get(InstanceRow, rec["uid"]) is not None:
+                there = s.get(InstanceRow, rec["uid"])
+                if there is not None:
+                    status = worker.DUPLICATE if there.digest == rec["digest"] else CONFLICT
                     s.add(
                         IngestFileRow(
                             key=out.key,
                             source_id=self.source_id,
-                            outcome=worker.DUPLICATE,
+                            outcome=status,
                             instance_uid=rec["uid"],
+                            reason=CONFLICT_REASON if status == CONFLICT else None,
                             run_id=self.run_id,
                             created_at=utcnow(),
                         )
                     )
-                    return worker.DUPLICATE
+                    return status
                 self._hierarchy(rec)
                 s.add(self._instance(out, rec, utcnow()))
                 s.execute(
@@ -557,6 +587,8 @@ def _account(summary: IngestSummary, out: worker.Outcome, status: str) -> None:
         summary.quarantined.append(entry)
     elif status == worker.DUPLICATE:
         summary.duplicates += 1
+    elif status == CONFLICT:
+        summary.conflicts.append({"path": out.display, "reason": CONFLICT_REASON})
     elif status == worker.SKIPPED:
         summary.skipped.append(entry)
     else:

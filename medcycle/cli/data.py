@@ -94,9 +94,12 @@ def ingest(
     c.print(
         f"[bold]{source}[/]: {summary.ingested} ingested ({human_bytes(summary.bytes)}), "
         f"{summary.duplicates} duplicates, {len(summary.quarantined)} quarantined, "
-        f"{len(summary.rejected)} rejected, {len(summary.skipped)} skipped in {summary.seconds:.1f} s"
+        f"{len(summary.rejected)} rejected, {len(summary.skipped)} skipped"
+        + (f", {len(summary.conflicts)} not stored (conflicts)" if summary.conflicts else "")
+        + f" in {summary.seconds:.1f} s"
     )
-    for title, rows in (("Quarantined", summary.quarantined), ("Rejected", summary.rejected)):
+    for title, rows in (("Quarantined", summary.quarantined), ("Rejected", summary.rejected),
+                        ("Conflicts: not stored", summary.conflicts)):
         if rows:
             table(title, ["file", "reason"], [(r["path"], r["reason"]) for r in rows])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import shutil
 import signal
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import func, inspect, select, text
 
 from medcycle.catalog.deid import DeidOptions, Pseudonymizer
-from medcycle.catalog.ingest import ingest
+from medcycle.catalog.ingest import _Writer, ingest
 from medcycle.catalog.keys import load_or_create_key
 from medcycle.catalog.tables import InstanceRow, PatientRow, SeriesRow, StudyRow
 from medcycle.objects.tables import ObjectRefRow
@@ -131,8 +133,9 @@ def test_real_dicom_files_ingest_without_leaking_identifiers(platform: Platform,
     assert summary.ingested > 40
     assert summary.ingested + summary.duplicates + len(summary.rejected) + len(summary.quarantined) + len(
         summary.skipped
-    ) == len(files)
-    assert all(r["reason"] for r in summary.rejected + summary.quarantined + summary.skipped)
+    ) + len(summary.conflicts) == len(files)
+    assert all(r["reason"] for r in summary.rejected + summary.quarantined + summary.skipped + summary.conflicts)
+    assert summary.conflicts  # pydicom keeps one image in many transfer syntaxes, under one SOP Instance UID
 
     pseudo = Pseudonymizer(load_or_create_key(platform.settings.resolved_deid_key_file))
     rejected = {r["path"] for r in summary.rejected}
@@ -206,6 +209,41 @@ def test_reingest_adds_nothing(platform: Platform, tmp_path: Path) -> None:
     assert (first.ingested, again.ingested, again.duplicates) == (5, 0, 5)
     assert _catalog_counts(platform) == before
     assert before["series_sum"] == before["instances"] == before["refs"] == 5
+
+
+@pytest.mark.parametrize("by_file", [False, True], ids=["batch", "file-by-file"])
+def test_same_uid_with_other_content_is_a_conflict_not_a_silent_duplicate(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by_file: bool
+) -> None:
+    """A second file with a catalogued SOP Instance UID but other bytes was counted as a duplicate, unnamed."""
+    first, second = write_ct_series(tmp_path / "in" / "ct", slices=2)
+    assert ingest(platform, [tmp_path / "in"], source="s1").ingested == 2
+    if by_file:  # as when a concurrent ingest wrote some of the same rows: each outcome is written on its own
+
+        def clash(self: _Writer, outs: list[object]) -> list[str]:
+            raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("simulated concurrent ingest"))
+
+        monkeypatch.setattr(_Writer, "_bulk", clash)
+    with platform.session() as s:
+        kept = {(r.uid, r.digest, r.transfer_syntax) for r in s.scalars(select(InstanceRow))}
+    again = tmp_path / "again"
+    again.mkdir()
+    ds = pydicom.dcmread(first)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian  # the same image, encoded otherwise
+    ds.save_as(again / "reencoded.dcm", implicit_vr=True, little_endian=True, enforce_file_format=True)
+    shutil.copy(second, again / "copy.dcm")  # byte-identical: a plain duplicate
+    summary = ingest(platform, [again], source="s1")
+    assert (summary.ingested, summary.duplicates, summary.rejected, summary.quarantined) == (0, 1, [], [])
+    reason = ("same SOP Instance UID as an instance already catalogued, different content; not stored "
+              "(the catalogued instance is kept)")
+    assert summary.conflicts == [{"path": str(again / "reencoded.dcm"), "reason": reason}]
+    assert summary.to_dict()["conflicts"] == summary.conflicts and summary.counts()["conflicts"] == 1
+    with platform.session() as s:
+        assert {(r.uid, r.digest, r.transfer_syntax) for r in s.scalars(select(InstanceRow))} == kept
+    rerun = ingest(platform, [again], source="s1")  # adds nothing, and still names the file not stored
+    assert (rerun.ingested, rerun.duplicates, rerun.conflicts) == (0, 1, summary.conflicts)
+    pooled = ingest(platform, [again / "reencoded.dcm"], source="s1", jobs=2)  # worker processes, same answer
+    assert (pooled.duplicates, pooled.conflicts) == (0, summary.conflicts)
 
 
 def test_formats_archives_and_bad_input(platform: Platform, tmp_path: Path) -> None:
@@ -405,3 +443,32 @@ def test_nifti_pair_image_half_is_skipped_not_rejected(platform: Platform, tmp_p
     assert [(Path(r["path"]).name, r["reason"]) for r in summary.skipped] == [
         ("scan.img", "the image file of a NIfTI pair (read with its .hdr)")]
     assert [Path(r["path"]).name for r in summary.rejected] == ["lonely.img"]
+
+
+def test_cli_names_conflicts_in_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`medcycle data ingest` showed a conflicting file as one more duplicate; --json lists it under conflicts."""
+    from medcycle.cli.errors import run
+    from medcycle.cli.main import app
+
+    for key in list(os.environ):
+        if key.startswith("MEDCYCLE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MEDCYCLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "300")  # a table cell is not wrapped
+    first = write_ct_series(tmp_path / "in", slices=1)[0]
+    ds = pydicom.dcmread(first)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    (tmp_path / "again").mkdir()
+    ds.save_as(tmp_path / "again" / "re.dcm", implicit_vr=True, little_endian=True, enforce_file_format=True)
+    assert run(app, ["init"]) == 0
+    assert run(app, ["data", "ingest", str(tmp_path / "in"), "--source", "s1"]) == 0
+    capsys.readouterr()
+    assert run(app, ["data", "ingest", str(tmp_path / "again"), "--source", "s1"]) == 0
+    out = capsys.readouterr().out
+    assert "0 duplicates" in out and "1 not stored (conflicts)" in out and "Conflicts: not stored" in out
+    assert "re.dcm" in out and "same SOP Instance UID as an instance already catalogued" in out
+    assert run(app, ["data", "ingest", str(tmp_path / "again"), "--source", "s1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["duplicates"] == 0 and [c["path"] for c in doc["conflicts"]] == [str(tmp_path / "again" / "re.dcm")]
