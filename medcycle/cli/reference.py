@@ -44,8 +44,18 @@ def _exit_codes() -> str:
 
 # typer ships its own copy of click, so the command objects are matched by what they have, not by class.
 def _subcommands(command: Any) -> list[tuple[str, Any]]:
-    commands = getattr(command, "commands", None) or {}
-    return [(name, commands[name]) for name in sorted(commands) if not commands[name].hidden]
+    """The visible subcommands of a group, by name; the root's lazily imported ones (medcycle.cli.main) too."""
+    if not hasattr(command, "list_commands"):
+        return []
+    ctx = command.context_class(command)
+    commands = {name: command.get_command(ctx, name) for name in command.list_commands(ctx)}
+    return [(name, commands[name]) for name in sorted(commands) if commands[name] is not None
+            and not commands[name].hidden]
+
+
+def subcommands(command: Any) -> list[tuple[str, Any]]:
+    """:func:`_subcommands` for tests: what the reference lists under ``command``."""
+    return _subcommands(command)
 
 
 def _walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:

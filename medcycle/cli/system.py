@@ -14,11 +14,15 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("serve")(serve)
     app.command("doctor")(doctor)
-    from medcycle.training.cli import demo_app
 
-    # `medcycle demo` runs the main job; `medcycle demo data` only writes (and loads) the demo data.
-    demo_app.callback(invoke_without_command=True)(demo)
-    app.add_typer(demo_app, name="demo", help="The main job on embedded defaults; `demo data` writes demo data.")
+
+def demo_app() -> typer.Typer:
+    """``medcycle demo`` runs the main job; ``medcycle demo data`` only writes (and loads) the demo data (loaded
+    when the command is used: :mod:`medcycle.cli.main`)."""
+    from medcycle.training.cli import demo_app as app
+
+    app.callback(invoke_without_command=True)(demo)
+    return app
 
 
 def init(ctx: typer.Context, json: bool = JsonOpt) -> None:

@@ -28,9 +28,8 @@ def test_every_command_and_option_is_in_the_reference() -> None:
         title, command = stack.pop()
         if f"## `{title}`" not in text:
             missing.append(title)
-        for name, sub in getattr(command, "commands", {}).items():
-            if not sub.hidden:
-                stack.append((f"{title} {name}", sub))
+        for name, sub in reference.subcommands(command):
+            stack.append((f"{title} {name}", sub))
     assert not missing
     assert "`-j, --jobs <int range>`" in text and "medcycle data ingest" in text
 
