@@ -1,8 +1,10 @@
 """Walk what the user gave to ``medcycle data ingest``: files, folders, zip archives and DICOMDIR trees.
 
 Each candidate becomes an :class:`InputFile` — a picklable reference (a path, or a zip archive and a
-member) that a worker process can open. Paths are shown to the user who gave them, but never stored
-in the catalog or written to logs: folder names often carry patient names.
+member) that a worker process can open. What cannot be opened at all (a broken link, a pipe, a folder that
+cannot be listed) becomes one with a ``problem``, rejected with that reason while the rest goes on. Paths are
+shown to the user who gave them, but never stored in the catalog or written to logs: folder names often carry
+patient names.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from pathlib import Path
 from medcycle.errors import NotFound
 
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def folder_problem(exc: OSError) -> str:
+    """The reason a folder that cannot be listed is rejected with (its files are not ingested)."""
+    return (f"cannot read the folder ({type(exc).__name__}): none of its files was ingested; give this user "
+            "read access to it (e.g. chmod u+rx) and ingest it again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +102,9 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
         if not root.is_dir():  # a file, or a pipe, socket or device (reported, never opened)
             yield from _expand_file(root, root.parent, seen)
             continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        unlisted: list[OSError] = []  # folders os.walk could not list (it goes on without them)
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted.append, followlinks=True):
+            yield from _unlisted(unlisted, root)
             real_dir = os.path.realpath(dirpath)  # once a folder, not once a file
             if real_dir in walked:
                 dirnames.clear()
@@ -122,6 +132,19 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
                     continue
                 seen.add(real)
                 yield InputFile(path_s, None, st.st_size, path_s, name if rel_dir == "." else f"{rel_dir}/{name}")
+        yield from _unlisted(unlisted, root)
+
+
+def _unlisted(errors: list[OSError], root: Path) -> Iterator[InputFile]:
+    """A rejected input for each folder in ``errors`` (os.walk's, in order), which is emptied."""
+    for exc in errors:
+        folder = str(exc.filename) if exc.filename is not None else str(root)
+        try:
+            rel = Path(folder).relative_to(root).as_posix()
+        except ValueError:
+            rel = Path(folder).name
+        yield InputFile(folder, None, 0, folder, rel, folder_problem(exc))
+    errors.clear()
 
 
 def _expand_file(path: Path, root: Path, seen: set[str], real_dir: str | None = None) -> Iterator[InputFile]:

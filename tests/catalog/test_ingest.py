@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -472,3 +473,26 @@ def test_cli_names_conflicts_in_its_summary(
     assert run(app, ["data", "ingest", str(tmp_path / "again"), "--source", "s1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["duplicates"] == 0 and [c["path"] for c in doc["conflicts"]] == [str(tmp_path / "again" / "re.dcm")]
+
+
+def test_a_folder_that_cannot_be_read_is_rejected_and_the_rest_ingested(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subfolder of mode 000 was skipped by the walk without a word: its files were missing from the summary."""
+    src = tmp_path / "in"
+    write_ct_series(src / "a", slices=2)
+    write_ct_series(src / "locked", slices=2, seed=1)
+    write_ct_series(src / "z", slices=2, seed=2)
+    locked = str(src / "locked")
+    real = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
+        if os.fspath(path) == locked:  # as for anyone but root, who runs the tests
+            raise PermissionError(13, "Permission denied", locked)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # what inputs' os.walk lists folders with
+    summary = ingest(platform, [src], source="s1")
+    assert summary.ingested == 4 and summary.duplicates == 0
+    assert [r["path"] for r in summary.rejected] == [locked]
+    assert summary.rejected[0]["reason"].startswith("cannot read the folder (PermissionError)")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from medcycle.catalog.inputs import InputFile, _expand_file, iter_inputs
+from medcycle.catalog.inputs import InputFile, _expand_file, folder_problem, iter_inputs
 
 
 def _tree(root: Path) -> None:
@@ -79,3 +80,37 @@ def test_a_pipe_given_as_the_argument_is_reported(tmp_path: Path) -> None:
     os.mkfifo(pipe)
     got = list(iter_inputs([pipe]))
     assert [(f.rel, f.problem) for f in got] == [("scan.dcm", "not a regular file (a pipe, socket or device)")]
+
+
+def unreadable(monkeypatch: pytest.MonkeyPatch, *folders: Path) -> None:
+    """Make listing ``folders`` fail as a folder of mode 000 does for anyone but root (the tests run as root)."""
+    real = os.scandir
+    denied = {str(f) for f in folders}
+
+    def scandir(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
+        if os.fspath(path) in denied:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # what inputs' os.walk lists folders with
+
+
+def test_a_folder_that_cannot_be_read_is_reported_and_the_walk_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.walk drops a folder it cannot list without a word: its files were silently not ingested."""
+    root = tmp_path / "data"
+    for rel in ("a/one.dcm", "locked/two.dcm", "z/three.dcm"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    unreadable(monkeypatch, root / "locked")
+    problem = folder_problem(PermissionError(13, "Permission denied"))
+    assert problem.startswith("cannot read the folder (PermissionError)") and "ingest it again" in problem
+    got = [(f.rel, f.display, f.problem) for f in iter_inputs([root])]
+    assert got == [
+        ("a/one.dcm", str(root / "a" / "one.dcm"), None),
+        ("locked", str(root / "locked"), problem),
+        ("z/three.dcm", str(root / "z" / "three.dcm"), None),
+    ]
+    unreadable(monkeypatch, root)  # the folder given itself
+    assert [(f.rel, f.display, f.problem) for f in iter_inputs([root])] == [(".", str(root), problem)]
