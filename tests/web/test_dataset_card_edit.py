@@ -280,3 +280,15 @@ def test_a_file_part_sent_with_the_form_is_closed_and_ignored(web: tuple[Platfor
     assert stored(platform) == {"licence": "CC0-1.0"}
     del r
     gc.collect()  # an unclosed SpooledTemporaryFile would warn here, inside the test
+
+
+def test_a_control_character_is_refused_and_kept_in_the_form(web: tuple[Platform, TestClient]) -> None:
+    """The form checked only the length; a NUL (which no PostgreSQL text can hold) went to the database."""
+    platform, client = web
+    log_in(platform, client)
+    state = form_state(client.get(FORM).text)
+    r = submit(client, state, {"motivation": "Triage\x00", "licence": "CC0-1.0"})
+    assert r.status_code == 400
+    assert "motivation: control character U+0000 (NUL) at character 7" in r.text and "Nothing was saved" in r.text
+    assert form_state(r.text) == state
+    assert stored(platform) == {}
