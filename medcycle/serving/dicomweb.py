@@ -222,30 +222,48 @@ async def search_series_instances(study: str, series: str, request: Request, pla
 
 
 # -- WADO-RS -------------------------------------------------------------------------------------------------
-def _accepted_syntax(header: str | None) -> str:
-    """The transfer syntax a WADO-RS ``Accept`` asks for (``*``: any) — DICOM PS3.10 parts in multipart/related."""
+def _quality(params: dict[str, str]) -> float:
+    """An Accept option's ``q`` (RFC 9110 12.4.2): 1 when absent; an unreadable one counts as 1 too."""
+    try:
+        q = float(params.get("q", "1"))
+    except ValueError:
+        return 1.0
+    return q if 0.0 <= q <= 1.0 else 1.0
+
+
+def _accepted_syntaxes(header: str | None) -> list[str]:
+    """The transfer syntaxes a WADO-RS ``Accept`` allows (``*``: any) for DICOM PS3.10 parts in multipart/related,
+    most wanted first (by ``q``, then in the order given). Every option counts, not only the first: a PACS that
+    lists the syntax it prefers before one it also takes gets the one it also takes. ``q=0`` rules an option out."""
     if not header or not header.strip():
-        return "*"
+        return ["*"]
     problems = []
-    for option in header.split(","):
+    found: list[tuple[float, int, str]] = []
+    for n, option in enumerate(header.split(",")):
         media, params = parse_content_type(option)
-        if media in ("*/*", "multipart/*"):
-            return "*"
-        if media == "multipart/related" and params.get("type", DICOM_MEDIA).lower() in (DICOM_MEDIA, "*/*"):
-            return params.get("transfer-syntax", "*")
+        q = _quality(params)
+        if media in ("*/*", "multipart/*") or (
+                media == "multipart/related" and params.get("type", DICOM_MEDIA).lower() in (DICOM_MEDIA, "*/*")):
+            if q > 0:
+                syntax = "*" if media != "multipart/related" else params.get("transfer-syntax", "*").strip() or "*"
+                found.append((-q, n, syntax))
+            continue
         problems.append(media or "an empty media type")
-    raise NotAcceptable(f"cannot answer with {'; '.join(problems)}",
-                        hint=f'Accept: multipart/related; type="{DICOM_MEDIA}" (transfer-syntax=* or {EXPLICIT_LE}).')
+    if not found:
+        raise NotAcceptable(f"cannot answer with {'; '.join(problems) or 'what q=0 leaves'}",
+                            hint=f'Accept: multipart/related; type="{DICOM_MEDIA}" (transfer-syntax=* or '
+                                 f'{EXPLICIT_LE}).')
+    return [syntax for _, _, syntax in sorted(found)]
 
 
 async def _retrieve(request: Request, platform: Platform, principal: Principal, study: str,
                     series: str | None, instance: str | None = None) -> Response:
-    syntax = _accepted_syntax(request.headers.get("accept"))
+    syntaxes = _accepted_syntaxes(request.headers.get("accept"))
     results = DicomResults(_intake(request, platform))
     found, chosen, items = await run_in_threadpool(results.retrieve, study, series, instance)
     stored = {i.transfer_syntax for i in chosen}
-    if syntax != "*" and stored != {syntax}:
-        raise NotAcceptable(f"cannot answer in transfer syntax {syntax}: the results are stored in "
+    if not any(s == "*" or stored == {s} for s in syntaxes):
+        raise NotAcceptable(f"cannot answer in transfer syntax {', '.join(syntaxes)}: the results are stored in "
                             f"{', '.join(sorted(stored))} and are not transcoded",
                             hint="Ask for transfer-syntax=* (or the stored syntax).")
     extra = {"instance": instance} if instance is not None else {}
@@ -275,8 +293,8 @@ def _accepts_json(header: str | None) -> None:
         return
     problems = []
     for option in header.split(","):
-        media, _ = parse_content_type(option)
-        if media in (DICOM_JSON, "application/json", "application/*", "*/*"):
+        media, params = parse_content_type(option)
+        if media in (DICOM_JSON, "application/json", "application/*", "*/*") and _quality(params) > 0:
             return
         problems.append(media or "an empty media type")
     raise NotAcceptable(f"cannot answer metadata with {'; '.join(problems)}",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlparse
 
-from medcycle.errors import UsageError, ValidationFailed
+from medcycle.errors import BackendUnavailable, UsageError, ValidationFailed
 from medcycle.jobs.base import Job
 from medcycle.serving.config import ServingSettings, load_serving_settings
 from medcycle.serving.inputs import InputLike, Prepared, Upload, cases, materialise, prepare
@@ -59,6 +59,20 @@ def check_webhook(url: str | None) -> str | None:
             or port == 0:
         raise problem
     return url
+
+
+def store_failed(exc: OSError, what: str = "the object store") -> BackendUnavailable:
+    """A failed write of intake's (a read-only or full object store or scratch folder, a permission taken away) as
+    the 503 it is: the service cannot take input now, the request was fine. Named by the error only (the path
+    may name a folder the operator chose; the message stays short)."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    reason = exc.strerror or type(exc).__name__
+    return BackendUnavailable(
+        f"{what} cannot be written now ({name}: {reason}); nothing was queued",
+        hint="Check that the object store (and the scratch folder) is writable and has free space "
+             "(`medcycle doctor`), then send the request again.")
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -189,14 +203,19 @@ def submit(
         existing = _existing(platform, cfg.queue, key)
         if existing is not None:
             return _same_request(existing, key, fingerprint)
-    prepared = _prepare_all(platform, inputs, cfg, stored_clean)
-    digests = []
-    for item in prepared:
-        if item.digest is not None:
-            digests.append(item.digest)
-        else:
-            assert item.data is not None
-            digests.append(platform.objects.put(item.data).digest)
+    try:
+        prepared = _prepare_all(platform, inputs, cfg, stored_clean)
+        digests = []
+        for item in prepared:
+            if item.digest is not None:
+                digests.append(item.digest)
+            else:
+                assert item.data is not None
+                digests.append(platform.objects.put(item.data).digest)
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except OSError as exc:  # read-only or full: a 503 with what to check, not a 500 "please report it"
+        raise store_failed(exc) from None
     groups = cases(prepared)
     payload: dict[str, Any] = {
         "v": PAYLOAD_VERSION,

@@ -161,7 +161,12 @@ class DicomIntake:
                                       f"({type(exc).__name__})", status=STATUS_CANNOT_UNDERSTAND,
                                       hint="Check the file with dciodvfy; send a valid instance.") from None
         data = buf.getvalue()
-        stored = self.platform.objects.put(data)
+        try:
+            stored = self.platform.objects.put(data)
+        except OSError as exc:  # a read-only or full store: 503 (STOW-RS), 0xA700 (C-STORE), the sender retries
+            from medcycle.serving.intake import store_failed
+
+            raise store_failed(exc) from None
         assert result.study_uid and result.series_uid and result.sop_uid  # checked in _check
         return AcceptedInstance(stored.digest, stored.size, sop_class, result.study_uid, result.series_uid,
                                 result.sop_uid, modality, address)
@@ -230,7 +235,10 @@ class DicomIntake:
         if existing is not None:
             return existing
         sealed = self.sealer.seal(merge(i.address for i in ordered))
-        return_digest = self.platform.objects.put(sealed).digest
+        try:
+            return_digest = self.platform.objects.put(sealed).digest
+        except OSError as exc:
+            raise intake.store_failed(exc) from None
         job = intake.submit(
             self.platform, [i.digest for i in ordered], model=model, source=via,
             idempotency_key="dicom:" + hashlib.sha256(f"{study_key}\n{inputs_digest}\n{model}".encode()).hexdigest(),

@@ -1,0 +1,180 @@
+"""What a hospital integrator tries that the other serving tests did not: real DICOMweb clients' ``Accept``
+headers, and a store that cannot be written (read-only, full) behind REST, STOW-RS and C-STORE."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from medcycle.platform import Platform
+from medcycle.serving.deploy import DeploymentSpec, write_spec
+from medcycle.serving.studies import DicomIntake
+from medcycle.serving.worker import ServingWorker
+from medcycle.testing.dicom import FakePatient, write_ct_series
+from medcycle.testing.platform import make_settings
+from tests.serving.core_fixtures import CLS, SrvTemplate
+from tests.serving.helpers import serve_app, serving_model, token_for
+
+RELATED = 'multipart/related; type="application/dicom"'
+
+
+@dataclass
+class Env:
+    platform: Platform
+    url: str
+    token: str
+    tmp: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60,
+                            trust_env=False)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A live API with DICOMweb (uvicorn on loopback) and a small segmentation model, ``ctseg``."""
+    from medcycle.api.app import create_app
+    from medcycle.serving import dicomweb
+
+    tmp = tmp_path_factory.mktemp("integrator")
+    platform = Platform(make_settings(tmp / "home"))
+    platform.init()
+    serving_model(platform, "ctseg", tmp, task="segmentation-2d", classes=("lesion",), seed=3)
+    app = create_app(platform, web=False)
+    app.include_router(dicomweb.router)
+    try:
+        with serve_app(app) as url:
+            yield Env(platform, url, token_for(platform), tmp)
+    finally:
+        platform.close()
+
+
+def body(*parts: tuple[str, bytes]) -> bytes:
+    """A multipart/related body with the boundary ``XyZ``."""
+    out = b""
+    for media, data in parts:
+        out += b"--XyZ\r\nContent-Type: " + media.encode() + b"\r\n\r\n" + data + b"\r\n"
+    return out + b"--XyZ--\r\n"
+
+
+def run_jobs(platform: Platform, job_ids: list[str], timeout: float = 120) -> None:
+    worker = ServingWorker(platform, prediction_log=None)
+    deadline = time.monotonic() + timeout
+    while not all(platform.jobs.get(j).state.finished for j in job_ids):
+        assert time.monotonic() < deadline, "jobs did not finish"
+        worker.run_once()
+
+
+@pytest.fixture(scope="module")
+def finished_study(env: Env) -> str:
+    """A study sent with STOW-RS whose job has run: its SEG and secondary capture can be retrieved."""
+    write_spec(env.platform.settings, DeploymentSpec(model="ctseg"))
+    study_uid = generate_uid()
+    paths = write_ct_series(env.tmp / "accept", FakePatient(patient_id="MRN-ACCEPT-1"), slices=3, study_uid=study_uid)
+    with env.client() as http:
+        r = http.post("/dicomweb/studies", content=body(*[("application/dicom", p.read_bytes()) for p in paths]),
+                      headers={"Content-Type": f"{RELATED}; boundary=XyZ"})
+    assert r.status_code == 200, r.text
+    run_jobs(env.platform, [row.job_id for row in DicomIntake(env.platform).submissions(study_uid)])
+    return study_uid
+
+
+@pytest.mark.parametrize("accept", [
+    # the syntax a viewer prefers first, then one it also takes: was 406 (only the first option was read)
+    f"{RELATED}; transfer-syntax=1.2.840.10008.1.2.4.90; q=0.9, {RELATED}; transfer-syntax=*; q=0.5",
+    f"{RELATED}; transfer-syntax=1.2.840.10008.1.2.4.50, {RELATED}; transfer-syntax=1.2.840.10008.1.2.1",
+    f"{RELATED}; transfer-syntax=1.2.840.10008.1.2.4.70; q=0.2, {RELATED}; transfer-syntax=1.2.840.10008.1.2.1",
+])
+def test_wado_answers_when_any_option_of_the_accept_header_can_be_met(env: Env, finished_study: str,
+                                                                       accept: str) -> None:
+    with env.client() as http:
+        r = http.get(f"/dicomweb/studies/{finished_study}", headers={"Accept": accept})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith(RELATED)
+
+
+def test_wado_refuses_what_q_0_rules_out_and_names_what_to_ask(env: Env, finished_study: str) -> None:
+    with env.client() as http:
+        for accept in [f"{RELATED}; q=0", f"{RELATED}; transfer-syntax=1.2.840.10008.1.2.4.90, {RELATED}; q=0"]:
+            r = http.get(f"/dicomweb/studies/{finished_study}", headers={"Accept": accept})
+            assert r.status_code == 406, (accept, r.status_code, r.text[:200])
+            assert "transfer-syntax=*" in r.json()["error"]["hint"], r.text
+        r = http.get(f"/dicomweb/studies/{finished_study}/metadata", headers={"Accept": "application/dicom+json; q=0"})
+        assert r.status_code == 406, r.text
+
+
+# -- a store that cannot be written ----------------------------------------------------------------------------
+def _unwritable(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Every object write fails as a read-only or full file system makes it fail (chmod does not stop root)."""
+    from medcycle.objects.local import LocalObjectStore
+
+    def put(self: Any, *_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(code, os.strerror(code), "/srv/medcycle/objects/tmp/x")
+
+    monkeypatch.setattr(LocalObjectStore, "put", put)
+
+
+@pytest.fixture
+def app_client(srv_platform: Platform) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from medcycle.api.app import create_app
+    from medcycle.serving import dicomweb
+
+    app = create_app(srv_platform, web=False)
+    if not any(getattr(r, "path", "").startswith("/dicomweb") for r in app.routes):
+        app.include_router(dicomweb.router)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
+def test_an_object_store_that_cannot_be_written_is_a_503_that_says_what_to_check(
+        srv_platform: Platform, srv_template: SrvTemplate, app_client: Any, monkeypatch: pytest.MonkeyPatch,
+        code: int) -> None:
+    _unwritable(monkeypatch, code)
+    data = srv_template.radiographs[0].read_bytes()
+    r = app_client.post("/v1/jobs", data={"model": CLS}, files=[("files", ("a.dcm", data, "application/dicom"))])
+    assert r.status_code == 503, r.text  # was 500 "an unexpected error occurred … please report it"
+    error = r.json()["error"]
+    assert error["code"] == "backend_unavailable" and errno.errorcode[code] in error["message"], error
+    assert "writable" in error["hint"] and "free space" in error["hint"], error
+    r = app_client.post(f"/dicomweb/studies?model={CLS}", content=body(("application/dicom", data)),
+                        headers={"Content-Type": f"{RELATED}; boundary=XyZ"})
+    assert r.status_code == 503 and "free space" in r.json()["error"]["hint"], r.text
+    assert srv_platform.jobs.stats("inference").counts == {}
+
+
+def test_c_store_into_an_unwritable_store_is_0xa700_and_the_scp_stays_up(
+        srv_platform: Platform, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    from medcycle.serving.scp import ScpConfig, StoreScp
+
+    paths = write_ct_series(tmp_path / "ct", slices=2)
+    scp = StoreScp(srv_platform, ScpConfig(model=CLS, port=0, idle_seconds=0.3, spool_dir=tmp_path / "spool"))
+    scp.start()
+    try:
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+        _unwritable(monkeypatch, errno.ENOSPC)
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="MEDCYCLE")
+        assert assoc.is_established
+        status = assoc.send_c_store(pydicom.dcmread(paths[0]))
+        assert int(status.Status) == 0xA700 and "retry later" in str(status.ErrorComment), status
+        monkeypatch.undo()
+        assert int(assoc.send_c_store(pydicom.dcmread(paths[1])).Status) == 0x0000  # the same association goes on
+        assoc.release()
+    finally:
+        scp.stop()
