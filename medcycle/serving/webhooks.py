@@ -62,10 +62,16 @@ class WebhookSender:
         self.failed = 0
 
     def run_once(self, wait_ms: int = 200) -> int:
-        jobs = self.platform.jobs.take(self.cfg.webhook_queue, self.name, max_jobs=16, wait_ms=wait_ms)
+        # One delivery at a time: a sender that took 16 and posted them one by one to a slow receiver let the
+        # later ones' leases run out, and another sender (every worker runs one) took and posted them again.
+        jobs = self.platform.jobs.take(self.cfg.webhook_queue, self.name, max_jobs=1, wait_ms=wait_ms)
         for job in jobs:
             self._deliver(job)
         return len(jobs)
+
+    def _lease_s(self) -> float:
+        """A lease that outlasts one POST: httpx's timeout bounds each of connect, write and read."""
+        return 4 * self.cfg.webhook_timeout_s + 5.0
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -100,6 +106,7 @@ class WebhookSender:
             secret = self.platform.settings.secret_key.get_secret_value()
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(secret, body),
                        "User-Agent": "medcycle-serving"}
+            hook = jq.heartbeat(hook, lease_seconds=self._lease_s())  # LeaseLost: another sender has it now
             try:
                 response = self.client.post(str(hook.payload["url"]), content=body, headers=headers)
                 ok, why = response.is_success, f"HTTP {response.status_code}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,14 @@ import pytest
 from pydicom.uid import generate_uid
 
 from medcycle.platform import Platform
+from medcycle.serving.config import ServingSettings
 from medcycle.serving.deploy import DeploymentSpec, write_spec
 from medcycle.serving.studies import DicomIntake
 from medcycle.serving.worker import ServingWorker
 from medcycle.testing.dicom import FakePatient, write_ct_series
 from medcycle.testing.platform import make_settings
-from tests.serving.core_fixtures import CLS, SrvTemplate
-from tests.serving.helpers import serve_app, serving_model, token_for
+from tests.serving.core_fixtures import CLS, SrvTemplate, srv_copy
+from tests.serving.helpers import serve_app, serve_handler, serving_model, token_for
 
 RELATED = 'multipart/related; type="application/dicom"'
 
@@ -178,3 +181,59 @@ def test_c_store_into_an_unwritable_store_is_0xa700_and_the_scp_stays_up(
         assoc.release()
     finally:
         scp.stop()
+
+
+# -- a webhook receiver that answers slowly --------------------------------------------------------------------
+class _SlowReceiver(BaseHTTPRequestHandler):
+    calls: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        time.sleep(0.8)  # a RIS that takes its time; each answer is a success
+        _SlowReceiver.calls.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        return None
+
+
+def test_two_senders_and_a_slow_receiver_deliver_each_webhook_once(srv_template: SrvTemplate,
+                                                                   tmp_path: Path) -> None:
+    from medcycle.serving.webhooks import WebhookSender
+
+    # two workers (each runs a sender) and leases shorter than the sender's backlog takes to deliver: a sender took
+    # 16 deliveries at once and posted them one by one, so the later ones' leases ran out meanwhile and the other
+    # sender took and posted them too (each URL was called two or three times, and attempts were spent)
+    platform = srv_copy(srv_template, tmp_path, auth_enabled=False, job_lease_seconds=2.0)
+    try:
+        cfg = ServingSettings(webhook_backoff_s=0.05, webhook_timeout_s=5)
+        job = platform.jobs.enqueue(cfg.queue, {"model": CLS})
+        platform.jobs.cancel(job.id)  # finished: its webhook may go out
+        _SlowReceiver.calls = []
+        with serve_handler(_SlowReceiver, path="/hook") as url:
+            hooks = [platform.jobs.enqueue(cfg.webhook_queue, {"job": job.id, "url": f"{url}?n={k}"},
+                                           idempotency_key=f"webhook:{k}", max_attempts=cfg.webhook_attempts).id
+                     for k in range(6)]
+            senders = [WebhookSender(platform, cfg, name=f"sender-{k}") for k in range(2)]
+            stop = threading.Event()
+            threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in senders]
+            threads[0].start()
+            time.sleep(0.3)  # the first takes what it takes; the second comes when the first is busy
+            threads[1].start()
+            try:
+                deadline = time.monotonic() + 30
+                while not all(platform.jobs.get(h).state.finished for h in hooks):
+                    assert time.monotonic() < deadline, "the webhooks were not delivered"
+                    time.sleep(0.1)
+                time.sleep(1.0)  # a duplicate in flight would land now
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=20)
+                for sender in senders:
+                    sender.close()
+        assert sorted(_SlowReceiver.calls) == sorted(f"/hook?n={k}" for k in range(6))  # each once
+        assert [platform.jobs.get(h).state.value for h in hooks] == ["succeeded"] * 6
+    finally:
+        platform.close()
