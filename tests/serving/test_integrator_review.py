@@ -237,3 +237,41 @@ def test_two_senders_and_a_slow_receiver_deliver_each_webhook_once(srv_template:
         assert [platform.jobs.get(h).state.value for h in hooks] == ["succeeded"] * 6
     finally:
         platform.close()
+
+
+# -- REST through a live server: HEAD, nameless file parts -----------------------------------------------------
+def test_head_of_a_job_and_of_an_output_answers_the_headers_only(srv_platform: Platform,
+                                                                 srv_template: SrvTemplate) -> None:
+    from medcycle.api.app import create_app
+    from tests.serving.core_fixtures import srv_worker_thread
+
+    app = create_app(srv_platform, web=False)
+    data = srv_template.radiographs[0].read_bytes()
+    with serve_app(app) as url, httpx.Client(base_url=url, timeout=60, trust_env=False) as http:
+        with srv_worker_thread(srv_platform):
+            job = http.post("/v1/jobs", params={"wait": 60}, data={"model": CLS},
+                            files=[("files", ("a.dcm", data, "application/dicom"))]).json()
+        assert job["status"] == "done", job
+        head = http.head(f"/v1/jobs/{job['id']}")  # was 405: GET only (curl -I, monitors and proxies use HEAD)
+        assert head.status_code == 200 and head.content == b"", (head.status_code, head.text[:200])
+        assert head.headers["content-type"] == "application/json"
+        assert http.head("/v1/jobs/no-such-job").status_code == 404
+        got = http.get(f"/v1/jobs/{job['id']}/outputs/0")
+        head = http.head(f"/v1/jobs/{job['id']}/outputs/0")
+        assert head.status_code == 200 and head.content == b"", head.status_code
+        assert int(head.headers["content-length"]) == len(got.content) > 0
+        assert [head.headers[h] for h in ("content-type", "etag")] == [got.headers[h] for h in ("content-type", "etag")]
+        assert http.head(f"/v1/jobs/{job['id']}/outputs/99").status_code == 404
+
+
+def test_file_parts_without_a_filename_are_named_as_such(srv_platform: Platform, srv_template: SrvTemplate) -> None:
+    from tests.serving.core_fixtures import srv_client
+
+    client = srv_client(srv_platform)
+    data = srv_template.radiographs[0].read_bytes()
+    # a client that adds the file without a filename (e.g. .NET MultipartFormDataContent.Add(content, "files"))
+    r = client.post("/v1/jobs", data={"model": CLS}, files=[("files", (None, data, "application/dicom"))])
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert "have no filename" in error["message"] and "filename=" in error["hint"], error  # was "holds no files"
+    assert srv_platform.jobs.stats("inference").counts == {}

@@ -183,8 +183,13 @@ def _text(value: Any, name: str) -> str | None:
 
 
 def _form_fields(form: FormData) -> tuple[list[InputLike], dict[str, Any]]:
-    files = [f for f in [*form.getlist("files"), *form.getlist("file")] if isinstance(f, UploadFile)]
+    given = [*form.getlist("files"), *form.getlist("file")]
+    files = [f for f in given if isinstance(f, UploadFile)]
     if not files:
+        if given:  # parts named files without a filename are text fields to the form parser: the bytes are lost
+            raise UsageError(f"the form's {len(given)} 'files' part(s) have no filename, so they are not files",
+                             hint='Send each file with a filename in its Content-Disposition (form-data; name="files"; '
+                                  'filename="image.dcm"), as curl -F files=@image.dcm does.')
         raise UsageError("the form holds no files", hint="Send one or more 'files' parts.")
     model = _text(form.get("model"), "model")
     if not model:
@@ -361,6 +366,11 @@ async def get_job(request: Request, job_id: str, platform: PlatformDep, _: Reade
     return await run_in_threadpool(_answer, platform, job, submitted=False)
 
 
+# HEAD as every general-purpose server answers it (RFC 9110 9.1; curl -I, monitors, proxies), kept out of the
+# OpenAPI document: the same route, its headers without the body (uvicorn sends none for HEAD).
+router.add_api_route("/{job_id}", get_job, methods=["HEAD"], include_in_schema=False)
+
+
 @router.delete("/{job_id}", response_model=JobOut,
                responses={404: ERRORS[404], 409: {"description": "The job finished before it could be cancelled"}})
 def cancel_job(request: Request, job_id: str, platform: PlatformDep, principal: Submitter) -> JobOut:
@@ -382,7 +392,8 @@ def cancel_job(request: Request, job_id: str, platform: PlatformDep, principal: 
 
 @router.get("/{job_id}/outputs/{n}", response_class=StreamingResponse, responses={404: ERRORS[404]})
 def get_output(request: Request, job_id: str, n: int, platform: PlatformDep, principal: Reader) -> Response:
-    """Output ``n`` (0-based, as listed in the result) with its media type; the read is audited."""
+    """Output ``n`` (0-based, as listed in the result) with its media type; the read is audited. ``HEAD`` answers
+    the headers (type, length, digest) without reading the object, and is not audited (nothing is read)."""
     cfg = _settings(request, platform)
     view = job_out(platform, _inference_job(platform, cfg, job_id))
     if view.result is None or not 0 <= n < len(view.result.outputs):
@@ -390,6 +401,11 @@ def get_output(request: Request, job_id: str, n: int, platform: PlatformDep, pri
         raise NotFound(f"job {job_id} has no output {n} ({count} outputs)",
                        hint="GET /v1/jobs/{id} lists the outputs once the job is done.")
     output = view.result.outputs[n]
+    headers = {"ETag": f'"{output.digest}"', "X-Medcycle-Digest": output.digest}
+    if request.method == "HEAD":
+        size = platform.objects.stat(output.digest).size
+        return Response(status_code=200, media_type=output.media_type,
+                        headers={**headers, "Content-Length": str(size)})
     audit.record_read(platform, principal, "serving.output.read", target_kind="job", target_id=job_id, via="api",
                       output=n, digest=output.digest)
     stream = platform.objects.open(output.digest)
@@ -399,5 +415,7 @@ def get_output(request: Request, job_id: str, n: int, platform: PlatformDep, pri
             while chunk := stream.read(CHUNK):
                 yield chunk
 
-    return StreamingResponse(body(), media_type=output.media_type,
-                             headers={"ETag": f'"{output.digest}"', "X-Medcycle-Digest": output.digest})
+    return StreamingResponse(body(), media_type=output.media_type, headers=headers)
+
+
+router.add_api_route("/{job_id}/outputs/{n}", get_output, methods=["HEAD"], include_in_schema=False)
