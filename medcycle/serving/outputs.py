@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,10 +100,15 @@ def nifti_mask(mask: NDArray[Any], affine: NDArray[np.float64] | None,
 
     arr = np.asarray(mask, dtype=np.uint8)
     data = np.ascontiguousarray(arr.transpose(tuple(reversed(range(arr.ndim)))))
-    if affine is None:
-        dz, dy, dx = spacing or (1.0, 1.0, 1.0)
-        affine = np.diag([dx, dy, dz, 1.0])
-    img: Any = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))  # type: ignore[no-untyped-call]
+    matrix = None if affine is None else np.asarray(affine, dtype=np.float64)
+    if matrix is None or matrix.shape != (4, 4) or not np.isfinite(matrix).all() \
+            or abs(float(np.linalg.det(matrix[:3, :3]))) < 1e-12:
+        # No usable grid: a diagonal of the spacing, 1 mm for an axis whose spacing is unknown, zero or not a
+        # number (a CR's PixelSpacing of 0\0, as uncalibrated devices write it, made nibabel refuse the affine:
+        # "Could not decompose affine", the job retried and dead-lettered)
+        dz, dy, dx = (s if math.isfinite(s) and s > 0 else 1.0 for s in (spacing or (1.0, 1.0, 1.0)))
+        matrix = np.diag([dx, dy, dz, 1.0])
+    img: Any = nib.Nifti1Image(data, matrix)  # type: ignore[no-untyped-call]
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"medcycle serving mask"
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)

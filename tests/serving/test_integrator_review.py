@@ -275,3 +275,40 @@ def test_file_parts_without_a_filename_are_named_as_such(srv_platform: Platform,
     error = r.json()["error"]
     assert "have no filename" in error["message"] and "filename=" in error["hint"], error  # was "holds no files"
     assert srv_platform.jobs.stats("inference").counts == {}
+
+
+# -- a radiograph whose PixelSpacing is 0\0 --------------------------------------------------------------------
+def test_a_mask_without_a_usable_spacing_is_written_on_a_1_mm_grid() -> None:
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from medcycle.serving.outputs import nifti_mask
+
+    for spacing in [(1.0, 0.0, 0.0), (float("nan"), 0.5, 0.5), (1.0, -0.2, 0.2)]:
+        img: Any = nib.Nifti1Image.from_bytes(
+            gzip.decompress(nifti_mask(np.ones((4, 5), np.uint8), None, spacing)))
+        zooms = img.header.get_zooms()
+        assert all(z > 0 and np.isfinite(z) for z in zooms[:3]), (spacing, zooms)
+    singular = np.diag([0.0, 1.0, 1.0, 1.0])
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(nifti_mask(np.ones((4, 5), np.uint8), singular, None)))
+    assert tuple(img.header.get_zooms()) == (1.0, 1.0)
+
+
+def test_a_cr_with_a_pixel_spacing_of_zero_gets_its_mask(srv_platform: Platform) -> None:
+    from pydicom.data import get_testdata_file
+
+    from tests.serving.core_fixtures import SEG, srv_client, srv_worker_thread
+
+    # pydicom's RG1_J2KI.dcm: a CR (JPEG 2000, MONOCHROME1) with PixelSpacing 0\0, as uncalibrated devices write
+    # it; the NIfTI mask's affine could not be decomposed, so the job was retried and dead-lettered
+    path = Path(str(get_testdata_file("RG1_J2KI.dcm")))
+    client = srv_client(srv_platform)
+    with srv_worker_thread(srv_platform):
+        r = client.post("/v1/jobs", params={"wait": 60}, data={"model": SEG},
+                        files=[("files", (path.name, path.read_bytes(), "application/dicom"))])
+    job = r.json()
+    assert job["status"] == "done" and job["attempts"] == 1, (job["status"], job["error"])
+    kinds = [o["kind"] for o in job["result"]["outputs"]]
+    assert kinds[0] == "nifti" and "area_mm2" not in job["result"]["cases"][0]["mask"]["classes"]["lesion"], job
