@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from medcycle.errors import UsageError
 from medcycle.serving import outputs as out
 from medcycle.serving.decode import DecodedCase
@@ -27,27 +29,39 @@ def case_outputs(case: DecodedCase, pred: Prediction, predictor: Predictor, key:
     else:
         caption = f"{finding.get('class')} {float(finding.get('score') or 0):.2f} | {ref}"
     case_key = f"{key}:{case.index}"
-    try:
-        if pred.mask is not None and params.wants(OutputKind.NIFTI):
-            files.append(out.Output(OutputKind.NIFTI, out.nifti_mask(pred.mask, case.affine, case.spacing)))
-        rgb = None
-        if params.wants(OutputKind.PNG) or (case.datasets and params.wants(OutputKind.SC)):
+
+    def make(kind: OutputKind, build: Callable[[], bytes]) -> None:
+        """One output; a problem making it is named and the others are still made (a SEG that cannot be made
+        — no Frame of Reference — used to take the secondary capture after it down with it)."""
+        try:
+            files.append(out.Output(kind, build()))
+        except UsageError as exc:
+            problems.append(exc.message)
+
+    if pred.mask is not None and params.wants(OutputKind.NIFTI):
+        mask = pred.mask
+        make(OutputKind.NIFTI, lambda: out.nifti_mask(mask, case.affine, case.spacing))
+    rgb = None
+    if params.wants(OutputKind.PNG) or (case.datasets and params.wants(OutputKind.SC)):
+        try:
             rgb = out.overlay_rgb(case.pixels, pred.mask, caption, image=image)
-        if rgb is not None and params.wants(OutputKind.PNG):
-            files.append(out.Output(OutputKind.PNG, out.png(rgb)))
-        if pred.mask is not None and params.wants(OutputKind.SEG) and case.datasets:
-            if case.grid is None:
-                problems.append("seg: the series has no regular grid (multi-frame, uneven or missing geometry)")
-            else:
-                files.append(out.Output(OutputKind.SEG, out.dicom_seg(
-                    case.datasets, pred.mask, predictor.classes, model=version.model,
-                    version=f"v{version.version}", key=case_key)))
-        if rgb is not None and case.datasets and params.wants(OutputKind.SC):
-            k = out.slice_of_interest(case.pixels, pred.mask, image)
-            ref_ds = case.datasets[min(k, len(case.datasets) - 1)]
-            files.append(out.Output(OutputKind.SC, out.dicom_sc(
-                ref_ds, rgb, model=version.model, version=f"v{version.version}", key=case_key,
-                description="segmentation" if pred.mask is not None else "classification")))
-    except UsageError as exc:
-        problems.append(exc.message)
+        except UsageError as exc:
+            problems.append(exc.message)
+    if rgb is not None and params.wants(OutputKind.PNG):
+        overlay = rgb
+        make(OutputKind.PNG, lambda: out.png(overlay))
+    if pred.mask is not None and params.wants(OutputKind.SEG) and case.datasets:
+        if case.grid is None:
+            problems.append("seg: the series has no regular grid (multi-frame, uneven or missing geometry)")
+        else:
+            mask = pred.mask
+            make(OutputKind.SEG, lambda: out.dicom_seg(case.datasets, mask, predictor.classes, model=version.model,
+                                                       version=f"v{version.version}", key=case_key))
+    if rgb is not None and case.datasets and params.wants(OutputKind.SC):
+        k = out.slice_of_interest(case.pixels, pred.mask, image)
+        ref_ds = case.datasets[min(k, len(case.datasets) - 1)]
+        overlay = rgb
+        make(OutputKind.SC, lambda: out.dicom_sc(
+            ref_ds, overlay, model=version.model, version=f"v{version.version}", key=case_key,
+            description="segmentation" if pred.mask is not None else "classification"))
     return files, problems

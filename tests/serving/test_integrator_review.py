@@ -312,3 +312,20 @@ def test_a_cr_with_a_pixel_spacing_of_zero_gets_its_mask(srv_platform: Platform)
     assert job["status"] == "done" and job["attempts"] == 1, (job["status"], job["error"])
     kinds = [o["kind"] for o in job["result"]["outputs"]]
     assert kinds[0] == "nifti" and "area_mm2" not in job["result"]["cases"][0]["mask"]["classes"]["lesion"], job
+
+
+def test_a_seg_that_cannot_be_made_does_not_take_the_secondary_capture_with_it(srv_platform: Platform) -> None:
+    from pydicom.data import get_testdata_file
+
+    from tests.serving.core_fixtures import SEG, srv_client, srv_worker_thread
+
+    # pydicom's 693_J2KR.dcm: a CT slice (JPEG 2000) without a Frame of Reference UID, which a SEG requires
+    path = Path(str(get_testdata_file("693_J2KR.dcm")))
+    client = srv_client(srv_platform)
+    with srv_worker_thread(srv_platform):
+        job = client.post("/v1/jobs", params={"wait": 60}, data={"model": SEG},
+                          files=[("files", (path.name, path.read_bytes(), "application/dicom"))]).json()
+    assert job["status"] == "done", job
+    (case,) = job["result"]["cases"]
+    assert [p for p in case["output_problems"] if "Frame Of Reference" in p], case["output_problems"]
+    assert [o["kind"] for o in job["result"]["outputs"]] == ["nifti", "png", "sc"]  # the SC was dropped too
