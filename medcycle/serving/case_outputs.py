@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from medcycle.errors import UsageError
@@ -9,6 +10,8 @@ from medcycle.serving import outputs as out
 from medcycle.serving.decode import DecodedCase
 from medcycle.serving.predictor import Prediction, Predictor
 from medcycle.serving.schemas import OutputKind, Params
+
+log = logging.getLogger(__name__)
 
 
 def case_outputs(case: DecodedCase, pred: Prediction, predictor: Predictor, key: str, params: Params
@@ -32,11 +35,18 @@ def case_outputs(case: DecodedCase, pred: Prediction, predictor: Predictor, key:
 
     def make(kind: OutputKind, build: Callable[[], bytes]) -> None:
         """One output; a problem making it is named and the others are still made (a SEG that cannot be made
-        — no Frame of Reference — used to take the secondary capture after it down with it)."""
+        — no Frame of Reference — used to take the secondary capture after it down with it). An unexpected
+        error of a library on this case's data is named too rather than raised: raised, it failed the whole
+        batch, and every redelivery batched the same jobs again until all of them were dead-lettered."""
         try:
             files.append(out.Output(kind, build()))
         except UsageError as exc:
             problems.append(exc.message)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above; logged with its type only (its text may quote data)
+            log.warning("the %s output of a case could not be made: %s", kind.value, type(exc).__name__)
+            problems.append(f"the {kind.value} output could not be made ({type(exc).__name__})")
 
     if pred.mask is not None and params.wants(OutputKind.NIFTI):
         mask = pred.mask
@@ -47,6 +57,11 @@ def case_outputs(case: DecodedCase, pred: Prediction, predictor: Predictor, key:
             rgb = out.overlay_rgb(case.pixels, pred.mask, caption, image=image)
         except UsageError as exc:
             problems.append(exc.message)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in make()
+            log.warning("the overlay of a case could not be made: %s", type(exc).__name__)
+            problems.append(f"the overlay (png, sc) could not be made ({type(exc).__name__})")
     if rgb is not None and params.wants(OutputKind.PNG):
         overlay = rgb
         make(OutputKind.PNG, lambda: out.png(overlay))

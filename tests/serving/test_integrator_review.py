@@ -329,3 +329,46 @@ def test_a_seg_that_cannot_be_made_does_not_take_the_secondary_capture_with_it(s
     (case,) = job["result"]["cases"]
     assert [p for p in case["output_problems"] if "Frame Of Reference" in p], case["output_problems"]
     assert [o["kind"] for o in job["result"]["outputs"]] == ["nifti", "png", "sc"]  # the SC was dropped too
+
+
+def test_an_output_a_library_fails_to_make_does_not_dead_letter_the_batch(
+        srv_platform: Platform, srv_template: SrvTemplate, monkeypatch: pytest.MonkeyPatch) -> None:
+
+    # a library raising on one case's data (as nibabel did on a CR's zero pixel spacing) failed the whole batch:
+    # every redelivery batched the same jobs again, and the healthy ones were dead-lettered with the bad one
+    from pydicom.data import get_testdata_file
+
+    import medcycle.serving.outputs as outputs
+    from medcycle.serving import intake
+    from medcycle.serving.worker import ServingWorker
+    from tests.serving.core_fixtures import SEG
+
+    real = outputs.nifti_mask
+    ct = Path(str(get_testdata_file("CT_small.dcm")))
+    poison = pydicom.dcmread(ct).pixel_array.shape
+    assert pydicom.dcmread(srv_template.radiographs[0]).pixel_array.shape != poison
+
+    def nifti_mask(mask: Any, affine: Any, spacing: Any = None) -> bytes:
+        if tuple(mask.shape[-2:]) == tuple(poison[-2:]):
+            raise RuntimeError("a library's bug")
+        return real(mask, affine, spacing)
+
+    monkeypatch.setattr(outputs, "nifti_mask", nifti_mask)
+    bad = intake.submit(srv_platform, [ct], model=SEG)
+    good = [intake.submit(srv_platform, [p], model=SEG) for p in srv_template.radiographs[:2]]
+    worker = ServingWorker(srv_platform, prediction_log=None, max_batch_images=16, max_delay_ms=200)
+    deadline = time.monotonic() + 60
+    jobs = [bad, *good]
+    while not all(srv_platform.jobs.get(j.id).state.finished for j in jobs):
+        assert time.monotonic() < deadline, [srv_platform.jobs.get(j.id).state for j in jobs]
+        worker.run_once()
+    states = [(srv_platform.jobs.get(j.id).state.value, srv_platform.jobs.get(j.id).attempts) for j in jobs]
+    assert states == [("succeeded", 1)] * 3, states
+    from medcycle.serving.results import job_out
+
+    view = job_out(srv_platform, srv_platform.jobs.get(bad.id)).model_dump(mode="json")
+    (case,) = view["result"]["cases"]
+    assert "the nifti output could not be made (RuntimeError)" in case["output_problems"], case
+    for job in good:
+        (case,) = job_out(srv_platform, srv_platform.jobs.get(job.id)).model_dump(mode="json")["result"]["cases"]
+        assert not case.get("output_problems"), case  # the healthy jobs got every output
