@@ -49,13 +49,52 @@ def sniff(path: Path, data: bytes | None = None) -> str:
         return PNG
     if head.startswith(b"\xff\xd8\xff"):
         return JPEG
-    if name.endswith((".nii", ".nii.gz")) or head[344:348] in {b"n+1\x00", b"ni1\x00"}:
+    if name.endswith((".nii", ".nii.gz")) or _nifti_magic(head):
         return NIFTI
-    if head.startswith(b"\x1f\x8b") and name.endswith(".gz"):
-        return NIFTI if name.endswith(".nii.gz") else UNKNOWN
+    if head.startswith(b"\x1f\x8b"):  # a gzip file: a NIfTI inside, whatever its name says?
+        if name.endswith(".nii.gz"):
+            return NIFTI
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data) if data is not None else path.open("rb")) as gz:
+                inner = gz.read(352)
+        except (OSError, EOFError):
+            return UNKNOWN
+        return NIFTI if _nifti_magic(inner) else UNKNOWN
     if name.endswith((".dcm", ".dicom", ".ima")) or "." not in name:
         return DICOM  # DICOM without preamble (legacy): checked strictly by the DICOM reader
     return UNKNOWN
+
+
+def _nifti_magic(head: bytes) -> bool:
+    """NIfTI-1 (single file or pair header, magic at byte 344) or NIfTI-2 (magic at byte 4)."""
+    return head[344:348] in {b"n+1\x00", b"ni1\x00"} or head[4:8] in {b"n+2\x00", b"ni2\x00"}
+
+
+def _nifti_name_fits(path: Path) -> bool:
+    """Whether nibabel can open ``path`` by its name: .nii, .nii.gz or .hdr, gzip-compressed exactly when .gz."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".hdr")):
+        return False
+    with path.open("rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    return gzipped == name.endswith(".gz")
+
+
+def _load_nifti(path: Path) -> Any:
+    """nibabel's image of ``path``; a single-file NIfTI with another or a wrong extension (``scan.dat``, a
+    gzip-compressed ``scan.nii``) is read from its bytes, since nibabel chooses its reader by the name."""
+    import nibabel as nib
+
+    if _nifti_name_fits(path):
+        return nib.load(str(path))
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if raw[4:8] == b"n+2\x00":
+        return nib.Nifti2Image.from_bytes(raw)
+    if raw[344:348] == b"n+1\x00":
+        return nib.Nifti1Image.from_bytes(raw)
+    return nib.load(str(path))  # a pair header under another name: nibabel says what is wrong
 
 
 @dataclass
@@ -88,7 +127,7 @@ def read_nifti(path: Path, rel: str) -> Parsed:
     import nibabel as nib
 
     try:
-        loaded = nib.load(str(path))
+        loaded = _load_nifti(path)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on damaged files
         raise Rejected(f"corrupt or truncated NIfTI ({type(exc).__name__})") from None
     if not isinstance(loaded, nib.Nifti1Pair):  # NIfTI-1/2, single file or pair; Nifti2Image is a Nifti1Pair too

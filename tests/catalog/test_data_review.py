@@ -1,0 +1,27 @@
+"""Data-stage review: real files and faults the other catalog tests do not cover."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medcycle.catalog.ingest import ingest
+from medcycle.platform import Platform
+
+
+def test_nifti_with_a_wrong_or_missing_extension_is_ingested(platform: Platform, tmp_path: Path) -> None:
+    """A valid NIfTI-1/2 under another name (scan.dat, a gzip-compressed scan.nii, no extension) was rejected as
+    'corrupt or truncated NIfTI (ImageFileError)' or 'not a DICOM, NIfTI, PNG or JPEG file'."""
+    src = tmp_path / "in"
+    src.mkdir()
+    one = nib.Nifti1Image(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4))
+    two = nib.Nifti2Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5) + 7, np.eye(4))
+    (src / "plain.dat").write_bytes(one.to_bytes())
+    (src / "gzipped.nii").write_bytes(gzip.compress(one.to_bytes() + b"\0"))  # other bytes: not a duplicate
+    (src / "noext").write_bytes(gzip.compress(two.to_bytes()))
+    (src / "two.bin").write_bytes(two.to_bytes())
+    summary = ingest(platform, [src], source="nifti-names")
+    assert summary.rejected == [] and summary.ingested == 4
