@@ -112,6 +112,8 @@ def tokenize(text: str) -> list[Token]:
                 raise _error(f"malformed number {text[i:end + 1]!r}", col, "Write numbers like 12, -0.5 or 1e3.")
             raw = m.group()
             number: int | float = int(raw) if re.fullmatch(r"-?\d+", raw) else float(raw)
+            if isinstance(number, int) and not -(2**63) <= number < 2**63:
+                number = float(number)  # beyond a database integer: compared as a (huge) real number
             tokens.append(Token("number", raw, number, col))
             i = m.end()
         elif ch.isalpha() or ch == "_":

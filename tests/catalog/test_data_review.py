@@ -25,3 +25,17 @@ def test_nifti_with_a_wrong_or_missing_extension_is_ingested(platform: Platform,
     (src / "two.bin").write_bytes(two.to_bytes())
     summary = ingest(platform, [src], source="nifti-names")
     assert summary.rejected == [] and summary.ingested == 4
+
+
+def test_integer_literal_beyond_64_bits_is_compared_not_a_500(platform: Platform, tmp_path: Path) -> None:
+    """`rows > 99999999999999999999999` (or such a value in a list) failed with an internal error,
+    OverflowError: Python int too large to convert to SQLite INTEGER."""
+    from medcycle.catalog.query import run_query
+    from medcycle.testing.dicom import write_radiograph
+
+    write_radiograph(tmp_path / "cr.dcm", size=32)
+    ingest(platform, [tmp_path / "cr.dcm"], source="big-numbers")
+    with platform.session() as s:
+        assert run_query(s, "rows > 99999999999999999999999").total == 0
+        assert run_query(s, "rows < 99999999999999999999999").total == 1
+        assert run_query(s, "rows in [32, -99999999999999999999]").total == 1
