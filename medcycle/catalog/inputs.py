@@ -40,6 +40,14 @@ class InputFile:
     index: int = -1  # a zip member's place in the archive's directory (two members may share a name)
 
 
+def _pair_half(name: str, names: set[str]) -> bool:
+    """Whether the (lower-case) zip member ``name`` is one half of a .hdr/.img pair present in ``names``."""
+    for own, other in ((".hdr", ".img"), (".img", ".hdr")):
+        if name.endswith(own) and name[: -len(own)] + other in names:
+            return True
+    return False
+
+
 def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -48,6 +56,7 @@ def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
         reason = f"corrupt or truncated zip archive ({type(exc).__name__})"
         yield InputFile(str(archive), None, 0, display_root, archive.name, reason)
         return
+    names = {info.filename.lower() for info in infos}
     for index, info in enumerate(infos):
         if info.is_dir() or Path(info.filename).name in SKIP_NAMES or info.filename.startswith("__MACOSX/"):
             continue
@@ -56,6 +65,9 @@ def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
             problem = "encrypted zip member: medcycle cannot read it; extract the archive and ingest the folder"
         elif info.filename.lower().endswith(".zip"):
             problem = "a zip archive inside a zip archive is not opened: extract the outer one and ingest the folder"
+        elif _pair_half(info.filename.lower(), names):  # each member is read alone: the .hdr would miss its .img
+            problem = ("a NIfTI pair (.hdr/.img) inside a zip archive is not read: "
+                       "extract the archive and ingest the folder")
         yield InputFile(
             str(archive),
             info.filename,
