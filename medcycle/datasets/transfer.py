@@ -56,6 +56,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _refuse_store_folder(platform: Platform, dest: Path) -> None:
+    """A pull into the local object store or the cache would mix a training layout with content-addressed
+    objects (and a later pull's clean-up would work inside them): refused."""
+    from medcycle.objects.local import LocalObjectStore
+
+    target = dest.expanduser().resolve()
+    roots = [Path(platform.settings.resolved_cache_dir).expanduser().resolve()]
+    if isinstance(platform.objects, LocalObjectStore):
+        roots.append(platform.objects.root)
+    for root in roots:
+        if target == root or root in target.parents:
+            raise UsageError(f"{dest} is inside this machine's object store or cache ({root})",
+                             hint="Pull into a folder outside the object store and the cache, e.g. --to ./data.")
+
+
 def pull(
     platform: Platform, ref: str, dest: Path, *, split: str | None = None, query: str | None = None,
     workers: int | None = None, progress: Progress | None = None, verify: bool = False,
@@ -89,6 +104,7 @@ def pull(
             info = version_info(session, row)
             card_md = render_markdown(version_card(session, row))
         report.dataset, report.version = info.dataset, info.id
+        _refuse_store_folder(platform, dest)
         layout.check_dest(dest)  # only once the version is known: a refused pull makes no folder
         fresh = layout.is_empty(dest)  # nothing to compare with: every file is linked without a look first
         local, is_store = local_store(platform)
