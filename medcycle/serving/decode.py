@@ -9,6 +9,7 @@ series grid (NIfTI masks on the input's geometry), and the spacing in mm for are
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +167,31 @@ def _dicom_context(case: DecodedCase, datasets: list[Any]) -> None:
         case.spacing = grid.spacing
         return
     ds = case.header
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    if spacing is not None and len(spacing) == 2:
-        thickness = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
-        case.spacing = (thickness, float(spacing[0]), float(spacing[1]))
+    case.spacing = _header_spacing(ds)
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a finite, positive number of mm, else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _header_spacing(ds: Any) -> tuple[float, float, float] | None:
+    """``(slice, row, column)`` mm from PixelSpacing (or ImagerPixelSpacing) and the slice spacing or thickness;
+    None (unknown) where the in-plane spacing is missing, zero, negative or not a number — as some CR devices
+    write ``0\\0``. An unusable slice spacing is 1 mm."""
+    try:
+        spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+        pair = [_positive(v) for v in spacing] if spacing is not None and len(spacing) == 2 else []
+    except (TypeError, ValueError):
+        return None
+    if len(pair) != 2 or pair[0] is None or pair[1] is None:
+        return None
+    thickness = _positive(ds.get("SpacingBetweenSlices")) or _positive(ds.get("SliceThickness")) or 1.0
+    return (thickness, pair[0], pair[1])
 
 
 def _nifti_context(case: DecodedCase, path: Path) -> None:

@@ -20,8 +20,11 @@ For each batch (:mod:`medcycle.serving.batcher`), under leases renewed by a hear
    or an ``after_store`` hook, the jobs complete one by one after that transaction commits.
 
 Bad input found here (an image that does not decode, a volume sent to a 2D-only path) fails the job without
-retry; an unexpected error fails the batch's jobs *with* retry, so they are redelivered until their attempts
-run out and then dead-lettered.
+retry. After an unexpected error the batch's jobs are tried again one by one in the same hand, so one job that
+trips a library fails alone; a job that fails alone too (or a whole batch, when the store or database is down)
+is redelivered after :func:`retry_delay` — 1, 2, 4, 8 … s, at most a minute — until its attempts run out, and
+then dead-lettered. A store or database outage of a quarter of a minute is ridden out with the default 5
+attempts.
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ log = logging.getLogger(__name__)
 
 #: Called with a batch's jobs once their results are stored and webhooks queued, before the jobs complete.
 AfterStore = Callable[[Sequence[Job]], None]
+
+RETRY_BASE_S = 1.0  # the first redelivery's delay after an unexpected failure; doubled for each delivery after
+RETRY_MAX_S = 60.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before a job that failed unexpectedly on its ``attempts``-th delivery is delivered again."""
+    return min(RETRY_BASE_S * 2.0 ** max(attempts - 1, 0), RETRY_MAX_S)
 
 
 class ServingWorker:
@@ -262,8 +273,18 @@ class ServingWorker:
         s.reasons.append(batch.reason.value)
         outcomes: dict[str, Outcome] = {}
         try:
-            self._handle(batch.jobs, hand, outcomes)
-        except Exception as exc:  # an unexpected failure fails its batch (retried), never the worker
+            try:
+                self._handle(batch.jobs, hand, outcomes)
+            except Exception:  # an unexpected failure: each job alone, so that one bad job fails alone
+                if len(batch.jobs) == 1:
+                    raise
+                log.exception("batch of %d jobs failed; each job is tried alone", len(batch.jobs))
+                outcomes.clear()
+                hand.rows.clear()
+                hand.logs.clear()
+                for job in batch.jobs:
+                    self._handle_alone(job, hand, outcomes)
+        except Exception as exc:  # never the worker: the batch's jobs are retried (with backoff)
             log.exception("batch of %d jobs failed", len(batch.jobs))
             for job in batch.jobs:
                 outcomes.setdefault(job.id, Outcome("retry", "retried", error=f"{type(exc).__name__}: {exc}"[:500]))
@@ -275,6 +296,17 @@ class ServingWorker:
         for job in batch.jobs:
             if job.id not in settled:
                 self._settle(job, outcomes.get(job.id), hand.dropped)
+
+    def _handle_alone(self, job: Job, hand: InHand, outcomes: dict[str, Outcome]) -> None:
+        """:meth:`_handle` of one job of a failed batch: what it adds to the batch's rows and log entries is kept
+        only when it succeeds; an unexpected failure retries this job only."""
+        rows, logs = len(hand.rows), len(hand.logs)
+        try:
+            self._handle([job], hand, outcomes)
+        except Exception as exc:  # this job is retried; its batch-mates are not held back
+            log.exception("job %s failed on its own", job.id)
+            del hand.rows[rows:], hand.logs[logs:]
+            outcomes[job.id] = Outcome("retry", "retried", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def _finish(self, hand: InHand, outcomes: dict[str, Outcome]) -> set[str]:
         """Queue webhooks, then store the batch in one transaction; returns the jobs settled in it."""
@@ -338,7 +370,7 @@ class ServingWorker:
                 self.jq.complete(job, outcome.result)
             else:
                 self.jq.fail(job, outcome.error or "failed", retry=outcome.action == "retry",
-                             delay_seconds=0.5 if outcome.action == "retry" else 0.0)
+                             delay_seconds=retry_delay(job.attempts) if outcome.action == "retry" else 0.0)
         except (LeaseLost, JobCancelled) as exc:
             self.stats.lost += 1
             self.metrics.jobs.labels("lost").inc()

@@ -40,6 +40,9 @@ def test_probes_and_metrics_need_no_token(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert {b["name"] for b in ready.json()["backends"]} == {"database", "objects", "jobs"}
+    for path in ("/livez", "/readyz"):  # what load balancers and uptime checkers send
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", (path, head.status_code)
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert "medcycle_http_requests_total" in metrics.text

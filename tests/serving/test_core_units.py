@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -331,3 +333,25 @@ def test_a_result_is_stored_once_per_key(platform: Platform) -> None:
     with platform.session(write=False) as s:
         stored = results.find(s, "f" * 64)
         assert stored is not None and stored.job_id == "first" and results.count(s) == 1
+
+
+def test_a_header_spacing_of_zero_or_garbage_is_unknown() -> None:
+    from pydicom import Dataset
+
+    from medcycle.serving.decode import _header_spacing
+
+    def ds(**attrs: Any) -> Dataset:
+        d = Dataset()
+        for k, v in attrs.items():
+            setattr(d, k, v)
+        return d
+
+    assert _header_spacing(ds(PixelSpacing=[0.5, 0.25], SliceThickness=2)) == (2.0, 0.5, 0.25)
+    assert _header_spacing(ds(ImagerPixelSpacing=[0.2, 0.2])) == (1.0, 0.2, 0.2)
+    assert _header_spacing(ds(PixelSpacing=[0.5, 0.5], SliceThickness=0)) == (1.0, 0.5, 0.5)
+    for bad in ([0, 0], [0.5, 0], [-1, 1], [0.5]):
+        assert _header_spacing(ds(PixelSpacing=bad)) is None, bad
+    with warnings.catch_warnings():  # pydicom warns when such a value is set; a worker reads it with warnings off
+        warnings.simplefilter("ignore")
+        assert _header_spacing(ds(PixelSpacing="nan\\0.5")) is None
+    assert _header_spacing(ds()) is None

@@ -176,3 +176,42 @@ def test_the_loop_takes_the_next_batch_while_one_computes(srv_platform: Platform
     assert order[:3] == ["take", "take", "store"], order
     assert order.count("take") == order.count("store") == 3
     assert all(srv_platform.jobs.get(i).state is JobState.SUCCEEDED for i in ids)
+
+
+def test_one_job_that_trips_the_model_fails_alone_and_is_retried_later(srv_platform: Platform,
+                                                                       srv_template: SrvTemplate,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error in a batch: its jobs are tried one by one, so the healthy ones complete; the job that
+    fails alone is redelivered after a delay that doubles with each delivery (1, 2, 4 … s)."""
+    from medcycle.serving import worker as worker_module
+    from medcycle.serving.predictor import Predictor
+
+    ids = _submit(srv_platform, srv_template, 3)
+    poison = ids[1]
+    real = Predictor.predict
+    calls: list[int] = []
+
+    def predict(self: Predictor, batch: Sequence[Any], prepared: Any = None) -> Any:
+        calls.append(len(batch))
+        if any(abs(c.params.threshold - 0.02) < 1e-9 for c in batch):  # the second job's input
+            raise RuntimeError("a library tripped on this input")
+        return real(self, batch, prepared)
+
+    monkeypatch.setattr(Predictor, "predict", predict)
+    worker = ServingWorker(srv_platform, max_batch_images=8, max_delay_ms=50, idle_wait_ms=50)
+    try:
+        assert worker.run_once() == 3
+    finally:
+        worker.close()
+    assert calls == [3, 1, 1, 1]  # the batch, then each job alone
+    states = {i: srv_platform.jobs.get(i) for i in ids}
+    assert [states[i].state for i in ids] == [JobState.SUCCEEDED, JobState.QUEUED, JobState.SUCCEEDED]
+    assert "a library tripped" in (states[poison].error or "") and _counts(srv_platform) == (2, 2)
+    assert worker.stats.retried == 1 and worker.stats.computed == 2
+    from medcycle.jobs.tables import JobRow
+
+    with srv_platform.session(write=False) as s:
+        available = s.scalar(select(JobRow.available_at).where(JobRow.id == poison))
+    assert available is not None
+    assert (available.replace(tzinfo=None) - utcnow().replace(tzinfo=None)).total_seconds() > 0.5  # not at once
+    assert [worker_module.retry_delay(n) for n in (1, 2, 3, 4, 8, 20)] == [1.0, 2.0, 4.0, 8.0, 60.0, 60.0]

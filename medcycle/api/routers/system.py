@@ -27,6 +27,19 @@ async def readyz(platform: PlatformDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
+@router.head("/livez", include_in_schema=False)
+async def livez_head() -> Response:
+    """``HEAD /livez``: load balancers and uptime checkers probe with HEAD."""
+    return Response(status_code=200)
+
+
+@router.head("/readyz", include_in_schema=False)
+async def readyz_head(platform: PlatformDep) -> Response:
+    """``HEAD /readyz``: the status of ``GET /readyz`` without its body."""
+    health = await run_in_threadpool(platform.health)
+    return Response(status_code=200 if all(h.ok for h in health) else 503)
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request, platform: PlatformDep) -> Response:
     return await run_in_threadpool(request.app.state.metrics.render, platform)
