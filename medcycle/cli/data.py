@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medcycle.cli.context import state
-from medcycle.cli.output import JsonOpt, console, emit_json, human_bytes
+from medcycle.cli.output import JsonOpt, console, emit_json, err_console, human_bytes
 from medcycle.cli.output import table as rich_table
 
 app = typer.Typer(no_args_is_help=True)
@@ -188,13 +188,21 @@ def query(
     expr: Annotated[str, typer.Argument(help='e.g. modality == "CT" and slice_thickness < 1.5')] = "",
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    include_quarantined: Annotated[
+        bool, typer.Option("--include-quarantined", help="Also list quarantined instances (for their review).")
+    ] = False,
     json: bool = JsonOpt,
 ) -> None:
     """Instances matching a filter expression (see docs/data.md for the fields and operators)."""
     from medcycle.catalog.query import run_query
+    from medcycle.catalog.query_syntax import fields_used, parse
 
+    tree = parse(expr) if expr else None
     with state(ctx).platform().session() as session:
-        result = run_query(session, expr or None, limit=limit, offset=offset)
+        result = run_query(session, tree, limit=limit, offset=offset, include_quarantined=include_quarantined)
+    if tree is not None and not include_quarantined and fields_used(tree) & {"quarantined", "state"}:
+        err_console().print("note: quarantined instances are left out of queries; add --include-quarantined "
+                            "to list them", markup=False)
     if json:
         emit_json({"total": result.total, "rows": result.rows})
         return
