@@ -46,6 +46,7 @@ from medcycle.datasets.tables import DatasetRow, DatasetVersionItemRow, LabelSet
 from medcycle.datasets.versions import resolve, version_info
 from medcycle.errors import MedcycleError, NotFound, UsageError
 from medcycle.objects.base import ObjectStore
+from medcycle.objects.local import LocalObjectStore
 from medcycle.platform import Platform
 
 __all__ = [
@@ -59,8 +60,6 @@ log = logging.getLogger(__name__)
 def _refuse_store_folder(platform: Platform, dest: Path) -> None:
     """A pull into the local object store or the cache would mix a training layout with content-addressed
     objects (and a later pull's clean-up would work inside them): refused."""
-    from medcycle.objects.local import LocalObjectStore
-
     target = dest.expanduser().resolve()
     roots = [Path(platform.settings.resolved_cache_dir).expanduser().resolve()]
     if isinstance(platform.objects, LocalObjectStore):
@@ -263,9 +262,24 @@ def status(
             except FileNotFoundError:
                 folder["missing"] += 1
                 continue
-            folder["present" if size == item.bytes else "different"] += 1
+            folder["present" if size == item.bytes and _intact(local, Path(to) / rel, item.digest)
+                   else "different"] += 1
         report.folder = folder
     return report
+
+
+def _intact(local: LocalObjectStore, path: Path, digest: str) -> bool:
+    """Whether the pulled file at ``path`` holds ``digest``: a hard link to this machine's object is trusted (one
+    ``stat``, as pull trusts it); a copy is re-hashed, since a file edited in place keeps its size."""
+    try:
+        if layout.in_place(local.path_for(digest), path):
+            return True
+    except OSError:
+        pass
+    try:
+        return layout.hash_file(path) == digest
+    except OSError:
+        return False
 
 
 def ensure_found(report: PushReport) -> None:
