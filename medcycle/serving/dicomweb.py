@@ -19,6 +19,7 @@ of results are audited (they carry the patient's identity again).
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Final
 
 import pydicom
@@ -31,6 +32,7 @@ from medcycle.auth.roles import Permission, Principal
 from medcycle.errors import PayloadTooLarge, UnsupportedMediaType, UsageError
 from medcycle.platform import Platform
 from medcycle.serving.dicom_results import (
+    MAX_SUBMISSIONS,
     DicomResults,
     instance_attributes,
     series_attributes,
@@ -52,7 +54,17 @@ DICOM_JSON: Final = "application/dicom+json"
 EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 BULK_BYTES: Final = 1024
 PIXEL_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # float, double and plain pixel data
-QIDO_KEYS: Final = {"studyinstanceuid", "0020000d", "limit", "offset", "includefield", "fuzzymatching"}
+#: Study-level matching keys besides StudyInstanceUID: (keyword, tag, how it matches). ``exact``: single value
+#: matching; ``wildcard``: ``*`` and ``?`` (case-insensitive, as most archives match names); ``date``: a date or a
+#: range (``A-B``, ``A-``, ``-B``); ``any``: one of the study's modalities. An empty value matches every study.
+STUDY_MATCHING: Final = (
+    ("PatientID", "00100020", "exact"), ("PatientName", "00100010", "wildcard"),
+    ("AccessionNumber", "00080050", "exact"), ("StudyID", "00200010", "exact"),
+    ("StudyDate", "00080020", "date"), ("ReferringPhysicianName", "00080090", "wildcard"),
+    ("ModalitiesInStudy", "00080061", "any"),
+)
+QIDO_KEYS: Final = {"studyinstanceuid", "0020000d", "limit", "offset", "includefield", "fuzzymatching"} | {
+    name.lower() for keyword, tag, _ in STUDY_MATCHING for name in (keyword, tag)}
 SERIES_KEYS: Final = {"seriesinstanceuid", "0020000e", "modality", "00080060", "limit", "offset", "includefield",
                       "fuzzymatching"}
 INSTANCE_KEYS: Final = SERIES_KEYS | {"sopinstanceuid", "00080018", "sopclassuid", "00080016"}
@@ -154,16 +166,63 @@ def _search_headers(unsupported: list[str]) -> dict[str, str] | None:
     return {"Warning": f'299 medcycle "The following attributes are not supported for query: {names}"'}
 
 
+def _study_filters(request: Request) -> list[tuple[str, str, list[str]]]:
+    """The study-level matching keys the query gives (:data:`STUDY_MATCHING`) with their values; keys given only
+    empty (universal matching) are left out."""
+    out = []
+    for keyword, tag, how in STUDY_MATCHING:
+        values = [v.strip() for v in (_matching(request, keyword, tag) or "").split(",") if v.strip()]
+        if values:
+            out.append((keyword, how, values))
+    return out
+
+
+def _wildcard(pattern: str, value: str) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.IGNORECASE | re.DOTALL) is not None
+
+
+def _in_range(spec: str, value: str) -> bool:
+    if "-" not in spec:
+        return value == spec
+    low, _, high = spec.partition("-")
+    return bool(value) and (not low or value >= low) and (not high or value <= high)
+
+
+def _study_matches(attrs: Any, filters: list[tuple[str, str, list[str]]]) -> bool:
+    for keyword, how, values in filters:
+        if how == "any":
+            have = {str(m).upper() for m in (attrs.get(keyword) or [])}
+            ok = any(v.upper() in have for v in values)
+        else:
+            value = str(attrs.get(keyword) or "")
+            if how == "wildcard":
+                ok = any(_wildcard(v, value) for v in values)
+            elif how == "date":
+                ok = any(_in_range(v, value) for v in values)
+            else:
+                ok = value in values
+        if not ok:
+            return False
+    return True
+
+
 @router.get("/studies", summary="QIDO-RS: studies with inference results")
 async def search_studies(request: Request, platform: PlatformDep, principal: Reader,
                          StudyInstanceUID: str | None = Query(None),
                          limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
     results = DicomResults(_intake(request, platform))
-    studies = await run_in_threadpool(results.studies, _uids(_matching(request, "StudyInstanceUID", "0020000D")),
-                                      limit=limit, offset=offset)
-    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
-                            target_id=None, via="api", studies=[s.study_key for s in studies])
+    uids = _uids(_matching(request, "StudyInstanceUID", "0020000D"))
+    filters = _study_filters(request)
     base = _base(request)
+    if filters:  # matched on the re-identified attributes, each study's return address opened to read them
+        every = await run_in_threadpool(results.studies, uids, limit=MAX_SUBMISSIONS, offset=0)
+        studies = [s for s in every if _study_matches(study_attributes(s, base), filters)][offset:offset + limit]
+    else:
+        studies = await run_in_threadpool(results.studies, uids, limit=limit, offset=offset)
+    await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
+                            target_id=None, via="api", studies=[s.study_key for s in studies],
+                            keys=[k for k, _, _ in filters])
     return _json([study_attributes(s, base).to_json_dict() for s in studies],
                  headers=_search_headers(_unsupported(request.query_params, QIDO_KEYS)))
 

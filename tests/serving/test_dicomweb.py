@@ -216,8 +216,8 @@ def test_wado_negotiates_and_qido_warns_about_unsupported_keys(env: Env) -> None
         assert r.status_code == 404 and r.json()["error"]["hint"]
         r = http.get(f"/dicomweb/studies/{generate_uid()}", headers={"Accept": "application/json"})
         assert r.status_code == 406 and "multipart/related" in r.json()["error"]["hint"]
-        r = http.get("/dicomweb/studies", params={"PatientName": "Sokolova*"})
-        assert r.status_code == 200 and "PatientName" in r.headers["warning"]
+        r = http.get("/dicomweb/studies", params={"PatientBirthDate": "19630412"})
+        assert r.status_code == 200 and "PatientBirthDate" in r.headers["warning"]
         assert isinstance(r.json(), list)
 
 
@@ -329,6 +329,26 @@ def test_qido_matches_every_value_of_a_key_given_more_than_once(env: Env) -> Non
         assert r.status_code == 200 and len(r.json()) == 2  # the comma list of PS3.18 still works
         r = http.get("/dicomweb/studies", params=[("0020000D", uids[0]), ("StudyInstanceUID", uids[1])])
         assert len(r.json()) == 2
+    # a PACS asking for one patient's studies gets that patient's only (matched on the re-identified attributes)
+    def studies(**keys: Any) -> list[str]:
+        with env.client() as http:
+            r = http.get("/dicomweb/studies", params={**keys, "limit": 1000})
+        assert r.status_code == 200 and "warning" not in r.headers, (keys, r.headers.get("warning"))
+        return sorted(s["0020000D"]["Value"][0] for s in r.json() if s["0020000D"]["Value"][0] in uids)
+
+    assert studies(PatientID="MRN-LIST-1") == [uids[1]] and studies(PatientID="MRN-LIST") == []
+    assert studies(**{"00100020": "MRN-LIST-0"}) == [uids[0]]
+    assert studies(PatientID="MRN-LIST-0,MRN-LIST-1") == sorted(uids)
+    assert studies(PatientName="sokolova*") == sorted(uids)  # wildcards, case-insensitive
+    assert studies(PatientName="Sokolova^A?na*", PatientID="MRN-LIST-0") == [uids[0]]
+    assert studies(PatientName="Ivanov*") == [] and studies(PatientID="") == sorted(uids)  # empty: universal
+    assert studies(ModalitiesInStudy="SEG") == sorted(uids) and studies(ModalitiesInStudy="MR") == []
+    date = client.search_for_studies(search_filters={"StudyInstanceUID": uids[0]})[0]["00080020"]["Value"][0]
+    assert studies(StudyDate=date, PatientID="MRN-LIST-0") == [uids[0]]
+    assert studies(StudyDate=f"{date}-", PatientID="MRN-LIST-0") == [uids[0]]
+    assert studies(StudyDate=f"-{int(date) - 1}", PatientID="MRN-LIST-0") == []
+    found = client.search_for_studies(search_filters={"PatientID": "MRN-LIST-1"})
+    assert [s["0020000D"]["Value"][0] for s in found] == [uids[1]]
     series = client.search_for_series(uids[0], search_filters={"Modality": ["SEG", "OT"]})
     assert sorted(s["00080060"]["Value"][0] for s in series) == ["OT", "SEG"]
     both = [s["0020000E"]["Value"][0] for s in series]
