@@ -122,7 +122,10 @@ def resolve(session: Session, ref: str) -> ModelVersionRow:
     """The version ``ref`` names (see the module docstring)."""
     if not isinstance(ref, str) or not ref.strip():
         raise UsageError("a model reference is empty", hint="Write NAME, NAME@vN or NAME@ALIAS.")
-    name, _, which = ref.strip().partition("@")
+    name, at, which = ref.strip().partition("@")
+    if at and not which.strip():
+        raise UsageError(f"the model reference {ref.strip()[:80]!r} names nothing after '@'",
+                         hint=f"Write {name}, {name}@vN or {name}@ALIAS (e.g. {name}@production).")
     _model(session, name)
     if not which or which == "latest":
         row = session.scalar(select(ModelVersionRow).where(ModelVersionRow.model == name)

@@ -55,6 +55,9 @@ def test_a_version_records_where_it_came_from(platform: Platform, two_versions: 
     with platform.session() as s:
         assert registry.resolve(s, "nodules").id == v2.id  # bare name = latest
         assert registry.resolve(s, "nodules@1").id == v1.id
+        for empty in ("nodules@", "nodules@ "):  # not "latest" by accident: a truncated reference is refused
+            with pytest.raises(UsageError, match="nothing after '@'"):
+                registry.resolve(s, empty)
         chain = lineage.of(s, "nodules@v1")["chain"]
     assert [c["stage"] for c in chain] == ["data", "labels", "run", "model", "aliases", "deployments"]
     assert chain[-1]["results"] == 0 and chain[-1]["detail"] is None  # never served
