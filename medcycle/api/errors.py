@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from medcycle.errors import MedcycleError, QueueFull
+from medcycle.errors import BackendUnavailable, MedcycleError, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ HTTP_CODES = {
 #: answered, the server did nothing wrong, so neither a 500 nor a traceback in the log.
 CLIENT_CLOSED = 499
 
+#: ``Retry-After`` (seconds) of a 503 for a backend that cannot be reached: long enough for a restart or a lock
+#: held by a backup to pass, short enough that a study sent again is not held up for long.
+BACKEND_RETRY_AFTER_S = 5
+
 #: Refusals of a request body before it is read (too large, no length): the connection is closed after the
 #: answer, so a client streaming gigabytes stops at once instead of having them read and discarded.
 BODY_REFUSED = frozenset({411, 413})
@@ -52,6 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MedcycleError)
     async def _medcycle(request: Request, exc: MedcycleError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+        if isinstance(exc, BackendUnavailable):  # a database, queue or store that is down: clients back off
+            headers = {"Retry-After": str(BACKEND_RETRY_AFTER_S)}
         if exc.http_status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="medcycle"'}
         if exc.http_status in BODY_REFUSED:  # the body is refused unread: close rather than drain it

@@ -152,6 +152,7 @@ def test_an_object_store_that_cannot_be_written_is_a_503_that_says_what_to_check
     error = r.json()["error"]
     assert error["code"] == "backend_unavailable" and errno.errorcode[code] in error["message"], error
     assert "writable" in error["hint"] and "free space" in error["hint"], error
+    assert r.headers["retry-after"] == "5"  # a client backs off, then sends the study again
     r = app_client.post(f"/dicomweb/studies?model={CLS}", content=body(("application/dicom", data)),
                         headers={"Content-Type": f"{RELATED}; boundary=XyZ"})
     assert r.status_code == 503 and "free space" in r.json()["error"]["hint"], r.text
