@@ -100,7 +100,24 @@ def _dicomdir_files(dicomdir: Path) -> list[Path] | None:
                     files.append(dicomdir.parent.joinpath(*parts))
     except Exception:  # noqa: BLE001 - an unreadable DICOMDIR is reported by the worker as skipped/rejected
         return None
-    return [f for f in files if f.is_file()]
+    return files
+
+
+def _resolve_nocase(path: Path, base: Path) -> Path | None:
+    """``path`` (under ``base``) as it exists, matching each component without regard to case (a DICOMDIR names
+    its files in upper case; a copy of the medium may have them in lower case); None when it does not exist."""
+    if path.is_file():
+        return path
+    here = base
+    for part in path.relative_to(base).parts:
+        try:
+            match = next((e for e in here.iterdir() if e.name.lower() == part.lower()), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        here = match
+    return here if here.is_file() else None
 
 
 def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
@@ -187,7 +204,13 @@ def _expand_file(path: Path, root: Path, seen: set[str], real_dir: str | None = 
         referenced = _dicomdir_files(path)
         if referenced:
             for ref in referenced:
-                yield from _expand_file(ref, path.parent, seen)
+                found = _resolve_nocase(ref, path.parent)
+                if found is None:
+                    rel_ref = ref.relative_to(path.parent).as_posix()
+                    yield InputFile(str(ref), None, 0, str(ref), rel_ref, "a file the DICOMDIR references is missing: "
+                                    "copy the whole DICOMDIR tree (or ingest the folder) and ingest again")
+                    continue
+                yield from _expand_file(found, path.parent, seen)
         # the index file itself is reported as skipped by the worker
     if st is None:
         # A link or anything else that is not a plain file: what it points at decides. Opening a named pipe or a

@@ -54,3 +54,22 @@ def test_nifti_pair_inside_a_zip_says_to_extract_it(platform: Platform, tmp_path
     assert {r["reason"] for r in summary.rejected} == {
         "a NIfTI pair (.hdr/.img) inside a zip archive is not read: extract the archive and ingest the folder"}
     assert len(summary.rejected) == 2
+
+
+def test_dicomdir_with_missing_or_lower_case_files(platform: Platform, tmp_path: Path) -> None:
+    """A DICOMDIR given directly whose referenced files were missing (an incomplete copy) ingested the rest and
+    reported nothing about the missing ones; files copied in lower case (upper case in the DICOMDIR) were
+    silently left out."""
+    import shutil
+
+    import pydicom
+
+    tree = tmp_path / "cd"
+    shutil.copytree(Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests", tree)
+    shutil.rmtree(tree / "77654033" / "CR1")
+    for path in sorted((tree / "98892003").rglob("*"), key=lambda p: -len(p.parts)):  # deepest first
+        path.rename(path.with_name(path.name.lower()))
+    summary = ingest(platform, [tree / "DICOMDIR"], source="cd")
+    missing = [r for r in summary.rejected if "DICOMDIR references is missing" in r["reason"]]
+    assert missing and all("/77654033/CR1/" in r["path"] for r in missing)
+    assert summary.ingested == 31 - len(missing)
