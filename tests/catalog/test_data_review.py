@@ -17,8 +17,8 @@ def test_nifti_with_a_wrong_or_missing_extension_is_ingested(platform: Platform,
     'corrupt or truncated NIfTI (ImageFileError)' or 'not a DICOM, NIfTI, PNG or JPEG file'."""
     src = tmp_path / "in"
     src.mkdir()
-    one = nib.Nifti1Image(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4))
-    two = nib.Nifti2Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5) + 7, np.eye(4))
+    one = nib.Nifti1Image(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4))  # type: ignore[no-untyped-call]
+    two = nib.Nifti2Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5) + 7, np.eye(4))  # type: ignore[no-untyped-call]
     (src / "plain.dat").write_bytes(one.to_bytes())
     (src / "gzipped.nii").write_bytes(gzip.compress(one.to_bytes() + b"\0"))  # other bytes: not a duplicate
     (src / "noext").write_bytes(gzip.compress(two.to_bytes()))
@@ -46,7 +46,7 @@ def test_nifti_pair_inside_a_zip_says_to_extract_it(platform: Platform, tmp_path
     'not a DICOM, NIfTI, PNG or JPEG file': each member is extracted alone, so the header misses its image."""
     import zipfile
 
-    nib.save(nib.Nifti1Pair(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4)), tmp_path / "scan.hdr")
+    nib.save(nib.Nifti1Pair(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4)), tmp_path / "scan.hdr")  # type: ignore[no-untyped-call]
     with zipfile.ZipFile(tmp_path / "pair.zip", "w") as zf:
         zf.write(tmp_path / "scan.hdr", "sub-01/scan.hdr")
         zf.write(tmp_path / "scan.img", "sub-01/scan.img")
