@@ -1,4 +1,5 @@
-"""Shared by the intake and deployment tests: a registered model version to submit to."""
+"""Shared by the serving tests: a registered model version to submit to, live servers (the API with DICOMweb, a
+webhook receiver) and multipart/related bodies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -103,3 +105,48 @@ def token_for(platform: Platform, user: str = "admin", role: str | None = None) 
         if role is not None:
             users.create_user(session, user, Role(role))
         return users.create_token(session, user, name="test").secret
+
+
+@dataclass
+class DicomwebEnv:
+    """A live API with DICOMweb on loopback, its platform, an admin token and a scratch folder."""
+
+    platform: Platform
+    url: str
+    token: str
+    tmp: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=60, trust_env=False)
+
+
+@contextmanager
+def dicomweb_env(tmp: Path) -> Iterator[DicomwebEnv]:
+    """The API with the DICOMweb router (uvicorn on loopback) on a new home in ``tmp``, with a small segmentation
+    model, ``ctseg``."""
+    from medcycle.api.app import create_app
+    from medcycle.serving import dicomweb
+    from medcycle.testing.platform import make_settings
+
+    platform = Platform(make_settings(tmp / "home"))
+    platform.init()
+    serving_model(platform, "ctseg", tmp, task="segmentation-2d", classes=("lesion",), seed=3)
+    app = create_app(platform, web=False)
+    app.include_router(dicomweb.router)
+    try:
+        with serve_app(app) as url:
+            yield DicomwebEnv(platform, url, token_for(platform), tmp)
+    finally:
+        platform.close()
+
+
+def related_body(*parts: tuple[str | None, bytes]) -> bytes:
+    """A multipart/related body with the boundary ``XyZ``; a part's media type None sends it without one."""
+    out = b""
+    for media, data in parts:
+        out += b"--XyZ\r\n" + (f"Content-Type: {media}\r\n".encode() if media else b"") + b"\r\n" + data + b"\r\n"
+    return out + b"--XyZ--\r\n"

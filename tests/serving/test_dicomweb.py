@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,43 +22,18 @@ from medcycle.serving.multipart import write_related
 from medcycle.serving.studies import DicomIntake
 from medcycle.serving.worker import ServingWorker
 from medcycle.testing.dicom import FakePatient, write_ct_series
-from medcycle.testing.platform import make_settings
-from tests.serving.helpers import serve_app, serving_model, token_for
+from tests.serving.helpers import DicomwebEnv, dicomweb_env, related_body, token_for
 
 DICOM = 'multipart/related; type="application/dicom"; boundary=XyZ'
 
 
-@dataclass
-class Env:
-    platform: Platform
-    url: str
-    token: str
-    tmp: Path
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.auth, timeout=60, trust_env=False)
+Env = DicomwebEnv
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    from medcycle.api.app import create_app
-    from medcycle.serving import dicomweb
-
-    tmp = tmp_path_factory.mktemp("dicomweb")
-    platform = Platform(make_settings(tmp / "home"))
-    platform.init()
-    serving_model(platform, "ctseg", tmp, task="segmentation-2d", classes=("lesion",), seed=3)
-    app = create_app(platform, web=False)
-    app.include_router(dicomweb.router)
-    try:
-        with serve_app(app) as url:
-            yield Env(platform, url, token_for(platform), tmp)
-    finally:
-        platform.close()
+    with dicomweb_env(tmp_path_factory.mktemp("dicomweb")) as live:
+        yield live
 
 
 def run_jobs(platform: Platform, job_ids: list[str], timeout: float = 120) -> None:
@@ -70,11 +44,7 @@ def run_jobs(platform: Platform, job_ids: list[str], timeout: float = 120) -> No
         worker.run_once()
 
 
-def body(*parts: tuple[str | None, bytes]) -> bytes:
-    out = b""
-    for media, data in parts:
-        out += b"--XyZ\r\n" + (f"Content-Type: {media}\r\n".encode() if media else b"") + b"\r\n" + data + b"\r\n"
-    return out + b"--XyZ--\r\n"
+body = related_body
 
 
 def test_a_dicomweb_client_round_trip_gets_the_results_back_re_identified(env: Env) -> None:

@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -24,50 +23,29 @@ from medcycle.serving.deploy import DeploymentSpec, write_spec
 from medcycle.serving.studies import DicomIntake
 from medcycle.serving.worker import ServingWorker
 from medcycle.testing.dicom import FakePatient, write_ct_series
-from medcycle.testing.platform import make_settings
 from tests.serving.core_fixtures import CLS, SrvTemplate, srv_copy
-from tests.serving.helpers import serve_app, serve_handler, serving_model, token_for
+from tests.serving.helpers import (
+    DicomwebEnv,
+    dicomweb_env,
+    related_body,
+    serve_app,
+    serve_handler,
+)
 
 RELATED = 'multipart/related; type="application/dicom"'
 
 
-@dataclass
-class Env:
-    platform: Platform
-    url: str
-    token: str
-    tmp: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60,
-                            trust_env=False)
+Env = DicomwebEnv
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """A live API with DICOMweb (uvicorn on loopback) and a small segmentation model, ``ctseg``."""
-    from medcycle.api.app import create_app
-    from medcycle.serving import dicomweb
-
-    tmp = tmp_path_factory.mktemp("integrator")
-    platform = Platform(make_settings(tmp / "home"))
-    platform.init()
-    serving_model(platform, "ctseg", tmp, task="segmentation-2d", classes=("lesion",), seed=3)
-    app = create_app(platform, web=False)
-    app.include_router(dicomweb.router)
-    try:
-        with serve_app(app) as url:
-            yield Env(platform, url, token_for(platform), tmp)
-    finally:
-        platform.close()
+    with dicomweb_env(tmp_path_factory.mktemp("integrator")) as live:
+        yield live
 
 
-def body(*parts: tuple[str, bytes]) -> bytes:
-    """A multipart/related body with the boundary ``XyZ``."""
-    out = b""
-    for media, data in parts:
-        out += b"--XyZ\r\nContent-Type: " + media.encode() + b"\r\n\r\n" + data + b"\r\n"
-    return out + b"--XyZ--\r\n"
+body = related_body
 
 
 def run_jobs(platform: Platform, job_ids: list[str], timeout: float = 120) -> None:
