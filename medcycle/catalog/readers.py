@@ -55,8 +55,8 @@ def sniff(path: Path, data: bytes | None = None) -> str:
         if name.endswith(".nii.gz"):
             return NIFTI
         try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data) if data is not None else path.open("rb")) as gz:
-                inner = gz.read(352)
+            with (io.BytesIO(data) if data is not None else path.open("rb")) as raw, gzip.GzipFile(fileobj=raw) as gz:
+                inner = gz.read(352)  # GzipFile does not close a file object it is given: the outer `with` does
         except (OSError, EOFError):
             return UNKNOWN
         return NIFTI if _nifti_magic(inner) else UNKNOWN
