@@ -7,7 +7,11 @@ The test runs the ``quick`` profile (the same stages on smaller images and short
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +25,9 @@ from medcycle.demo.context import MODEL, PRODUCTION, XR_DATASET, profile_of
 from medcycle.demo.readers import READERS, SENIOR, blob, outline
 from medcycle.errors import UsageError
 from medcycle.platform import Platform
+from medcycle.settings import load_settings
 from medcycle.store.base import Base
-from tests.training.conftest import pin_deid_key
+from tests.demo_home import DemoHome
 
 # Logs of what happened rather than what exists: a second run may add to them (each ingest call is an ingest
 # run; logins, page views and reads are audited).
@@ -41,7 +46,21 @@ def _counts(platform: Platform) -> dict[str, int]:
                 for t in Base.metadata.sorted_tables if t.name not in LOGS}
 
 
-def test_the_whole_cycle_then_a_second_run_adds_nothing(sqlite_platform: Platform) -> None:
+@pytest.fixture
+def demo_copy(demo_home: DemoHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """A copy of the session's demo home, opened with the settings the CLI had (``MEDCYCLE_HOME`` only)."""
+    for key in list(os.environ):
+        if key.startswith("MEDCYCLE_"):
+            monkeypatch.delenv(key)
+    shutil.copytree(demo_home.home, tmp_path / "home", symlinks=True)
+    p = Platform(load_settings(home=tmp_path / "home"))
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_the_whole_cycle_then_a_second_run_adds_nothing(demo_home: DemoHome, demo_copy: Platform) -> None:
     from medcycle.hypotheses import links
     from medcycle.hypotheses.lookup import get_hypothesis
     from medcycle.labels import tasks
@@ -51,11 +70,12 @@ def test_the_whole_cycle_then_a_second_run_adds_nothing(sqlite_platform: Platfor
     from medcycle.serving.results import job_out
     from medcycle.training.demo_data import read_studies
 
-    p = sqlite_platform
-    pin_deid_key(p)  # the same pseudonyms, hence the same splits and the same trained models, every run
-    out = io.StringIO()
-    token = run_demo(p, Console(file=out, width=300), profile="quick")
-    text = out.getvalue()
+    # The first run is `medcycle demo --profile quick` by the CLI, made once per session (tests/demo_home.py, with
+    # a pinned de-identification key: the same pseudonyms, hence splits and models, every run); the guides' examples
+    # start from the same home. This test checks a copy of it, then runs the demo a second time on the copy.
+    p = demo_copy
+    token = demo_home.token
+    text = demo_home.stdout
     for stage in STAGES:
         assert stage in text, stage
     assert "LEAKS" not in text and "left out" not in text
@@ -106,8 +126,10 @@ def test_the_whole_cycle_then_a_second_run_adds_nothing(sqlite_platform: Platfor
 
     first = _counts(p)
     again = io.StringIO()
-    run_demo(p, Console(file=again, width=300), profile="quick")
+    fresh = run_demo(p, Console(file=again, width=300), profile="quick")
     assert _counts(p) == first
+    with p.session(write=False) as s:  # the token a run returns logs an admin in (earlier demo tokens revoked)
+        assert authenticate(s, fresh).role.value == "admin"
     second = again.getvalue()
     assert "every reading was already in" in second and "rolled back before" in second
     assert "left out" not in second

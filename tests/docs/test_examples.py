@@ -6,13 +6,13 @@ blocks likewise, with a real ``medcycle serve`` on a free loopback port and ``ME
 ``MEDCYCLE_TOKEN`` (an admin token) exported; ``python`` blocks run with this interpreter.
 
 A guide that says ``<!-- doc-test-home: demo -->`` starts from a copy of a home where ``medcycle demo --profile
-quick`` ran (made once per test session): a registered, promoted and served model, predictions, a report.
+quick`` ran (made once per test session by tests/demo_home.py, which tests/core/test_demo.py reads too): a
+registered, promoted and served model, predictions, a report.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,18 +24,12 @@ from pathlib import Path
 import pytest
 
 from medcycle.testing.services import free_port
+from tests.demo_home import DemoHome, cli_env
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(r"<!-- doc-test: (shell|rest|python) -->\n```(?:bash|python)\n(.*?)```", re.S)
 GUIDES = sorted(p for p in DOCS.glob("*.md") if BLOCK.search(p.read_text()))
 DEMO_HOME = "<!-- doc-test-home: demo -->"
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCYCLE_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MEDCYCLE_HOME"] = str(home)
-    return env
 
 
 def _serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -59,21 +53,6 @@ def _serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str
     raise AssertionError(f"medcycle serve did not come up: {log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A home after ``medcycle demo --profile quick`` and its admin token, made once."""
-    root = tmp_path_factory.mktemp("demo-home")
-    env = _env(root / "home")
-    init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120, check=True)
-    demo = subprocess.run([sys.executable, "-m", "medcycle", "demo", "--profile", "quick", "--no-serve"], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    # every stage ran (a model promoted and served, a drift page, a rollback): the guides read what they left
-    assert "left out" not in demo.stdout, demo.stdout[-6000:]
-    return root / "home", json.loads(init.stdout)["admin_token"]
-
-
 def test_every_guide_with_examples_is_collected() -> None:
     names = {p.name for p in GUIDES}
     assert {"quickstart.md", "operations.md", "security.md"} <= names, names
@@ -82,10 +61,11 @@ def test_every_guide_with_examples_is_collected() -> None:
 @pytest.mark.parametrize("guide", GUIDES, ids=[p.stem for p in GUIDES])
 def test_guide_examples_run(guide: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     home = tmp_path / "home"
-    env = _env(home)
+    env = cli_env(home)
     if DEMO_HOME in guide.read_text():
-        template, env["MEDCYCLE_TOKEN"] = request.getfixturevalue("demo_home")
-        shutil.copytree(template, home, symlinks=True)  # the SQLite file, objects and keys: a home of its own
+        made: DemoHome = request.getfixturevalue("demo_home")  # tests/demo_home.py, shared with tests/core
+        env["MEDCYCLE_TOKEN"] = made.token
+        shutil.copytree(made.home, home, symlinks=True)  # the SQLite file, objects and keys: a home of its own
     else:
         init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120, check=True)
