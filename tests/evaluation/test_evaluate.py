@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,12 @@ from medcycle.evaluation.predict import load, predict
 from medcycle.evaluation.run import evaluate, perturbation
 from medcycle.models import registry
 from medcycle.platform import Platform
+from medcycle.testing.platform import make_settings
 from medcycle.training.config import TrainingConfig, example, validate
+from medcycle.training.demo_data import DemoData
+from medcycle.training.demo_data import load as load_demo
 from medcycle.training.trainers import train_version
+from tests.training.conftest import pin_deid_key
 
 
 def config(dataset: str, *, epochs: int, lr: float = 1e-3) -> TrainingConfig:
@@ -31,16 +37,45 @@ def config(dataset: str, *, epochs: int, lr: float = 1e-3) -> TrainingConfig:
     return validate(data)
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, demo: DemoData) -> tuple[Path, dict[str, str]]:
+    """A home where nodules@v1 was trained for 6 epochs and nodules@v2 barely (a deliberately worse model), made
+    once for the module; each test gets a copy of it (:func:`sqlite_platform`), so none sees another's changes."""
+    root = tmp_path_factory.mktemp("evaluate-trained")
+    p = Platform(make_settings(root / "home"))
+    p.init()
+    try:
+        pin_deid_key(p)
+        data = load_demo(p, demo.root, kinds=("xr",))["demo-xr"]
+        options = {"journal_dir": root / "journals", "resources": False, "capture_output": False, "capture": False,
+                   "flush_interval": 0.05}
+        refs = {}
+        for name, cfg in (("good", config(data, epochs=6)), ("bad", config(data, epochs=1, lr=1e-6))):
+            result = train_version(p, cfg, dataset=data, run_options=options)
+            with p.session() as s:
+                refs[name] = registry.register(s, p.objects, "nodules", run_id=result.run_id).ref
+    finally:
+        p.close()
+    return root / "home", {**refs, "data": data}
+
+
 @pytest.fixture
-def models(sqlite_platform: Platform, loaded: dict[str, str], run_options: dict[str, Any]) -> dict[str, str]:
+def sqlite_platform(tmp_path: Path, trained: tuple[Path, dict[str, str]]) -> Iterator[Platform]:
+    """This module's tests each run on their own copy of the trained home (SQLite file, objects, keys)."""
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home, symlinks=True)
+    p = Platform(make_settings(home))
+    p.init()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def models(trained: tuple[Path, dict[str, str]]) -> dict[str, str]:
     """nodules@v1 trained for 6 epochs; nodules@v2 barely trained (a deliberately worse model)."""
-    refs = {}
-    for name, cfg in (("good", config(loaded["demo-xr"], epochs=6)),
-                      ("bad", config(loaded["demo-xr"], epochs=1, lr=1e-6))):
-        result = train_version(sqlite_platform, cfg, dataset=loaded["demo-xr"], run_options=run_options)
-        with sqlite_platform.session() as s:
-            refs[name] = registry.register(s, sqlite_platform.objects, "nodules", run_id=result.run_id).ref
-    return {**refs, "data": loaded["demo-xr"]}
+    return dict(trained[1])
 
 
 def test_gates_on_a_trained_model(sqlite_platform: Platform, models: dict[str, str]) -> None:
