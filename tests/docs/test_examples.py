@@ -3,7 +3,8 @@
 Each guide runs in a fresh home, its blocks in order, in one folder (so later blocks see what earlier ones
 made). ``shell`` blocks run with ``bash -euo pipefail`` and the project's ``medcycle`` on PATH; ``rest``
 blocks likewise, with a real ``medcycle serve`` on a free loopback port and ``MEDCYCLE_URL`` /
-``MEDCYCLE_TOKEN`` (an admin token) exported; ``python`` blocks run with this interpreter.
+``MEDCYCLE_TOKEN`` (an admin token) exported; ``python`` blocks run with this interpreter. A guide without a demo
+home starts from a copy of a home that ``medcycle init`` made once per session.
 
 A guide that says ``<!-- doc-test-home: demo -->`` starts from a copy of a home where ``medcycle demo --profile
 quick`` ran (made once per test session by tests/demo_home.py, which tests/core/test_demo.py reads too): a
@@ -53,6 +54,16 @@ def _serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str
     raise AssertionError(f"medcycle serve did not come up: {log.read_text()[-2000:]}")
 
 
+@pytest.fixture(scope="session")
+def initialised_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A home right after ``medcycle init`` (a real subprocess) and its admin token, made once: each guide without
+    a demo home starts from a copy of it instead of starting another ``medcycle init``."""
+    root = tmp_path_factory.mktemp("initialised-home")
+    init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=root, env=cli_env(root / "home"),
+                          capture_output=True, text=True, timeout=120, check=True)
+    return root / "home", json.loads(init.stdout)["admin_token"]
+
+
 def test_every_guide_with_examples_is_collected() -> None:
     names = {p.name for p in GUIDES}
     assert {"quickstart.md", "operations.md", "security.md"} <= names, names
@@ -67,9 +78,8 @@ def test_guide_examples_run(guide: Path, tmp_path: Path, request: pytest.Fixture
         env["MEDCYCLE_TOKEN"] = made.token
         shutil.copytree(made.home, home, symlinks=True)  # the SQLite file, objects and keys: a home of its own
     else:
-        init = subprocess.run([sys.executable, "-m", "medcycle", "init", "--json"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120, check=True)
-        env["MEDCYCLE_TOKEN"] = json.loads(init.stdout)["admin_token"]
+        fresh, env["MEDCYCLE_TOKEN"] = request.getfixturevalue("initialised_home")
+        shutil.copytree(fresh, home, symlinks=True)
     server: subprocess.Popen[bytes] | None = None
     try:
         for n, match in enumerate(BLOCK.finditer(guide.read_text()), start=1):
