@@ -39,7 +39,7 @@ from sqlalchemy import Engine, select
 from medcycle.catalog import vocab
 from medcycle.catalog.deid import DeidOptions, DeidResult, Pseudonymizer, deidentify, quiet_pydicom
 from medcycle.catalog.deid_fast import Fallback, FastResult, deidentify_bytes
-from medcycle.catalog.inputs import InputFile
+from medcycle.catalog.inputs import PAIR_IMAGE, InputFile
 from medcycle.catalog.pixels import pixel_stats, stored_sample
 from medcycle.catalog.readers import DICOM, JPEG, NIFTI, PNG, Parsed, Rejected, Skipped, read_nifti, read_raster, sniff
 from medcycle.catalog.tables import IngestFileRow
@@ -85,27 +85,47 @@ def quiet_third_parties() -> None:
 
 @contextlib.contextmanager
 def materialise(item: InputFile) -> Iterator[Path]:
-    """A path on disk for the input (zip members are extracted to a private temp file)."""
-    if item.member is None:
+    """A path on disk for the input (zip members are extracted to a private temp file); a NIfTI pair's header
+    comes with its image beside it, under the same stem."""
+    if item.member is None and (item.pair is None or item.pair == item.path[:-4] + ".img"):
         yield Path(item.path)
         return
     tmp = Path(tempfile.mkdtemp(prefix="medcycle-ingest-"))
     try:
-        target = tmp / Path(item.member).name
+        name = Path(item.member if item.member is not None else item.path).name
+        if item.pair is not None:  # nibabel finds the image by the header's name: scan.hdr -> scan.img
+            name = name[:-4] + ".hdr"
+        target = tmp / name
+        if item.member is None:  # a folder pair whose halves differ in case (scan.hdr, scan.IMG)
+            os.symlink(os.path.abspath(item.path), target)
+            os.symlink(os.path.abspath(str(item.pair)), target.with_suffix(".img"))
+            yield target
+            return
         with zipfile.ZipFile(item.path) as zf:
             info = zf.infolist()[item.index] if item.index >= 0 else zf.getinfo(item.member)
             with zf.open(info) as src, target.open("wb") as out:
                 shutil.copyfileobj(src, out, CHUNK)
+            if item.pair is not None:
+                with zf.open(zf.getinfo(item.pair)) as src, target.with_suffix(".img").open("wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
         yield target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, data: bytes | None = None, more: Path | None = None) -> str:
+    """SHA-256 of the file at ``path`` (``data``: its bytes, when already read), followed by the file ``more``
+    (a NIfTI pair's image: the pair is one input, whose content is both files)."""
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
+    for part in (path, more):
+        if part is None:
+            continue
+        if part is path and data is not None:
+            h.update(data)
+            continue
+        with part.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -132,7 +152,7 @@ def _known(engine: Engine | None, keys: list[str]) -> set[str]:
 
 
 def _too_large(ctx: WorkerContext, item: InputFile) -> Outcome | None:
-    if item.size > ctx.max_bytes:
+    if item.size + item.pair_size > ctx.max_bytes:
         return Outcome(
             REJECTED,
             item.display,
@@ -153,12 +173,17 @@ def process_batch(ctx: WorkerContext, items: list[InputFile]) -> list[Outcome]:
     for i, item in enumerate(items):
         if item.problem is not None:
             done[i] = Outcome(REJECTED, item.display, reason=item.problem)
+        elif item.skip is not None:
+            done[i] = Outcome(SKIPPED, item.display, reason=item.skip)
         elif (big := _too_large(ctx, item)) is not None:
             done[i] = big
         elif item.member is None:  # zip members are keyed once extracted (in _one)
             try:
                 data = _read_small(item.path, item.size) if item.size <= IN_MEMORY else None
-                digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(Path(item.path))
+                if item.pair is not None:
+                    digest = _sha256(Path(item.path), data, Path(item.pair))
+                else:
+                    digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(Path(item.path))
             except OSError as exc:
                 done[i] = Outcome(REJECTED, item.display, reason=f"cannot read the file ({type(exc).__name__})")
                 continue
@@ -188,7 +213,10 @@ def _one(ctx: WorkerContext, item: InputFile, key: str | None, data: bytes | Non
         with materialise(item) as path:
             if key is None:  # a zip member, just extracted: read once too when small
                 data = path.read_bytes() if item.size <= IN_MEMORY else None
-                digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+                if item.pair is not None:
+                    digest = _sha256(path, data, path.with_suffix(".img"))
+                else:
+                    digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
                 key = ctx.pseudo.content_key(digest)
                 if _known(ctx.engine, [key]):
                     return Outcome(DUPLICATE, item.display, key=key, reason="already ingested")
@@ -200,7 +228,7 @@ def _one(ctx: WorkerContext, item: InputFile, key: str | None, data: bytes | Non
             if fmt in (PNG, JPEG):
                 return _image(ctx, read_raster(path, item.rel, fmt), item, key)
             if item.member is None and path.suffix.lower() == ".img" and path.with_suffix(".hdr").is_file():
-                return Outcome(SKIPPED, item.display, reason="the image file of a NIfTI pair (read with its .hdr)")
+                return Outcome(SKIPPED, item.display, reason=PAIR_IMAGE)
             return Outcome(REJECTED, item.display, key=key, reason="not a DICOM, NIfTI, PNG or JPEG file")
     except Skipped as exc:
         return Outcome(SKIPPED, item.display, reason=exc.reason)

@@ -38,14 +38,26 @@ class InputFile:
     rel: str  # path relative to the argument it came from, with '/' separators (for BIDS-style names)
     problem: str | None = None  # why it cannot be read at all (a broken link, a pipe): rejected without opening it
     index: int = -1  # a zip member's place in the archive's directory (two members may share a name)
+    pair: str | None = None  # a NIfTI pair's .hdr: its .img (a path, or a member of the same archive), read with it
+    pair_size: int = 0  # the .img's size
+    skip: str | None = None  # why it is not read on its own (the .img of a pair, read with its .hdr)
 
 
-def _pair_half(name: str, names: set[str]) -> bool:
-    """Whether the (lower-case) zip member ``name`` is one half of a .hdr/.img pair present in ``names``."""
-    for own, other in ((".hdr", ".img"), (".img", ".hdr")):
-        if name.endswith(own) and name[: -len(own)] + other in names:
-            return True
-    return False
+#: Why the image half of a NIfTI pair is skipped: it is read with its header.
+PAIR_IMAGE = "the image file of a NIfTI pair (read with its .hdr)"
+
+
+def _pair_image(name: str, names: dict[str, str]) -> str | None:
+    """The .img that completes the .hdr ``name`` (its actual name, looked up in ``names``: lower case -> actual),
+    or None."""
+    lower = name.lower()
+    return names.get(lower[:-4] + ".img") if lower.endswith(".hdr") else None
+
+
+def _pair_header(name: str, names: dict[str, str]) -> bool:
+    """Whether ``name`` is the .img of a pair whose .hdr is in ``names``."""
+    lower = name.lower()
+    return lower.endswith(".img") and lower[:-4] + ".hdr" in names
 
 
 def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
@@ -56,18 +68,20 @@ def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
         reason = f"corrupt or truncated zip archive ({type(exc).__name__})"
         yield InputFile(str(archive), None, 0, display_root, archive.name, reason)
         return
-    names = {info.filename.lower() for info in infos}
+    names = {info.filename.lower(): info.filename for info in infos}
+    sizes = {info.filename: info.file_size for info in infos}
     for index, info in enumerate(infos):
         if info.is_dir() or Path(info.filename).name in SKIP_NAMES or info.filename.startswith("__MACOSX/"):
             continue
-        problem = None
+        problem = skip = pair = None
         if info.flag_bits & 0x1:
             problem = "encrypted zip member: medcycle cannot read it; extract the archive and ingest the folder"
         elif info.filename.lower().endswith(".zip"):
             problem = "a zip archive inside a zip archive is not opened: extract the outer one and ingest the folder"
-        elif _pair_half(info.filename.lower(), names):  # each member is read alone: the .hdr would miss its .img
-            problem = ("a NIfTI pair (.hdr/.img) inside a zip archive is not read: "
-                       "extract the archive and ingest the folder")
+        elif _pair_header(info.filename, names):
+            skip = PAIR_IMAGE
+        else:
+            pair = _pair_image(info.filename, names)
         yield InputFile(
             str(archive),
             info.filename,
@@ -76,6 +90,9 @@ def _zip_members(archive: Path, display_root: str) -> Iterator[InputFile]:
             info.filename,
             problem,
             index,
+            pair=pair,
+            pair_size=sizes[pair] if pair is not None else 0,
+            skip=skip,
         )
 
 
@@ -142,6 +159,8 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
             dirnames.sort()
             folder = Path(dirpath)
             folder_s, rel_dir = str(folder), folder.relative_to(root).as_posix()
+            names = {name.lower(): name for name in filenames} if any(
+                name[-4:].lower() == ".hdr" for name in filenames) else {}
             for name in sorted(filenames):
                 if name in SKIP_NAMES or name.startswith("._"):
                     continue
@@ -160,7 +179,11 @@ def iter_inputs(paths: list[Path]) -> Iterator[InputFile]:
                 if real in seen:
                     continue
                 seen.add(real)
-                yield InputFile(path_s, None, st.st_size, path_s, name if rel_dir == "." else f"{rel_dir}/{name}")
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if names and (lower.endswith(".hdr") or lower.endswith(".img")):
+                    yield _pair_file(path_s, st.st_size, path_s, rel, names)
+                    continue
+                yield InputFile(path_s, None, st.st_size, path_s, rel)
         yield from _unlisted(unlisted, root)
 
 
@@ -223,4 +246,30 @@ def _expand_file(path: Path, root: Path, seen: set[str], real_dir: str | None = 
         if not stat.S_ISREG(st.st_mode):
             yield InputFile(str(path), None, 0, str(path), rel, "not a regular file (a pipe, socket or device)")
             return
+    if path.suffix.lower() in (".hdr", ".img"):
+        try:
+            names = {entry.lower(): entry for entry in os.listdir(path.parent)}
+        except OSError:
+            names = {}
+        yield _pair_file(str(path), st.st_size, str(path), rel, names)
+        return
     yield InputFile(str(path), None, st.st_size, str(path), rel)
+
+
+def _pair_file(path: str, size: int, display: str, rel: str, names: dict[str, str]) -> InputFile:
+    """A plain .hdr or .img file, with its other half when it is one half of a NIfTI pair (``names``: the
+    folder's file names, lower case -> actual)."""
+    name = os.path.basename(path)
+    if _pair_header(name, names):
+        return InputFile(path, None, size, display, rel, skip=PAIR_IMAGE)
+    image = _pair_image(name, names)
+    if image is None:
+        return InputFile(path, None, size, display, rel)
+    image_path = os.path.join(os.path.dirname(path), image)
+    try:
+        st = os.stat(image_path)
+    except OSError:
+        return InputFile(path, None, size, display, rel)
+    if not stat.S_ISREG(st.st_mode):
+        return InputFile(path, None, size, display, rel)
+    return InputFile(path, None, size, display, rel, pair=image_path, pair_size=st.st_size)

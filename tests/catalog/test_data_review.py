@@ -41,21 +41,6 @@ def test_integer_literal_beyond_64_bits_is_compared_not_a_500(platform: Platform
         assert run_query(s, "rows in [32, -99999999999999999999]").total == 1
 
 
-def test_nifti_pair_inside_a_zip_says_to_extract_it(platform: Platform, tmp_path: Path) -> None:
-    """A scan.hdr + scan.img pair in a zip was rejected as 'corrupt or truncated NIfTI (FileNotFoundError)' and
-    'not a DICOM, NIfTI, PNG or JPEG file': each member is extracted alone, so the header misses its image."""
-    import zipfile
-
-    nib.save(nib.Nifti1Pair(np.arange(120, dtype=np.int16).reshape(4, 5, 6), np.eye(4)), tmp_path / "scan.hdr")  # type: ignore[no-untyped-call]
-    with zipfile.ZipFile(tmp_path / "pair.zip", "w") as zf:
-        zf.write(tmp_path / "scan.hdr", "sub-01/scan.hdr")
-        zf.write(tmp_path / "scan.img", "sub-01/scan.img")
-    summary = ingest(platform, [tmp_path / "pair.zip"], source="zipped-pair")
-    assert {r["reason"] for r in summary.rejected} == {
-        "a NIfTI pair (.hdr/.img) inside a zip archive is not read: extract the archive and ingest the folder"}
-    assert len(summary.rejected) == 2
-
-
 def test_dicomdir_with_missing_or_lower_case_files(platform: Platform, tmp_path: Path) -> None:
     """A DICOMDIR given directly whose referenced files were missing (an incomplete copy) ingested the rest and
     reported nothing about the missing ones; files copied in lower case (upper case in the DICOMDIR) were

@@ -446,6 +446,68 @@ def test_nifti_pair_image_half_is_skipped_not_rejected(platform: Platform, tmp_p
     assert [Path(r["path"]).name for r in summary.rejected] == ["lonely.img"]
 
 
+def _pair(folder: Path, stem: str, values: np.ndarray) -> tuple[Path, Path]:
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Pair(values, np.eye(4)), folder / f"{stem}.hdr")  # type: ignore[no-untyped-call]
+    return folder / f"{stem}.hdr", folder / f"{stem}.img"
+
+
+def _pair_rows(platform: Platform) -> list[tuple[str, int | None, int | None, int | None]]:
+    with platform.session() as s:
+        return sorted((r.format, r.rows, r.columns, r.frames) for r in s.scalars(select(InstanceRow)))
+
+
+def test_nifti_pair_inside_a_zip_is_read_with_both_halves(platform: Platform, tmp_path: Path) -> None:
+    """A scan.hdr + scan.img pair in a zip was refused ('extract the archive'): each member was extracted alone,
+    so the header missed its image. Now the header is extracted with its image and the pair is one volume;
+    the image half is skipped, named, and a header whose image is not in the archive is rejected."""
+    hdr, img = _pair(tmp_path / "src", "scan", np.arange(120, dtype=np.int16).reshape(4, 5, 6))
+    lonely, _ = _pair(tmp_path / "lonely", "alone", np.ones((3, 3, 2), dtype=np.int16))
+    with zipfile.ZipFile(tmp_path / "pair.zip", "w") as zf:
+        zf.write(hdr, "sub-01/Scan.HDR")  # the halves' cases differ: matched as a pair all the same
+        zf.write(img, "sub-01/Scan.img")
+        zf.write(lonely, "sub-02/alone.hdr")
+    summary = ingest(platform, [tmp_path / "pair.zip"], source="zipped-pair")
+    assert summary.ingested == 1, summary.counts()
+    assert [(r["path"].split("!")[1], r["reason"]) for r in summary.skipped] == [
+        ("sub-01/Scan.img", "the image file of a NIfTI pair (read with its .hdr)")]
+    assert [r["path"].split("!")[1] for r in summary.rejected] == ["sub-02/alone.hdr"]
+    assert _pair_rows(platform) == [("nifti", 4, 5, 6)]
+    with platform.session() as s:
+        row = s.scalars(select(InstanceRow)).one()
+        assert row.p50 is not None and 59 <= row.p50 <= 60  # the image's values (0..119), not the header's
+    again = ingest(platform, [tmp_path / "pair.zip"], source="zipped-pair")
+    assert (again.ingested, again.duplicates) == (0, 1)
+
+
+def test_nifti_pair_key_covers_its_image(platform: Platform, tmp_path: Path) -> None:
+    """A pair was keyed by its header alone: with a new image under the same header, a re-ingest called the
+    changed volume 'already ingested' and left it out."""
+    src = tmp_path / "in"
+    _pair(src, "scan", np.zeros((4, 5, 6), dtype=np.int16))
+    assert ingest(platform, [src], source="pairs").ingested == 1
+    _pair(src, "scan", np.full((4, 5, 6), 7, dtype=np.int16))  # the same header bytes, another image
+    again = ingest(platform, [src], source="pairs")
+    assert (again.ingested, again.duplicates) == (1, 0), again.counts()
+    assert [Path(r["path"]).name for r in again.skipped] == ["scan.img"]
+
+
+def test_nifti_pair_given_by_its_header_and_in_mixed_case(platform: Platform, tmp_path: Path) -> None:
+    """A pair's header given as a file argument is read with its image; halves whose names differ in case
+    (SCAN.hdr, SCAN.IMG, as some scanners' media have them) are found as a pair in a folder too."""
+    hdr, _ = _pair(tmp_path / "one", "brain", np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    assert ingest(platform, [hdr], source="given").ingested == 1
+    hdr2, img2 = _pair(tmp_path / "two", "tmp", np.arange(24, dtype=np.int16).reshape(2, 3, 4))
+    hdr2.rename(tmp_path / "two" / "SCAN.hdr")
+    img2.rename(tmp_path / "two" / "SCAN.IMG")
+    summary = ingest(platform, [tmp_path / "two"], source="mixed")
+    assert summary.ingested == 1 and summary.rejected == [], summary.counts()
+    assert [Path(r["path"]).name for r in summary.skipped] == ["SCAN.IMG"]
+    assert _pair_rows(platform) == [("nifti", 2, 3, 4), ("nifti", 3, 4, 5)]
+
+
 def test_cli_names_conflicts_in_its_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
