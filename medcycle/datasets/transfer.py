@@ -16,13 +16,15 @@ A label-only change between versions moves no image bytes: only the new manifest
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from medcycle.auth import audit
 from medcycle.catalog.tables import InstanceRow
@@ -42,8 +44,9 @@ from medcycle.datasets.fetch import (
 from medcycle.datasets.place import place_all, sort_out
 from medcycle.datasets.render import CATALOG_FIELDS, catalog_fields, select_items
 from medcycle.datasets.report import Progress, PullReport, PushReport, StatusReport, TransferEvent
+from medcycle.datasets.splits import UNSPLIT
 from medcycle.datasets.tables import DatasetRow, DatasetVersionItemRow, LabelSetRow
-from medcycle.datasets.versions import resolve, version_info
+from medcycle.datasets.versions import VersionInfo, resolve, version_info
 from medcycle.errors import MedcycleError, NotFound, UsageError
 from medcycle.objects.base import ObjectStore
 from medcycle.objects.local import LocalObjectStore
@@ -70,6 +73,42 @@ def _refuse_store_folder(platform: Platform, dest: Path) -> None:
                              hint="Pull into a folder outside the object store and the cache, e.g. --to ./data.")
 
 
+def _refuse_empty_subset(
+    session: Session, info: VersionInfo, ref: str, split: str | None, query: str | None
+) -> None:
+    """Refuse a ``split`` / ``query`` subset of the version that selects no item, before anything is made.
+
+    Counted in SQL on the version's item rows (a copy of its manifest), so neither the manifest nor the folder
+    is needed to tell: a refused pull makes no folder and puts nothing in the cache.
+    """
+    named = func.coalesce(DatasetVersionItemRow.split, UNSPLIT)
+    counts = {str(name): int(n) for name, n in session.execute(
+        select(named, func.count()).where(DatasetVersionItemRow.version_id == info.id).group_by(named))}
+    splits = ", ".join(f"{name} ({counts[name]})" for name in sorted(counts)) or "none (the version is empty)"
+    version = f"{ref} ({info.short}, {info.n_items} items)"
+    if split is not None and split not in counts:
+        raise UsageError(f"the version {version} has no split {split!r}",
+                         hint=f"Pull one of its splits: {splits}.", splits=counts)
+    stmt = select(func.count()).where(DatasetVersionItemRow.version_id == info.id)
+    if split is not None:
+        stmt = stmt.where(named == split)
+    if query is not None:
+        from medcycle.catalog.query import select_matching
+
+        stmt = stmt.where(DatasetVersionItemRow.instance_uid.in_(
+            select_matching(query, InstanceRow.uid, include_quarantined=True)))
+    if session.scalar(stmt):
+        return
+    asked = " and ".join(([f"--split {split}"] if split is not None else [])
+                         + ([f"--query {query!r}"] if query is not None else []))
+    hint = f"The version's splits are: {splits}."
+    if query is not None:
+        hint = (f"Check the query with `medcycle data query {shlex.quote(query)} --include-quarantined` "
+                f"(it is matched against the version's items only). {hint}")
+    raise UsageError(f"{asked} selects no item of {version}: nothing was pulled", hint=hint,
+                     split=split, query=query, items_in_version=info.n_items, splits=counts)
+
+
 def pull(
     platform: Platform, ref: str, dest: Path, *, split: str | None = None, query: str | None = None,
     workers: int | None = None, progress: Progress | None = None, verify: bool = False,
@@ -84,12 +123,15 @@ def pull(
 
     Every attempt writes a ``dataset.pull`` audit event, a failed one too (``outcome="failed"`` with the
     error's code; before the version is known, ``ref`` is its target). A pull refused before it starts (an
-    unknown version, a ``dest`` that is a file or cannot be written into) makes no folder.
+    unknown version, a ``split`` / ``query`` subset that selects no item, a ``dest`` that is a file or cannot be
+    written into) makes no folder and fetches nothing, not even the manifest.
 
     Raises:
         IntegrityError: an object's bytes do not match its digest (the error names the digest).
         NotFound: the version, or an object it lists, does not exist.
-        UsageError: ``dest`` is a file, or a folder that cannot be written into.
+        UsageError: ``dest`` is a file, or a folder that cannot be written into; ``split`` is not one of the
+            version's; ``query`` is not valid; the subset selects no item (the message names the version, the
+            filter and the version's item count; the hint its splits and how to check the query).
     """
     started = time.monotonic()
     workers = workers or platform.settings.io_workers
@@ -101,8 +143,10 @@ def pull(
         with platform.session() as session:
             row = resolve(session, ref)
             info = version_info(session, row)
+            report.dataset, report.version = info.dataset, info.id
+            if split is not None or query is not None:  # before the card is rendered, and before any folder
+                _refuse_empty_subset(session, info, ref, split, query)
             card_md = render_markdown(version_card(session, row))
-        report.dataset, report.version = info.dataset, info.id
         _refuse_store_folder(platform, dest)
         layout.check_dest(dest)  # only once the version is known: a refused pull makes no folder
         fresh = layout.is_empty(dest)  # nothing to compare with: every file is linked without a look first
