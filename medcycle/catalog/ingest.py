@@ -23,6 +23,7 @@ de-identification key and options, source), and a worker sets itself up once per
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import threading
@@ -47,6 +48,7 @@ from medcycle.catalog.inputs import InputFile, iter_inputs
 from medcycle.catalog.keys import load_or_create_key
 from medcycle.catalog.sources import ensure_source
 from medcycle.catalog.tables import IngestFileRow, IngestRunRow, InstanceRow, PatientRow, SeriesRow, StudyRow
+from medcycle.errors import UsageError
 from medcycle.objects.local import LocalObjectStore
 from medcycle.objects.refs import add_ref
 from medcycle.objects.tables import ObjectRefRow
@@ -509,6 +511,45 @@ class _Writer:
         s.flush()
 
 
+ACCEPTED = ("DICOM files (any name), NIfTI (.nii, .nii.gz, .hdr/.img pairs), PNG and JPEG images, given as files, "
+            "folders (walked with their sub-folders), zip archives or DICOMDIR trees")
+
+
+def _hidden(item: InputFile, named: set[str]) -> bool:
+    """A file found in a folder or a zip archive under a name starting with '.', or inside a folder named so
+    (``.gitkeep``, ``.git/…``): alone, it is no data to ingest. A file named on the command line never is, and
+    neither is an input that cannot be read (its reason is reported)."""
+    if item.problem is not None or (item.member is None and item.path in named):
+        return False
+    return any(part.startswith(".") for part in item.rel.split("/"))
+
+
+def _inputs(paths: list[Path]) -> Iterator[InputFile]:
+    """The input files of ``paths`` (:func:`~medcycle.catalog.inputs.iter_inputs`), once it is known there is one.
+
+    Raises:
+        NotFound: a path does not exist.
+        UsageError: the paths hold no file to ingest: empty folders or zip archives, sub-folders without files,
+            or only hidden files and the system files the walk ignores (``.DS_Store``, ``Thumbs.db``, ``._*``).
+            A folder whose files are all rejected later (a text file) is not empty: it is ingested and reported.
+    """
+    items = iter_inputs(paths)
+    named = {str(p) for p in paths}
+    hidden: list[InputFile] = []
+    for item in items:
+        if not _hidden(item, named):
+            return itertools.chain(hidden, [item], items)
+        hidden.append(item)
+    shown = ", ".join(str(p) for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    found = (f"only {len(hidden)} hidden file(s) (names starting with '.', e.g. {Path(hidden[0].rel).name})"
+             if hidden else "no file (empty folders or archives, or sub-folders without files)")
+    raise UsageError(
+        f"nothing to ingest in {shown or 'the paths given (none)'}: {found}; nothing was created",
+        hint=f"Give the files to ingest: {ACCEPTED}. Check the path (`ls -la`), or copy the images there first.",
+        paths=[str(p) for p in paths[:100]], hidden_files=len(hidden),
+    )
+
+
 def ingest(
     platform: Platform,
     paths: list[Path],
@@ -527,7 +568,13 @@ def ingest(
         jobs: worker processes (1 = in this process).
         options: de-identification options; a source keeps the options it was first ingested with.
         modality, body_part: defaults for NIfTI/PNG/JPEG inputs, which carry neither.
+
+    Raises:
+        NotFound: a path does not exist.
+        UsageError: the paths hold no file to ingest (see :func:`_inputs`); nothing is created: no source, no
+            ingest run, no key, no audit event (refused ingests are not audited).
     """
+    items = _inputs(paths)  # before anything is made: nothing to ingest is refused with no source, run or key
     options = options or DeidOptions()
     settings = platform.settings
     key = load_or_create_key(settings.resolved_deid_key_file)
@@ -537,7 +584,6 @@ def ingest(
         session.add(run)
         source_id, run_id = src.id, run.id
     summary = IngestSummary(source=source, run_id=run_id)
-    items = iter_inputs(paths)
     started = time.monotonic()
     store = platform.objects
     fs_sync = store.file_system_sync() if isinstance(store, LocalObjectStore) else None  # before the first put
