@@ -167,14 +167,34 @@ class DicomResults:
         """The study's result objects (of one series, or the one instance, if given), re-identified, as DICOM
         PS3.10 bytes, with the instances they are; raises as :meth:`select`."""
         study, chosen = self.select(study_uid, series_uid, instance_uid)
+        return study, chosen, [_encode(ds) for ds in self.datasets(study, chosen)]
+
+    def sizes(self, study_uid: str, series_uid: str | None = None,
+              instance_uid: str | None = None) -> tuple[ResultStudy, list[ResultInstance], list[int]]:
+        """What :meth:`retrieve` would answer, in bytes per object, without decoding or re-encoding pixel data (a
+        WADO-RS ``HEAD``): each object's header is read up to its pixel data, re-identified and encoded, and the
+        stored bytes from the pixel data on (written back unchanged by :meth:`retrieve`) are counted. The stored
+        object is still read whole, so a corrupt one fails here as it would there; raises as :meth:`select`."""
+        study, chosen = self.select(study_uid, series_uid, instance_uid)
         out = []
-        for ds in self.datasets(study, chosen):
-            buf = io.BytesIO()
+        for item in chosen:
+            raw = self.platform.objects.get(item.digest)
+            fp = io.BytesIO(raw)
             with quiet_pydicom(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ds.save_as(buf, enforce_file_format=True)
-            out.append(buf.getvalue())
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)  # leaves fp at the pixel data's tag
+                reidentify(ds, study.address)
+            out.append(len(_encode(ds)) + len(raw) - fp.tell())
         return study, chosen, out
+
+
+def _encode(ds: Dataset) -> bytes:
+    """``ds`` as DICOM PS3.10 bytes."""
+    buf = io.BytesIO()
+    with quiet_pydicom(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def study_attributes(study: ResultStudy, base_url: str) -> Dataset:

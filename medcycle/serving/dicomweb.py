@@ -11,6 +11,8 @@
   WADO-RS — the result objects, re-identified for the PACS, as ``multipart/related; type="application/dicom"``.
 * ``GET …/metadata`` at each of those three levels: WADO-RS metadata, a DICOM JSON array (PS3.18 F.2) of the
   same objects' attributes, re-identified; bulk data (pixel data, other binary values over 1 KiB) is left out.
+* ``HEAD`` on each of those WADO-RS resources: the GET's status, Content-Type and Content-Length, no body (the
+  length is counted without decoding or re-encoding pixel data).
 
 Routes only parse and format; the work is in :mod:`medcycle.serving.stow` and :mod:`.dicom_results`. Reads
 of results are audited (they carry the patient's identity again).
@@ -42,6 +44,7 @@ from medcycle.serving.multipart import (
     new_boundary,
     parse_content_type,
     read_related,
+    related_length,
     write_related,
 )
 from medcycle.serving.stow import DICOM_MEDIA, StowPart, header_text, stow
@@ -315,22 +318,37 @@ def _accepted_syntaxes(header: str | None) -> list[str]:
     return [syntax for _, _, syntax in sorted(found)]
 
 
+def _head(media_type: str, length: int) -> Response:
+    """A ``HEAD`` answer: the GET's Content-Type and Content-Length, no body."""
+    return Response(None, media_type=media_type, headers={"Content-Length": str(length)})
+
+
 async def _retrieve(request: Request, platform: Platform, principal: Principal, study: str,
                     series: str | None, instance: str | None = None) -> Response:
+    """WADO-RS retrieve; for ``HEAD``, the same checks and headers, with the length counted, not the body built."""
+    head = request.method == "HEAD"
     syntaxes = _accepted_syntaxes(request.headers.get("accept"))
     results = DicomResults(_intake(request, platform))
-    found, chosen, items = await run_in_threadpool(results.retrieve, study, series, instance)
+    items: list[bytes] = []
+    if head:
+        found, chosen, sizes = await run_in_threadpool(results.sizes, study, series, instance)
+    else:
+        found, chosen, items = await run_in_threadpool(results.retrieve, study, series, instance)
     stored = {i.transfer_syntax for i in chosen}
     if not any(s == "*" or stored == {s} for s in syntaxes):
         raise NotAcceptable(f"cannot answer in transfer syntax {', '.join(syntaxes)}: the results are stored in "
                             f"{', '.join(sorted(stored))} and are not transcoded",
                             hint="Ask for transfer-syntax=* (or the stored syntax).")
-    extra = {"instance": instance} if instance is not None else {}
+    extra: dict[str, Any] = {"instance": instance} if instance is not None else {}
+    if head:
+        extra["head"] = True
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
-                            target_id=found.study_key, via="api", series=series, instances=len(items), **extra)
+                            target_id=found.study_key, via="api", series=series, instances=len(chosen), **extra)
     boundary = new_boundary()
-    return Response(write_related(items, boundary, DICOM_MEDIA),
-                    media_type=f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}')
+    media_type = f'multipart/related; type="{DICOM_MEDIA}"; boundary={boundary}'
+    if head:
+        return _head(media_type, related_length(sizes, boundary, DICOM_MEDIA))
+    return Response(write_related(items, boundary, DICOM_MEDIA), media_type=media_type)
 
 
 def _drop_bulk(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -367,10 +385,14 @@ async def _metadata(request: Request, platform: Platform, principal: Principal, 
     found, chosen = await run_in_threadpool(results.select, study, series, instance)
     datasets = await run_in_threadpool(results.datasets, found, chosen, pixels=False)
     out = [_drop_bulk(ds).to_json_dict(bulk_data_threshold=BULK_BYTES) for ds in datasets]
+    extra = {"head": True} if request.method == "HEAD" else {}
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.retrieve", target_kind="study",
                             target_id=found.study_key, via="api", series=series, instance=instance,
-                            instances=len(out), metadata=True)
-    return _json(out)
+                            instances=len(out), metadata=True, **extra)
+    response = _json(out)
+    if request.method == "HEAD":  # the pixel data was never read: the JSON is cheap, its length is exact
+        return _head(DICOM_JSON, len(response.body))
+    return response
 
 
 @router.get("/studies/{study}", summary="WADO-RS: every result object of a study")
@@ -407,6 +429,43 @@ async def retrieve_series_metadata(study: str, series: str, request: Request, pl
             summary="WADO-RS: metadata (DICOM JSON) of one result object")
 async def retrieve_instance_metadata(study: str, series: str, instance: str, request: Request,
                                      platform: PlatformDep, principal: Reader) -> Response:
+    return await _metadata(request, platform, principal, study, series, instance)
+
+
+# -- HEAD on every WADO-RS resource: the GET's status, Content-Type and Content-Length, no body (PS3.18 8.2: a client
+# may learn whether a resource exists and how large it is). Separate routes, so each has its own OpenAPI operation.
+@router.head("/studies/{study}", summary="WADO-RS HEAD: a study's result objects exist, and their size")
+async def head_study(study: str, request: Request, platform: PlatformDep, principal: Reader) -> Response:
+    return await _retrieve(request, platform, principal, study, None)
+
+
+@router.head("/studies/{study}/series/{series}", summary="WADO-RS HEAD: one result series")
+async def head_series(study: str, series: str, request: Request, platform: PlatformDep,
+                      principal: Reader) -> Response:
+    return await _retrieve(request, platform, principal, study, series)
+
+
+@router.head("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS HEAD: one result object")
+async def head_instance(study: str, series: str, instance: str, request: Request, platform: PlatformDep,
+                        principal: Reader) -> Response:
+    return await _retrieve(request, platform, principal, study, series, instance)
+
+
+@router.head("/studies/{study}/metadata", summary="WADO-RS HEAD: a study's metadata")
+async def head_study_metadata(study: str, request: Request, platform: PlatformDep, principal: Reader) -> Response:
+    return await _metadata(request, platform, principal, study)
+
+
+@router.head("/studies/{study}/series/{series}/metadata", summary="WADO-RS HEAD: one result series' metadata")
+async def head_series_metadata(study: str, series: str, request: Request, platform: PlatformDep,
+                               principal: Reader) -> Response:
+    return await _metadata(request, platform, principal, study, series)
+
+
+@router.head("/studies/{study}/series/{series}/instances/{instance}/metadata",
+             summary="WADO-RS HEAD: one result object's metadata")
+async def head_instance_metadata(study: str, series: str, instance: str, request: Request,
+                                 platform: PlatformDep, principal: Reader) -> Response:
     return await _metadata(request, platform, principal, study, series, instance)
 
 

@@ -214,12 +214,21 @@ def new_boundary() -> str:
     return "medcycle-" + secrets.token_hex(16)
 
 
+def _part_head(boundary: str, part_type: str, size: int) -> bytes:
+    return f"--{boundary}\r\nContent-Type: {part_type}\r\nContent-Length: {size}\r\n\r\n".encode()
+
+
 def write_related(items: Iterable[bytes], boundary: str, part_type: str) -> bytes:
     """A ``multipart/related`` body with one ``part_type`` part per item."""
     out = bytearray()
     for item in items:
-        out += f"--{boundary}\r\nContent-Type: {part_type}\r\nContent-Length: {len(item)}\r\n\r\n".encode()
+        out += _part_head(boundary, part_type, len(item))
         out += item
         out += b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out)
+
+
+def related_length(sizes: Iterable[int], boundary: str, part_type: str) -> int:
+    """The length of :func:`write_related`'s body for items of these sizes, without the items."""
+    return sum(len(_part_head(boundary, part_type, n)) + n + 2 for n in sizes) + len(f"--{boundary}--\r\n")

@@ -499,3 +499,47 @@ def test_qido_rs_searches_a_study_s_result_instances_for_a_real_client(env: Env,
     with pytest.raises(HTTPError) as unknown:
         client.search_for_instances(generate_uid())
     assert unknown.value.response.status_code == 404
+
+
+def test_wado_rs_answers_head_with_the_get_s_status_type_and_length(env: Env,
+                                                                   finished: tuple[str, FakePatient]) -> None:
+    study_uid, _ = finished
+    base = f"/dicomweb/studies/{study_uid}"
+    with env.client() as http:
+        by_modality = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0]
+                       for s in http.get(f"{base}/series").json()}
+        seg_series = by_modality["SEG"]
+        (seg,) = http.get(f"{base}/series/{seg_series}/instances").json()
+        instance = f"{base}/series/{seg_series}/instances/{seg['00080018']['Value'][0]}"
+        for url in (base, f"{base}/series/{seg_series}", instance,
+                    f"{base}/metadata", f"{base}/series/{seg_series}/metadata", f"{instance}/metadata"):
+            got, head = http.get(url), http.head(url)
+            assert got.status_code == head.status_code == 200, url
+            assert head.content == b"", url
+            assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content)), url
+            # the same media type; a multipart answer's boundary is new each time (of the same length)
+            assert head.headers["content-type"].split("boundary=")[0] == got.headers["content-type"].split(
+                "boundary=")[0], url
+        unknown = f"/dicomweb/studies/{generate_uid()}"
+        for url in (unknown, f"{unknown}/metadata", f"{base}/series/{generate_uid()}",
+                    f"{base}/series/{seg_series}/instances/{generate_uid()}"):
+            head, got = http.head(url), http.get(url)
+            assert head.status_code == got.status_code == 404 and head.content == b"", url
+        r = http.head(instance, headers={"Accept": "application/json"})
+        assert r.status_code == 406 and r.content == b""
+        r = http.head(f"{base}/metadata", headers={"Accept": "application/dicom+xml"})
+        assert r.status_code == 406
+    with httpx.Client(base_url=env.url, timeout=30, trust_env=False) as anonymous:
+        assert anonymous.head(instance).status_code == 401
+    with env.platform.session() as session:
+        heads = [e for e in audit.query(session, action="dicomweb.retrieve", limit=500) if e.details.get("head")]
+    assert len(heads) >= 6  # a HEAD tells whether a patient's study is there: audited like the GET
+
+
+def test_the_length_of_a_multipart_answer_is_counted_without_its_parts() -> None:
+    from medcycle.serving.multipart import related_length
+
+    items = [b"", b"x" * 7, b"DICM" * 300]
+    assert related_length([len(i) for i in items], "b0", "application/dicom") == len(
+        write_related(items, "b0", "application/dicom"))
+    assert related_length([], "b0", "application/dicom") == len(write_related([], "b0", "application/dicom"))
