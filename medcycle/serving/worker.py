@@ -42,7 +42,7 @@ from medcycle.errors import MedcycleError, NotFound, UsageError
 from medcycle.jobs import processes
 from medcycle.jobs.base import Job, JobCancelled, JobQueue, LeaseLost
 from medcycle.jobs.worker import Heartbeat, default_worker_name
-from medcycle.serving import results, webhooks
+from medcycle.serving import cpu, results, webhooks
 from medcycle.serving.batcher import Batch, DynamicBatcher
 from medcycle.serving.case_outputs import case_outputs
 from medcycle.serving.config import ServingSettings, load_serving_settings
@@ -144,9 +144,17 @@ class ServingWorker:
                 self._predictors[version_id] = found
                 while len(self._predictors) > self.cfg.predictor_cache:
                     self._predictors.popitem(last=False)
+                self._freeze_heap()
             else:
                 self._predictors.move_to_end(version_id)
             return found
+
+    def _freeze_heap(self) -> None:
+        """In a worker's own process (one that applied its CPU share), with ``freeze_heap``: the objects alive now —
+        modules, the loaded models — out of the garbage collector's full scans (:func:`.cpu.freeze_heap`)."""
+        if self.cfg.freeze_heap and cpu.applied():
+            frozen = cpu.freeze_heap()
+            log.info("serving worker %s: %d objects frozen out of the collector's scans", self.name, frozen)
 
     # -- the loop ------------------------------------------------------------------------------------------
     def take(self) -> InHand | None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,58 @@ def test_a_thread_that_ended_meanwhile_is_skipped() -> None:
         release.set()
         for thread in parked:
             thread.join()
+
+
+FREEZE_PROBE = """
+import gc, json, weakref
+from medcycle.serving import cpu
+class Node:
+    pass
+node = Node(); node.me = node  # a reference cycle: only the cyclic collector frees it
+ref = weakref.ref(node)
+first = cpu.freeze_heap()
+del node
+gc.collect()
+kept_while_frozen = ref() is not None  # frozen objects are left out of every collection
+again = cpu.freeze_heap()
+print(json.dumps({"first": first, "kept_while_frozen": kept_while_frozen, "freed_by_the_next_freeze": ref() is None,
+                  "again": again, "applied": cpu.applied()}))
+"""
+
+
+def test_freezing_the_heap_thaws_and_collects_what_an_earlier_freeze_kept() -> None:
+    """In a child process: freezing is for a worker's own process, never the test process."""
+    out = subprocess.run([sys.executable, "-c", FREEZE_PROBE], capture_output=True, text=True, timeout=120,
+                         check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["first"] > 1000 and got["again"] > 1000
+    assert got["kept_while_frozen"] and got["freed_by_the_next_freeze"]
+    assert got["applied"] is False  # freeze_heap alone does not make the process a worker's
+
+
+def test_a_worker_freezes_the_heap_after_a_load_only_in_its_own_process(srv_platform: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from medcycle.serving.config import load_serving_settings
+    from medcycle.serving.worker import ServingWorker
+    from tests.serving.core_fixtures import CLS
+
+    calls: list[int] = []
+    monkeypatch.setattr(cpu, "freeze_heap", lambda: calls.append(1) or 0)
+    worker = ServingWorker(srv_platform, prediction_log=None)
+    try:
+        worker.predictor(CLS)
+        assert calls == []  # a test process that made a worker: nothing frozen
+        monkeypatch.setattr(cpu, "_applied", True)  # as after cpu.apply in serve-worker or a deployed worker
+        worker._predictors.clear()
+        worker.predictor(CLS)
+        assert calls == [1]  # once after the load
+        worker.predictor(CLS)
+        assert calls == [1]  # not for a version already loaded
+        off = ServingWorker(srv_platform, prediction_log=None,
+                            settings=load_serving_settings(srv_platform.settings).model_copy(
+                                update={"freeze_heap": False}))
+        off.predictor(CLS)
+        off.close()
+        assert calls == [1]
+    finally:
+        worker.close()
