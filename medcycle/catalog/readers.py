@@ -65,6 +65,11 @@ def sniff(path: Path, data: bytes | None = None) -> str:
     return UNKNOWN
 
 
+#: Why a NIfTI pair header whose image is not beside it is rejected.
+MISSING_PAIR_IMAGE = ("a NIfTI pair header (.hdr) without its image (.img): put the .img beside it, with the same "
+                      "name, and ingest both again")
+
+
 def _nifti_magic(head: bytes) -> bool:
     """NIfTI-1 (single file or pair header, magic at byte 344) or NIfTI-2 (magic at byte 4)."""
     return head[344:348] in {b"n+1\x00", b"ni1\x00"} or head[4:8] in {b"n+2\x00", b"ni2\x00"}
@@ -128,6 +133,10 @@ def read_nifti(path: Path, rel: str) -> Parsed:
 
     try:
         loaded = _load_nifti(path)
+    except FileNotFoundError:  # nibabel opens a pair's .img by the header's name
+        if path.name.lower().endswith(".hdr"):
+            raise Rejected(MISSING_PAIR_IMAGE) from None
+        raise Rejected("corrupt or truncated NIfTI (FileNotFoundError)") from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on damaged files
         raise Rejected(f"corrupt or truncated NIfTI ({type(exc).__name__})") from None
     if not isinstance(loaded, nib.Nifti1Pair):  # NIfTI-1/2, single file or pair; Nifti2Image is a Nifti1Pair too
@@ -138,6 +147,8 @@ def read_nifti(path: Path, rel: str) -> Parsed:
     try:
         header: Any = img.header.copy()
         raw = np.asanyarray(img.dataobj)
+    except FileNotFoundError:  # a pair's .img is opened only now
+        raise Rejected(MISSING_PAIR_IMAGE) from None
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on damaged files
         raise Rejected(f"corrupt or truncated NIfTI ({type(exc).__name__})") from None
     if raw.ndim < 2 or raw.size == 0:

@@ -473,7 +473,9 @@ def test_nifti_pair_inside_a_zip_is_read_with_both_halves(platform: Platform, tm
     assert summary.ingested == 1, summary.counts()
     assert [(r["path"].split("!")[1], r["reason"]) for r in summary.skipped] == [
         ("sub-01/Scan.img", "the image file of a NIfTI pair (read with its .hdr)")]
-    assert [r["path"].split("!")[1] for r in summary.rejected] == ["sub-02/alone.hdr"]
+    assert [(r["path"].split("!")[1], r["reason"]) for r in summary.rejected] == [("sub-02/alone.hdr", (
+        "a NIfTI pair header (.hdr) without its image (.img): put the .img beside it, with the same name, and "
+        "ingest both again"))]
     assert _pair_rows(platform) == [("nifti", 4, 5, 6)]
     with platform.session() as s:
         row = s.scalars(select(InstanceRow)).one()
