@@ -73,7 +73,8 @@ def test_paths_without_files_are_refused_and_nothing_is_created(
         assert "nothing was created" in message
         assert "DICOM" in (err.value.hint or "") and "NIfTI" in (err.value.hint or "")
         if make is _hidden:
-            assert "only 3 hidden file(s)" in message  # .gitkeep, sub/.hidden.dcm, sub/.git/config; the walk ignores the rest
+            # .gitkeep, sub/.hidden.dcm and sub/.git/config; the walk ignores the rest
+            assert "only 3 hidden file(s)" in message
     assert _state(platform) == before  # no source, no run, no audit event, no file
 
 
