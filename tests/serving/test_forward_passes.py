@@ -68,16 +68,21 @@ def test_the_pass_size_is_measured_once_at_warm_up_on_the_cpu(srv_platform: Plat
 
 
 class Linear:
-    """Stands in for a network costing the same per image at every pass size (``b`` seconds an image)."""
+    """Stands in for a network costing the same per image at every pass size (``b`` seconds an image). The real
+    network runs once per input shape (the untimed first pass of each size) and its output is given again after
+    that: its own time, which varies with the machine's load, would blur the costs these tests set."""
 
     def __init__(self, real: Any, b: float) -> None:
         self.real, self.b = real, b
         self.sizes: list[int] = []
+        self.outputs: dict[tuple[int, ...], Any] = {}
 
     def __call__(self, x: Any) -> Any:
         self.sizes.append(int(x.shape[0]))
+        shape = tuple(x.shape)
+        out = self.outputs[shape] if shape in self.outputs else self.outputs.setdefault(shape, self.real(x))
         time.sleep(self.b * int(x.shape[0]))
-        return self.real(x)
+        return out
 
 
 def test_tied_pass_sizes_keep_the_largest_and_each_size_is_timed_several_times(srv_platform: Platform) -> None:
