@@ -433,40 +433,19 @@ async def retrieve_instance_metadata(study: str, series: str, instance: str, req
 
 
 # -- HEAD on every WADO-RS resource: the GET's status, Content-Type and Content-Length, no body (PS3.18 8.2: a client
-# may learn whether a resource exists and how large it is). Separate routes, so each has its own OpenAPI operation.
-@router.head("/studies/{study}", summary="WADO-RS HEAD: a study's result objects exist, and their size")
-async def head_study(study: str, request: Request, platform: PlatformDep, principal: Reader) -> Response:
-    return await _retrieve(request, platform, principal, study, None)
-
-
-@router.head("/studies/{study}/series/{series}", summary="WADO-RS HEAD: one result series")
-async def head_series(study: str, series: str, request: Request, platform: PlatformDep,
-                      principal: Reader) -> Response:
-    return await _retrieve(request, platform, principal, study, series)
-
-
-@router.head("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS HEAD: one result object")
-async def head_instance(study: str, series: str, instance: str, request: Request, platform: PlatformDep,
-                        principal: Reader) -> Response:
-    return await _retrieve(request, platform, principal, study, series, instance)
-
-
-@router.head("/studies/{study}/metadata", summary="WADO-RS HEAD: a study's metadata")
-async def head_study_metadata(study: str, request: Request, platform: PlatformDep, principal: Reader) -> Response:
-    return await _metadata(request, platform, principal, study)
-
-
-@router.head("/studies/{study}/series/{series}/metadata", summary="WADO-RS HEAD: one result series' metadata")
-async def head_series_metadata(study: str, series: str, request: Request, platform: PlatformDep,
-                               principal: Reader) -> Response:
-    return await _metadata(request, platform, principal, study, series)
-
-
-@router.head("/studies/{study}/series/{series}/instances/{instance}/metadata",
-             summary="WADO-RS HEAD: one result object's metadata")
-async def head_instance_metadata(study: str, series: str, instance: str, request: Request,
-                                 platform: PlatformDep, principal: Reader) -> Response:
-    return await _metadata(request, platform, principal, study, series, instance)
+# may learn whether a resource exists and how large it is). The GET's endpoint answers it (it looks at the method);
+# a route of its own, so each has its own OpenAPI operation.
+for _path, _endpoint, _what in (
+    ("/studies/{study}", retrieve_study, "a study's result objects exist, and their size"),
+    ("/studies/{study}/series/{series}", retrieve_series, "one result series"),
+    ("/studies/{study}/series/{series}/instances/{instance}", retrieve_instance, "one result object"),
+    ("/studies/{study}/metadata", retrieve_study_metadata, "a study's metadata"),
+    ("/studies/{study}/series/{series}/metadata", retrieve_series_metadata, "one result series' metadata"),
+    ("/studies/{study}/series/{series}/instances/{instance}/metadata", retrieve_instance_metadata,
+     "one result object's metadata"),
+):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], summary=f"WADO-RS HEAD: {_what}",
+                         name=_endpoint.__name__.replace("retrieve_", "head_", 1))
 
 
 __all__ = ["NotAcceptable", "UnsupportedMediaType", "router"]
