@@ -9,6 +9,7 @@ patient names.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import zipfile
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcycle.errors import NotFound
+from medcycle.errors import NotFound, UsageError
 
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -273,3 +274,42 @@ def _pair_file(path: str, size: int, display: str, rel: str, names: dict[str, st
     if not stat.S_ISREG(st.st_mode):
         return InputFile(path, None, size, display, rel)
     return InputFile(path, None, size, display, rel, pair=image_path, pair_size=st.st_size)
+
+
+ACCEPTED = ("DICOM files (any name), NIfTI (.nii, .nii.gz, .hdr/.img pairs), PNG and JPEG images, given as files, "
+            "folders (walked with their sub-folders), zip archives or DICOMDIR trees")
+
+
+def _hidden(item: InputFile, named: set[str]) -> bool:
+    """A file found in a folder or a zip archive under a name starting with '.', or inside a folder named so
+    (``.gitkeep``, ``.git/…``): alone, it is no data to ingest. A file named on the command line never is, and
+    neither is an input that cannot be read (its reason is reported)."""
+    if item.problem is not None or (item.member is None and item.path in named):
+        return False
+    return any(part.startswith(".") for part in item.rel.split("/"))
+
+
+def files_to_ingest(paths: list[Path]) -> Iterator[InputFile]:
+    """The input files of ``paths`` (:func:`iter_inputs`), once it is known there is one to ingest.
+
+    Raises:
+        NotFound: a path does not exist.
+        UsageError: the paths hold no file to ingest: empty folders or zip archives, sub-folders without files,
+            or only hidden files and the system files the walk ignores (``.DS_Store``, ``Thumbs.db``, ``._*``).
+            A folder whose files are all rejected later (a text file) is not empty: it is ingested and reported.
+    """
+    items = iter_inputs(paths)
+    named = {str(p) for p in paths}
+    hidden: list[InputFile] = []
+    for item in items:
+        if not _hidden(item, named):
+            return itertools.chain(hidden, [item], items)
+        hidden.append(item)
+    shown = ", ".join(str(p) for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    found = (f"only {len(hidden)} hidden file(s) (names starting with '.', e.g. {Path(hidden[0].rel).name})"
+             if hidden else "no file (empty folders or archives, or sub-folders without files)")
+    raise UsageError(
+        f"nothing to ingest in {shown or 'the paths given (none)'}: {found}; nothing was created",
+        hint=f"Give the files to ingest: {ACCEPTED}. Check the path (`ls -la`), or copy the images there first.",
+        paths=[str(p) for p in paths[:100]], hidden_files=len(hidden),
+    )

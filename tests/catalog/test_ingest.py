@@ -23,7 +23,8 @@ import sqlalchemy.exc
 from sqlalchemy import func, inspect, select, text
 
 from medcycle.catalog.deid import DeidOptions, Pseudonymizer
-from medcycle.catalog.ingest import _Writer, ingest
+from medcycle.catalog.ingest import ingest
+from medcycle.catalog.ingest_rows import CatalogWriter
 from medcycle.catalog.keys import load_or_create_key
 from medcycle.catalog.tables import InstanceRow, PatientRow, SeriesRow, StudyRow
 from medcycle.objects.tables import ObjectRefRow
@@ -221,10 +222,10 @@ def test_same_uid_with_other_content_is_a_conflict_not_a_silent_duplicate(
     assert ingest(platform, [tmp_path / "in"], source="s1").ingested == 2
     if by_file:  # as when a concurrent ingest wrote some of the same rows: each outcome is written on its own
 
-        def clash(self: _Writer, outs: list[object]) -> list[str]:
+        def clash(self: CatalogWriter, outs: list[object]) -> list[str]:
             raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("simulated concurrent ingest"))
 
-        monkeypatch.setattr(_Writer, "_bulk", clash)
+        monkeypatch.setattr(CatalogWriter, "_bulk", clash)
     with platform.session() as s:
         kept = {(r.uid, r.digest, r.transfer_syntax) for r in s.scalars(select(InstanceRow))}
     again = tmp_path / "again"

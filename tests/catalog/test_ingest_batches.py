@@ -86,7 +86,7 @@ def test_a_batch_that_meets_a_concurrent_writer_falls_back_to_one_outcome_at_a_t
         calls.append(len(outs))
         raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed: ingest_files.key"))
 
-    monkeypatch.setattr(ingest_module._Writer, "_bulk", conflicted)
+    monkeypatch.setattr(ingest_module.CatalogWriter, "_bulk", conflicted)
     src = tmp_path / "in"
     total = series_folder(src, patients=2, slices=6)
     summary = ingest(platform, [src], source="b")
