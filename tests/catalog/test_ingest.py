@@ -512,17 +512,12 @@ def test_nifti_pair_given_by_its_header_and_in_mixed_case(platform: Platform, tm
 
 
 def test_cli_names_conflicts_in_its_summary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`medcycle data ingest` showed a conflicting file as one more duplicate; --json lists it under conflicts."""
     from medcycle.cli.errors import run
     from medcycle.cli.main import app
 
-    for key in list(os.environ):
-        if key.startswith("MEDCYCLE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("MEDCYCLE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "300")  # a table cell is not wrapped
     first = write_ct_series(tmp_path / "in", slices=1)[0]
     ds = pydicom.dcmread(first)
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -116,15 +115,11 @@ def test_an_empty_folder_next_to_data_is_fine(platform: Platform, tmp_path: Path
 
 
 def test_the_cli_exits_2_and_creates_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from medcycle.cli.errors import run
     from medcycle.cli.main import app
 
-    for key in list(os.environ):
-        if key.startswith("MEDCYCLE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("MEDCYCLE_HOME", str(tmp_path / "home"))
     assert run(app, ["init"]) == 0
     capsys.readouterr()
     empty = _nested(tmp_path)[0]
