@@ -92,6 +92,19 @@ def add_sources(session: Session, n: int = 2) -> None:
     session.flush()
 
 
+def seed_home_catalog(patients: int, instances_per_series: int = 1) -> list[str]:
+    """A one-source catalog of ``patients`` one-series studies in the home the settings name (a CLI test's home,
+    initialised); its study UIDs, sorted."""
+    from medcycle.settings import load_settings
+
+    with Platform(load_settings()) as p, p.session() as s:
+        add_sources(s, 1)
+        make_catalog(s, sources=1, patients=patients, studies_per_patient=1, series_per_study=1,
+                     instances_per_series=instances_per_series, objects=p.objects, seed=3)
+        s.flush()
+        return sorted(s.scalars(select(StudyRow.uid)))
+
+
 @pytest.fixture
 def catalog(platform: Platform) -> Catalog:
     """12 patients x 2 studies x 2 series x 2 instances = 96 instances, with stored objects, on 2 sources."""

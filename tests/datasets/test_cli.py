@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from sqlalchemy import select
 
-from medcycle.catalog.tables import StudyRow
 from medcycle.cli import datasets as datasets_cli
 from medcycle.cli import system
 from medcycle.cli.errors import run
@@ -18,8 +16,7 @@ from medcycle.cli.main import root
 from medcycle.datasets.items import get_dataset
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
-from medcycle.testing.catalog import make_catalog
-from tests.datasets.conftest import add_sources, labels_csv
+from tests.datasets.conftest import labels_csv, seed_home_catalog
 
 
 def make_app() -> typer.Typer:
@@ -50,12 +47,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def test_dataset_round_trip(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(capsys, "init")[0] == 0
-    with Platform(load_settings()) as p, p.session() as s:
-        add_sources(s, 1)
-        make_catalog(s, sources=1, patients=6, studies_per_patient=1, series_per_study=1, instances_per_series=2,
-                     objects=p.objects, seed=3)
-        s.flush()
-        studies = sorted(s.scalars(select(StudyRow.uid)))
+    studies = seed_home_catalog(6, 2)
     code, out, err = cli(capsys, "dataset", "create", "cxr", "--query", "", "-d", "all of it", "--json")
     assert code == 0, err
     assert json.loads(out)["items"] == 12
@@ -123,12 +115,7 @@ def test_labels_import_of_a_latin1_file_is_a_usage_error(
 ) -> None:
     """A CSV saved as Latin-1 (Excel's default on many machines) ended in an internal error (exit 70)."""
     assert cli(capsys, "init")[0] == 0
-    with Platform(load_settings()) as p, p.session() as s:
-        add_sources(s, 1)
-        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=1,
-                     objects=p.objects, seed=3)
-        s.flush()
-        studies = sorted(s.scalars(select(StudyRow.uid)))
+    studies = seed_home_catalog(2)
     assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
     csv_file = tmp_path / "labels.csv"
     csv_file.write_bytes(f"study,label\n{studies[0]},normal\n{studies[1]},d\xe9j\xe0 vu\n".encode("latin-1"))
@@ -142,10 +129,7 @@ def test_freeze_with_zero_folds_or_an_empty_split_is_refused(home: Path, capsys:
     """`--folds 0` and `--split ''` were read as 'not given': the version was frozen without a split (or the
     previous one's) and the option silently ignored."""
     assert cli(capsys, "init")[0] == 0
-    with Platform(load_settings()) as p, p.session() as s:
-        add_sources(s, 1)
-        make_catalog(s, sources=1, patients=4, studies_per_patient=1, series_per_study=1, instances_per_series=1,
-                     objects=p.objects, seed=3)
+    seed_home_catalog(4)
     assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
     code, _, err = cli(capsys, "dataset", "freeze", "cxr", "--folds", "0")
     assert code == 2 and "0 folds is not possible" in err
@@ -159,10 +143,7 @@ def test_pull_to_an_empty_path_is_refused(home: Path, capsys: pytest.CaptureFixt
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`--to ""` (an unset variable in a script) pulled the whole version into the current folder."""
     assert cli(capsys, "init")[0] == 0
-    with Platform(load_settings()) as p, p.session() as s:
-        add_sources(s, 1)
-        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=1,
-                     objects=p.objects, seed=3)
+    seed_home_catalog(2)
     assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
     assert cli(capsys, "dataset", "freeze", "cxr")[0] == 0
     work = tmp_path / "work"
@@ -178,10 +159,7 @@ def test_card_output_to_a_place_that_cannot_be_written(
 ) -> None:
     """`card -o` into a missing or unwritable folder ended in an internal error (exit 70)."""
     assert cli(capsys, "init")[0] == 0
-    with Platform(load_settings()) as p, p.session() as s:
-        add_sources(s, 1)
-        make_catalog(s, sources=1, patients=2, studies_per_patient=1, series_per_study=1, instances_per_series=1,
-                     objects=p.objects, seed=3)
+    seed_home_catalog(2)
     assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
     assert cli(capsys, "dataset", "freeze", "cxr")[0] == 0
     code, _, err = cli(capsys, "dataset", "card", "cxr", "-o", str(tmp_path / "no" / "such" / "card.md"))

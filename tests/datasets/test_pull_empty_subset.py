@@ -7,16 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from medcycle.auth import audit
-from medcycle.catalog.tables import StudyRow
 from medcycle.datasets import transfer, versions
 from medcycle.errors import UsageError
 from medcycle.platform import Platform
 from medcycle.settings import load_settings
-from medcycle.testing.catalog import make_catalog
-from tests.datasets.conftest import add_sources, labels_csv, use_remote
+from tests.datasets.conftest import labels_csv, seed_home_catalog, use_remote
 from tests.datasets.test_cli import cli, home  # noqa: F401 - the CLI tests' home fixture
 
 NOTHING = 'modality == "PT"'  # the synthetic catalog holds CT, MR, CR and DX only
@@ -90,12 +87,7 @@ def test_the_cli_exits_2_with_the_message_and_makes_no_folder(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
     assert cli(capsys, "init")[0] == 0
-    with Platform(load_settings()) as p, p.session() as s:
-        add_sources(s, 1)
-        make_catalog(s, sources=1, patients=6, studies_per_patient=1, series_per_study=1, instances_per_series=2,
-                     objects=p.objects, seed=3)
-        s.flush()
-        studies = sorted(s.scalars(select(StudyRow.uid)))
+    studies = seed_home_catalog(6, 2)
     csv_file = tmp_path / "labels.csv"
     csv_file.write_text(labels_csv(studies))
     assert cli(capsys, "dataset", "create", "cxr", "--query", "")[0] == 0
