@@ -135,9 +135,13 @@ _CTX: tuple[str, worker.WorkerContext] | None = None  # inside a worker process:
 
 
 def _warm() -> None:
-    """Worker start-up: import what every file needs now, not while the first batch waits."""
+    """Worker start-up: import what every file needs now, not while the first batch waits; hold the native thread
+    pools (BLAS, OpenMP) to one thread, as each worker process is one of ``--jobs`` sharing the cores."""
     import numpy  # noqa: F401
     import pydicom.pixels  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # a multithreaded BLAS spins after each call, on the other workers' cores
 
     worker.quiet_third_parties()
 

@@ -19,6 +19,8 @@ machine it gets:
   lower a priority. Priorities decide only among processes of one cgroup (``medcycle deploy`` on one
   machine); between containers or systemd units their CPU weights decide (``cpu_shares``, ``CPUWeight=``,
   Kubernetes requests), and on a GPU node or a worker pod of its own the class changes nothing.
+* **Other thread pools.** numpy's and scipy's BLAS (and any other OpenMP runtime loaded) start one thread per
+  core too, and spin after each call; a worker holds them to its torch threads (:func:`limit_native_pools`).
 * **Freed memory kept.** glibc's malloc serves every allocation above 32 MiB (and, by a threshold that moves,
   many smaller ones) with a fresh ``mmap`` and gives it back on ``free``, and it trims the heap's free top: a
   network's activations are then new pages on every forward pass, each one page-faulted and zeroed by the
@@ -167,6 +169,7 @@ def apply(*, threads: int, workers: int, priority: Priority, keep_memory: bool =
     cores = usable_cores()
     n = threads_for(threads, workers, cores)
     torch.set_num_threads(n)
+    limit_native_pools(n)
     kept = keep_memory and keep_freed_memory()
     done: str = priority
     if priority == "idle":
@@ -187,6 +190,16 @@ def apply(*, threads: int, workers: int, priority: Priority, keep_memory: bool =
     except (AttributeError, OSError):
         nice = 0
     return CpuShare(threads=n, priority=done, nice=nice, cores=cores, keeps_memory=kept)
+
+
+def limit_native_pools(threads: int) -> None:
+    """Hold the native thread pools this process loaded besides torch's (numpy's and scipy's BLAS, other OpenMP
+    runtimes) to ``threads``. Each starts one thread per core and, after every call it runs on them, keeps them
+    spinning for up to a tenth of a second: a dot product in the input statistics of each image kept a second
+    thread busy through the whole decoding of a batch — CPU the network of the worker beside it lost."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=max(1, threads))
 
 
 def applied() -> bool:

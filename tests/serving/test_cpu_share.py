@@ -16,7 +16,7 @@ import pytest
 from medcycle.serving import cpu
 
 PROBE = """
-import json, os, sys, threading, torch
+import json, os, sys, threading, numpy, scipy.linalg, torch, threadpoolctl
 started = threading.Event(); release = threading.Event()
 def park():
     started.set(); release.wait()
@@ -32,7 +32,8 @@ print(json.dumps({"threads": share.threads, "priority": share.priority, "nice": 
                   "early_policy": os.sched_getscheduler(early.native_id),
                   "early_nice": os.getpriority(os.PRIO_PROCESS, early.native_id),
                   "late_policy": late["policy"], "late_nice": late["nice"], "idle": os.SCHED_IDLE,
-                  "other": os.SCHED_OTHER}))
+                  "other": os.SCHED_OTHER,
+                  "pools": max(p["num_threads"] for p in threadpoolctl.threadpool_info())}))
 release.set(); early.join()
 """
 
@@ -73,6 +74,14 @@ def test_normal_priority_changes_nothing() -> None:
     assert out["priority"] == "normal" and out["nice"] == before
     assert out["main_policy"] == os.sched_getscheduler(0)
     assert out["torch"] == 1
+
+
+@linux_only
+def test_native_pools_are_held_to_the_torch_threads() -> None:
+    """numpy's BLAS (and any OpenMP runtime loaded) starts a thread per core that spins after each call: a worker
+    holds every such pool to its own threads, not the machine's cores."""
+    assert _probe(1, 1, "normal")["pools"] == 1
+    assert 1 <= int(_probe(0, 4, "normal")["pools"]) <= max(1, (os.cpu_count() or 1) // 4)
 
 
 def test_threads_for_shares_cores_out_among_workers() -> None:
