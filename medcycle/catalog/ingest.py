@@ -291,10 +291,15 @@ def ingest(
             return
         if fs_sync is not None:
             fs_sync()  # every object of the batch, whichever worker put it, is on disk before a row points at it
+        conflicts: set[str] = set()
         with platform.session() as session:
             writer = CatalogWriter(session, source_id, run_id)
             for out, status in zip(batch, writer.write_batch(batch), strict=True):
                 _account(summary, out, status)
+                if status == CONFLICT and out.record.get("digest"):
+                    conflicts.add(str(out.record["digest"]))
+        if conflicts:
+            _drop_unreferenced(platform, conflicts)
         batch.clear()
 
     try:
@@ -317,6 +322,22 @@ def ingest(
         row.state, row.counts, row.finished_at = "finished", summary.counts(), utcnow()
         audit.record(session, actor, "data.ingest", target_kind="source", target_id=source, counts=summary.counts())
     return summary
+
+
+def _drop_unreferenced(platform: Platform, digests: set[str]) -> None:
+    """Delete the stored objects of conflicting files (see CONFLICT) that no row references, now the rows are
+    committed: a worker stores a file's object before the catalog decides, and such an object would otherwise
+    stay until ``medcycle gc``. No other row can want it: its bytes hold the conflicting UID, which the catalog
+    holds with other content (only an instance deleted meanwhile and the same file ingested again concurrently
+    could, and ``gc``'s grace period is for those)."""
+    from sqlalchemy import select
+
+    from medcycle.objects.tables import ObjectRefRow
+
+    with platform.session() as session:
+        wanted = set(session.scalars(select(ObjectRefRow.digest).where(ObjectRefRow.digest.in_(digests))))
+    for digest in sorted(digests - wanted):
+        platform.objects.delete(digest)
 
 
 def _account(summary: IngestSummary, out: worker.Outcome, status: str) -> None:

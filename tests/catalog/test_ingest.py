@@ -246,6 +246,9 @@ def test_same_uid_with_other_content_is_a_conflict_not_a_silent_duplicate(
     assert (rerun.ingested, rerun.duplicates, rerun.conflicts) == (0, 1, summary.conflicts)
     pooled = ingest(platform, [again / "reencoded.dcm"], source="s1", jobs=2)  # worker processes, same answer
     assert (pooled.duplicates, pooled.conflicts) == (0, summary.conflicts)
+    with platform.session() as s:  # "not stored": the conflicting file's object was removed, not left for gc
+        referenced = set(s.scalars(select(ObjectRefRow.digest)))
+    assert len(referenced) == 2 and {o.digest for o in platform.objects.list()} == referenced
 
 
 def test_formats_archives_and_bad_input(platform: Platform, tmp_path: Path) -> None:
