@@ -192,14 +192,23 @@ def apply(*, threads: int, workers: int, priority: Priority, keep_memory: bool =
     return CpuShare(threads=n, priority=done, nice=nice, cores=cores, keeps_memory=kept)
 
 
+#: The variables a BLAS or OpenMP runtime reads when it loads: one loaded after :func:`limit_native_pools` (scipy's
+#: own OpenBLAS on its first import) starts with the same number of threads.
+POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def limit_native_pools(threads: int) -> None:
-    """Hold the native thread pools this process loaded besides torch's (numpy's and scipy's BLAS, other OpenMP
-    runtimes) to ``threads``. Each starts one thread per core and, after every call it runs on them, keeps them
-    spinning for up to a tenth of a second: a dot product in the input statistics of each image kept a second
-    thread busy through the whole decoding of a batch — CPU the network of the worker beside it lost."""
+    """Hold the native thread pools besides torch's (numpy's and scipy's BLAS, other OpenMP runtimes) to
+    ``threads``: those loaded already through threadpoolctl, those loaded later through their environment
+    variables. Each starts one thread per core and, after every call it runs on them, keeps them spinning for up
+    to a tenth of a second: a dot product in the input statistics of each image kept a second thread busy
+    through the whole decoding of a batch — CPU the network of the worker beside it lost."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=max(1, threads))
+    n = max(1, threads)
+    for name in POOL_VARIABLES:
+        os.environ[name] = str(n)
+    threadpool_limits(limits=n)
 
 
 def applied() -> bool:

@@ -84,6 +84,21 @@ def test_native_pools_are_held_to_the_torch_threads() -> None:
     assert 1 <= int(_probe(0, 4, "normal")["pools"]) <= max(1, (os.cpu_count() or 1) // 4)
 
 
+def test_a_pool_loaded_after_the_share_is_held_too() -> None:
+    """scipy loads an OpenBLAS of its own on its first import, after the worker took its share: it starts with
+    the worker's threads, not the machine's cores."""
+    code = ("import threadpoolctl, torch\n"
+            "from medcycle.serving import cpu\n"
+            "cpu.apply(threads=1, workers=1, priority='normal')\n"
+            "import scipy.linalg\n"
+            "print(sorted(p['num_threads'] for p in threadpoolctl.threadpool_info()))")
+    env = {k: v for k, v in os.environ.items() if k not in cpu.POOL_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                          env={**env, "PYTHONPATH": os.pathsep.join(sys.path)})
+    threads = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(threads) >= 2 and set(threads) == {1}  # numpy's pool and scipy's at least
+
+
 def test_threads_for_shares_cores_out_among_workers() -> None:
     assert cpu.threads_for(0, 1, 8) == 8
     assert cpu.threads_for(0, 3, 8) == 2
