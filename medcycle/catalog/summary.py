@@ -8,19 +8,20 @@ and patient when nothing else of them remains.
 Without a filter the answer comes from the rollup tables that database triggers keep in step with the
 catalog rows (:mod:`medcycle.catalog.rollup`): one statement reads a row per group — a few hundred rows
 whether the catalog holds a thousand instances or ten million, and whatever the series sizes — so it
-answers in milliseconds. With a filter the matching data is folded per series and per study in SQL: a
-filter on series, study, patient and source fields only takes each matching series' own counts (kept by
-the same triggers), others group the matching instances of :mod:`medcycle.catalog.query`; either way a
-selective filter reads only the rows its indexes lead to.
+answers in milliseconds. With a filter SQL reads one row per matching series, which are folded into the
+breakdowns as they stream in: a filter on series, study, patient and source fields only takes each matching
+series' own counts (kept by the same triggers), others group the matching instances of
+:mod:`medcycle.catalog.query`; either way a selective filter reads only the rows its indexes lead to.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CompoundSelect, case, func, literal, null, or_, select, union_all
+from sqlalchemy import case, func, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from medcycle.catalog import rollup
@@ -100,23 +101,16 @@ _Groups = dict[tuple[Any, ...], dict[str, int]]
 def summarize(session: Session, expr: str | None = None) -> CatalogSummary:
     """Totals and breakdowns of the catalog (from the rollup), or of the instances matching ``expr``.
 
-    With a filter, one statement: the matching data is reduced to one row per series (its keys, study,
-    instance count and bytes, and its quarantined instances and bytes), folded to one row per (keys, study)
-    in a materialised CTE, then grouped four ways over that CTE; the totals carry the quarantined counts, so
-    the matching series are read once.
+    With a filter, one statement: the matching data is reduced to one row per series (its keys, study and
+    patient, instance count and bytes, and its quarantined instances and bytes), streamed and grouped four
+    ways in one pass (:func:`_fold`); the totals carry the quarantined counts, so the matching series are read
+    once.
     """
     tree = parse(expr) if expr else Everything()
     if isinstance(tree, Everything):
         groups, (q_count, q_bytes) = _from_rollup(session)
     else:
-        groups = {name: {} for name in _GROUPINGS}
-        q_count = q_bytes = 0
-        for row in session.execute(_statement(tree)):
-            name = row[0]
-            keys = tuple(row[1 + _KEYS.index(k)] for k in _GROUPINGS[name])
-            groups[name][keys] = {k: int(row[6 + i] or 0) for i, k in enumerate(_COUNTS)}
-            if name == "totals":
-                q_count, q_bytes = int(row[-2] or 0), int(row[-1] or 0)
+        groups, (q_count, q_bytes) = _fold(session.connection().execute(_statement(tree)))
     names = dict(session.execute(select(SourceRow.id, SourceRow.name)).all())
     by_source = [SourceGroup(source=names.get(k[0], k[0]), modality=k[1], body_part=k[2], **c)
                  for k, c in _sorted(groups["source"])]
@@ -209,43 +203,58 @@ def _per_series(tree: Expr) -> AnySelect:
     )
 
 
-def _statement(tree: Expr) -> CompoundSelect[Any]:
-    # Series of one study mostly share their keys, so the per-series rows are first folded into one row
-    # per (keys, study): the four groupings then count distinct values over far fewer rows. A series (and
-    # so a study, a patient, a group) with nothing but quarantined instances counts only in the quarantine
-    # totals: the CASEs leave it out of the other counts.
+def _statement(tree: Expr) -> AnySelect:
+    """One row per matching series with anything in it: its group keys, study, instances and bytes, quarantined
+    instances and bytes, and its study's patient — streamed to :func:`_fold`."""
     per_series = _per_series(tree).subquery("per_series")
     s = per_series.c
-    folded = [s[k] for k in (*_KEYS, "study_uid")]
-    grouped = (
-        select(*folded, func.sum(case((s.instances > 0, 1), else_=0)).label("series"),
-               func.sum(s.instances).label("instances"), func.sum(s.bytes).label("bytes"),
-               func.sum(s.q_instances).label("q_instances"), func.sum(s.q_bytes).label("q_bytes"))
-        .group_by(*folded)
-        .subquery("grouped")
+    return (
+        select(*(s[k] for k in _KEYS), s.study_uid, s.instances, s.bytes, s.q_instances, s.q_bytes,
+               StudyRow.patient_id)
+        .select_from(per_series)
+        .join(StudyRow, StudyRow.uid == s.study_uid)
     )
-    per_study = (
-        select(grouped, StudyRow.patient_id)
-        .join(StudyRow, StudyRow.uid == grouped.c.study_uid)
-        .cte("per_study")
-        .prefix_with("MATERIALIZED")
-    )
-    c = per_study.c
-    held = c.instances > 0
-    aggregates = (
-        func.count(func.distinct(case((held, c.patient_id)))),
-        func.count(func.distinct(case((held, c.study_uid)))),
-        func.sum(c.series),
-        func.sum(c.instances),
-        func.sum(c.bytes),
-        func.sum(c.q_instances),
-        func.sum(c.q_bytes),
-    )
-    parts = []
-    for name, grouping in _GROUPINGS.items():
-        keys = [c[k] if k in grouping else literal(None, c[k].type) for k in _KEYS]
-        part = select(literal(name), *keys, *aggregates).select_from(per_study)
-        if grouping:  # a group with only quarantined instances is left out
-            part = part.group_by(*(c[k] for k in grouping)).having(func.sum(c.instances) > 0)
-        parts.append(part)
-    return union_all(*parts)
+
+
+def _fold(rows: Iterable[Sequence[Any]]) -> tuple[dict[str, _Groups], tuple[int, int]]:
+    """The four groupings of :func:`_statement`'s rows: distinct patients and studies (of series holding
+    instances that are not quarantined), series holding such instances, instances and bytes; a group with only
+    quarantined instances is left out; the totals always answer, and carry the quarantined counts.
+
+    The rows are folded into one cell per combination of all the keys as they stream in, and the cells into
+    each grouping after (their sets merged by union): four ``GROUP BY``s with two ``count(DISTINCT)`` each in
+    SQL cost SQLite about 45 ms at 8,880 one-image series (a selective filter on a million). The memory is the
+    sets of distinct patients and studies that SQLite's temporary trees held."""
+    n = len(_KEYS)
+    cells: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        key = tuple(row[:n])
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = [set(), set(), 0, 0, 0, 0, 0]
+        study, instances, size, q_count, q_bytes, patient = row[n:n + 6]
+        if instances:
+            cell[0].add(patient)
+            cell[1].add(study)
+            cell[2] += 1
+            cell[3] += instances
+            cell[4] += size or 0
+        cell[5] += q_count or 0
+        cell[6] += q_bytes or 0
+    groups: dict[str, _Groups] = {}
+    held = (0, 0)
+    for name, keys in _GROUPINGS.items():
+        at = [_KEYS.index(k) for k in keys]
+        merged: dict[tuple[Any, ...], list[Any]] = {}
+        for key, cell in cells.items():
+            into = merged.setdefault(tuple(key[i] for i in at), [set(), set(), 0, 0, 0, 0, 0])
+            into[0] |= cell[0]
+            into[1] |= cell[1]
+            for i in range(2, 7):
+                into[i] += cell[i]
+        if name == "totals":
+            total = merged.setdefault((), [set(), set(), 0, 0, 0, 0, 0])
+            held = (int(total[5]), int(total[6]))
+        groups[name] = {key: dict(zip(_COUNTS, (len(g[0]), len(g[1]), int(g[2]), int(g[3]), int(g[4])), strict=True))
+                        for key, g in merged.items() if g[3] > 0 or name == "totals"}
+    return groups, held
