@@ -327,7 +327,7 @@ def ingest(
 def _drop_unreferenced(platform: Platform, digests: set[str]) -> None:
     """Delete the stored objects of conflicting files (see CONFLICT) that no row references, now the rows are
     committed: a worker stores a file's object before the catalog decides, and such an object would otherwise
-    stay until ``medcycle gc``. No other row can want it: its bytes hold the conflicting UID, which the catalog
+    stay until ``medcycle store gc``. No other row can want it: its bytes hold the conflicting UID, which the catalog
     holds with other content (only an instance deleted meanwhile and the same file ingested again concurrently
     could, and ``gc``'s grace period is for those)."""
     from sqlalchemy import select
