@@ -211,22 +211,31 @@ class Predictor:
         return predictor
 
     def warm(self) -> None:
-        """One forward pass on an empty input (allocations, kernels) before the first request; then, the first
-        time with ``forward_batch=0`` on the CPU, :meth:`tune` — once per machine where :attr:`tuning_dir` is set
-        (:meth:`load` sets it): the first worker to warm this version measures, the others read what it found."""
+        """Forward passes on empty inputs before the first request: one of a single input (kernels), then one of
+        :attr:`chunk` inputs, the size requests will be run in (the memory a full pass needs: for DenseNet121 at
+        16 images of 224 × 224 on the CPU some hundreds of MiB, which the first requests' passes would otherwise
+        fault in at several times a pass's cost). The first time with ``forward_batch=0`` on the CPU, :meth:`tune`
+        comes between the two — once per machine where :attr:`tuning_dir` is set (:meth:`load` sets it): the first
+        worker to warm this version measures (running every size, the full pass is then not needed), the others
+        read what it found."""
         import torch
 
         with torch.inference_mode():
             self.model(torch.zeros((1, 1, *self.transform.size), device=self.device))
+        measured = False
         if self._tune:
             self._tune = False
             if self.tuning_dir is None:
                 self.tune()
+                measured = True
             else:
-                self._tune_shared(self.tuning_dir)
+                measured = self._tune_shared(self.tuning_dir)
+        if not measured and self.chunk > 1:
+            with torch.inference_mode():
+                self.model(torch.zeros((self.chunk, 1, *self.transform.size), device=self.device))
 
-    def _tune_shared(self, folder: Path) -> int:
-        """:meth:`tune` through :func:`medcycle.serving.tuning.shared`."""
+    def _tune_shared(self, folder: Path) -> bool:
+        """:meth:`tune` through :func:`medcycle.serving.tuning.shared`; whether it was measured here (not read)."""
         from medcycle.serving import tuning
 
         def measure() -> tuning.Measured:
@@ -240,7 +249,7 @@ class Predictor:
             self.chunk, self.tuning = got.chunk, dict(got.tuning)
             log.info("%s: %d images per forward pass on %s, as measured on this machine at %s (ms per image by "
                      "pass size: %s)", self.ref, self.chunk, self.device, got.measured_at, self.tuning)
-        return self.chunk
+        return not got.shared
 
     def tune(self, *, budget_s: float = 20.0) -> int:
         """Set :attr:`chunk` to the images per forward pass that cost the least time per image here, and return it.
