@@ -211,13 +211,13 @@ class Predictor:
         return predictor
 
     def warm(self) -> None:
-        """Forward passes on empty inputs before the first request: one of a single input (kernels), then one of
-        :attr:`chunk` inputs, the size requests will be run in (the memory a full pass needs: for DenseNet121 at
-        16 images of 224 × 224 on the CPU some hundreds of MiB, which the first requests' passes would otherwise
-        fault in at several times a pass's cost). The first time with ``forward_batch=0`` on the CPU, :meth:`tune`
-        comes between the two — once per machine where :attr:`tuning_dir` is set (:meth:`load` sets it): the first
-        worker to warm this version measures (running every size, the full pass is then not needed), the others
-        read what it found."""
+        """Forward passes on empty inputs before the first request: one of a single input (kernels), then, for a 2D
+        model, one of :attr:`chunk` inputs, the size requests will be run in (the memory a full pass needs: for
+        DenseNet121 at 16 images of 224 × 224 on the CPU some hundreds of MiB, which the first requests' passes
+        would otherwise fault in at several times a pass's cost). The first time with ``forward_batch=0`` on the
+        CPU, :meth:`tune` comes between the two — once per machine where :attr:`tuning_dir` is set (:meth:`load`
+        sets it): the first worker to warm this version measures (running every size, the full pass is then not
+        needed), the others read what it found."""
         import torch
 
         with torch.inference_mode():
@@ -230,7 +230,9 @@ class Predictor:
                 measured = True
             else:
                 measured = self._tune_shared(self.tuning_dir)
-        if not measured and self.chunk > 1:
+        # a 3D model's passes hold as many volumes as fit max_batch's count of slices (one, mostly): a pass of
+        # ``chunk`` volumes would ask for memory no request does
+        if not measured and self.chunk > 1 and self.transform.dims == 2:
             with torch.inference_mode():
                 self.model(torch.zeros((self.chunk, 1, *self.transform.size), device=self.device))
 

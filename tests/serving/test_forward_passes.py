@@ -85,6 +85,29 @@ class Linear:
         return out
 
 
+@pytest.mark.parametrize(("dims", "warmed"), [(2, [1, 8]), (3, [1])])
+def test_warm_up_runs_a_full_pass_of_a_2d_model_and_one_volume_of_a_3d_one(srv_platform: Platform, dims: int,
+                                                                         warmed: list[int]) -> None:
+    import torch
+
+    predictor = Predictor.load(srv_platform, CLS, max_batch=8)  # a fixed pass of 8: nothing measured
+    assert predictor.chunk == 8
+    shapes: list[tuple[int, ...]] = []
+
+    def network(x: Any) -> Any:
+        shapes.append(tuple(x.shape))
+        return torch.zeros((int(x.shape[0]), 2))
+
+    predictor.model = network
+    predictor.transform.dims = dims
+    predictor.transform.size = (16, 16) if dims == 2 else (8, 8, 8)
+    predictor.warm()
+    # the memory of a pass of 8 images is taken before the first request; a pass of 8 volumes would ask for
+    # memory no request does (a 3D batch holds as many volumes as max_batch's count of slices: one, mostly)
+    assert [s[0] for s in shapes] == warmed
+    assert all(s[1:] == (1, *predictor.transform.size) for s in shapes)
+
+
 def test_tied_pass_sizes_keep_the_largest_and_each_size_is_timed_several_times(srv_platform: Platform) -> None:
     predictor = Predictor.load(srv_platform, CLS, max_batch=8, forward_batch=0)
     linear = Linear(predictor.model, b=0.006)
