@@ -8,8 +8,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from medcycle.auth.roles import Principal, Role, parse_role
@@ -126,25 +127,41 @@ def _unauthorised(why: str) -> AuthError:
     )
 
 
+# Token and user columns a request's principal needs, in one Core query (no ORM objects: every authenticated
+# request runs it).
+_TOKENS, _USERS = TokenRow.__table__, UserRow.__table__
+_PRINCIPAL = (
+    select(_TOKENS.c.id, _TOKENS.c.secret_hash, _TOKENS.c.revoked_at, _TOKENS.c.expires_at, _TOKENS.c.last_used_at,
+           _USERS.c.id.label("user_id"), _USERS.c.name, _USERS.c.role, _USERS.c.disabled)
+    .join_from(_TOKENS, _USERS, _USERS.c.id == _TOKENS.c.user_id)
+    .where(_TOKENS.c.id == bindparam("token_id"))
+)
+
+
+def _principal_row(session: Session, token_id: str) -> Any:
+    """The token's and its user's columns (a row with attribute access), or None for an unknown id."""
+    return session.execute(_PRINCIPAL, {"token_id": token_id}).first()
+
+
 def principal_for_token_id(session: Session, token_id: str, *, touch: bool = True) -> Principal:
     """The principal behind a token id, checking revocation, expiry and the user's state."""
-    row = session.execute(
-        select(TokenRow, UserRow).join(UserRow, UserRow.id == TokenRow.user_id).where(TokenRow.id == token_id)
-    ).first()
+    row = _principal_row(session, token_id)
     if row is None:
         raise _unauthorised("is not known")
-    token, user = row[0], row[1]
+    return _principal(session, row, touch=touch)
+
+
+def _principal(session: Session, row: Any, *, touch: bool) -> Principal:
     now = utcnow()
-    if token.revoked_at is not None:
+    if row.revoked_at is not None:
         raise _unauthorised("was revoked")
-    if token.expires_at is not None and token.expires_at <= now:
+    if row.expires_at is not None and row.expires_at <= now:
         raise _unauthorised("has expired")
-    if user.disabled:
-        raise _unauthorised(f"belongs to the disabled user {user.name!r}")
-    if touch and _stale(token.last_used_at, now):
-        token.last_used_at = now
-        session.flush()
-    return Principal(name=user.name, role=Role(user.role), user_id=user.id, token_id=token.id)
+    if row.disabled:
+        raise _unauthorised(f"belongs to the disabled user {row.name!r}")
+    if touch and _stale(row.last_used_at, now):
+        touch_token(session, row.id)
+    return Principal(name=row.name, role=Role(row.role), user_id=row.user_id, token_id=row.id)
 
 
 def _stale(last_used_at: datetime | None, now: datetime) -> bool:
@@ -168,9 +185,9 @@ def authenticate(session: Session, token: str, *, touch: bool = True) -> Princip
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         raise _unauthorised("is malformed")
     token_id, secret = parts[1], parts[2]
-    stored = session.get(TokenRow, token_id)
+    row = _principal_row(session, token_id)
     # Compare against a dummy hash when the id is unknown, so timing does not reveal valid ids.
-    expected = stored.secret_hash if stored is not None else _hash("not-a-token")
-    if not hmac.compare_digest(expected, _hash(secret)) or stored is None:
+    expected = row.secret_hash if row is not None else _hash("not-a-token")
+    if not hmac.compare_digest(expected, _hash(secret)) or row is None:
         raise _unauthorised("is not valid")
-    return principal_for_token_id(session, token_id, touch=touch)
+    return _principal(session, row, touch=touch)
