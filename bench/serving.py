@@ -66,6 +66,7 @@ average (other processes share the CPU) is printed and recorded with the results
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -589,6 +590,12 @@ def overload(p: Platform, svc: Services, token: str, blobs: list[bytes], payload
     # before it reads the clock: the client's own delay, not the server's; the load generator hands it on sooner
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
+    # this process's heap (torch, MONAI, the platform: about 570,000 objects) is frozen out of the collector for the
+    # rounds, as the API and the workers freeze theirs: a full collection of it takes about 400 ms here, a pause
+    # every sender thread shares, and the answers then in flight would be timed with it (the three slowest 429s of
+    # one run, 85-88 ms, were all sent at one moment). The pauses left are counted and printed
+    gc.collect()
+    gc.freeze()
     clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
     try:
         for _ in range(OVERLOAD_THREADS):
@@ -601,12 +608,44 @@ def overload(p: Platform, svc: Services, token: str, blobs: list[bytes], payload
             fill(p, payloads, svc.queue_limit)
             _, warm = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
             fill(p, payloads, svc.queue_limit)
-            out, after = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
+            with CollectorPauses() as pauses:
+                out, after = _overload_round(p, svc, token, blobs, rate, seconds, pool, clients)
     finally:  # the rest of the bench runs with this process's own settings and no open connections
         while not clients.empty():
             clients.get().close()
         sys.setswitchinterval(interval)
-    return {**out, "rss_before_mib": rss_before, "rss_after_warm_round_mib": warm, "rss_after_mib": after}
+        gc.unfreeze()
+    return {**out, "rss_before_mib": rss_before, "rss_after_warm_round_mib": warm, "rss_after_mib": after,
+            "client_gc_pauses": {"count": len(pauses.ms), "max_ms": max(pauses.ms, default=0.0)}}
+
+
+def pauses(over: dict[str, Any]) -> str:
+    gcs = over["client_gc_pauses"]
+    return f"the client's collector paused {gcs['count']} time(s) ≥ 1 ms in the round (longest {gcs['max_ms']} ms)"
+
+
+class CollectorPauses:
+    """This process's garbage-collection pauses of 1 ms or more while it is entered (``with``): every sender thread
+    stalls for one, so the requests then in flight look that much slower."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self._started = 0.0
+
+    def __enter__(self) -> CollectorPauses:
+        gc.callbacks.append(self._seen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._seen)
+
+    def _seen(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000
+        if ms >= 1.0:
+            self.ms.append(round(ms, 1))
 
 
 def fill(p: Platform, payloads: list[dict[str, Any]], limit: int) -> None:
@@ -836,7 +875,8 @@ def main() -> None:
         print(f"2x overload ({over['rate_per_s']} req/s asked, {over['achieved_rate_per_s']} sent): {over['accepted']} "
               f"accepted, {over['answered_429']} answered 429 (p50 {over['429_p50_ms']} ms, p99 {over['429_p99_ms']} "
               f"ms), {over['other']} other; 202 p50 {over['202_p50_ms']} ms; API RSS {over['rss_before_mib']} → "
-              f"{over['rss_after_warm_round_mib']} (after a first, warming round) → {over['rss_after_mib']} MiB")
+              f"{over['rss_after_warm_round_mib']} (after a first, warming round) → {over['rss_after_mib']} MiB; "
+              f"{pauses(over)}")
         gain = synth[args.batch] / synth[1]
         p99 = over["429_p99_ms"]
         grew = over["rss_after_mib"] - over["rss_after_warm_round_mib"]
@@ -865,7 +905,7 @@ def main() -> None:
     print(f"2x overload ({heavy_over['rate_per_s']} req/s asked, {heavy_over['achieved_rate_per_s']} sent): "
           f"{heavy_over['accepted']} accepted, {heavy_over['answered_429']} answered 429 (p50 "
           f"{heavy_over['429_p50_ms']} ms, p99 {hp99} ms); API RSS {heavy_over['rss_after_warm_round_mib']} → "
-          f"{heavy_over['rss_after_mib']} MiB over the second round")
+          f"{heavy_over['rss_after_mib']} MiB over the second round; {pauses(heavy_over)}")
     print()
     if small is not None:
         print(f"[{'met ' if gain >= 2.5 else 'MISS'}] batching gain on the a + b·n model ≥ 2.5×: {gain:.2f}×")
