@@ -68,6 +68,18 @@ def test_flipped_byte_is_caught_on_read_and_verify(store: ObjectStore) -> None:
     assert store.verify(info.digest) is False
 
 
+def test_a_read_to_the_end_after_a_partial_read_is_whole_and_verified(store: ObjectStore) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    info = store.put(data)
+    with store.open(info.digest) as fh:  # a buffered first read, then the rest in one (readall)
+        assert fh.read(100) + fh.read() == data
+    flip_byte(store, info.digest, offset=len(data) - 3)
+    with store.open(info.digest) as fh:
+        assert len(fh.read(100)) == 100
+        with pytest.raises(IntegrityError):
+            fh.read()
+
+
 def test_get_to_path_is_atomic_and_verified(store: ObjectStore, tmp_path: Path) -> None:
     data = os.urandom(2 * 1024 * 1024)
     info = store.put(data)
