@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from medcycle.errors import UsageError
 from medcycle.platform import Platform
 from medcycle.testing.catalog import CatalogFixture, make_catalog, source_name
 from medcycle.testing.platform import make_settings
+from medcycle.testing.sql import statements
 from tests.catalog.test_query import oracle
 
 COUNT_KEYS = ("patients", "studies", "series", "instances", "bytes")
@@ -350,17 +351,8 @@ def test_key_encoding_is_unambiguous() -> None:
 
 def test_summary_without_a_filter_reads_only_the_rollup(platform: Platform,
                                                         catalog: tuple[CatalogFixture, list[dict[str, Any]]]) -> None:
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(platform.engine, "before_cursor_execute", record)
-    try:
-        with platform.session(write=False) as s:
-            summarize(s)
-    finally:
-        event.remove(platform.engine, "before_cursor_execute", record)
+    with statements(platform.engine) as seen, platform.session(write=False) as s:
+        summarize(s)
     tables = [set(re.findall(r"\bFROM\s+(\w+)", q)) for q in seen if "FROM" in q]
     # The rollup in one statement (one snapshot), then the source names.
     assert tables == [{rollup.CELLS, rollup.REACH}, {"sources"}]

@@ -56,24 +56,15 @@ def test_revoked_expired_and_disabled_tokens_fail(platform: Platform) -> None:
 
 
 def test_a_token_is_checked_with_one_query_and_a_change_in_the_same_session_is_seen(platform: Platform) -> None:
-    from sqlalchemy import event
+    from medcycle.testing.sql import statements
 
     with platform.session() as s:
         users.create_user(s, "carol", "viewer")
         issued = users.create_token(s, "carol")
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
-    event.listen(platform.engine, "before_cursor_execute", seen)
-    try:
-        with platform.session(write=False) as s:
-            assert users.authenticate(s, issued.secret, touch=False).name == "carol"
-        queries = [q for q in statements if q.split()[0].upper() not in {"BEGIN", "COMMIT", "ROLLBACK"}]
-        assert len(queries) == 1 and queries[0].lstrip().upper().startswith("SELECT"), statements
-    finally:
-        event.remove(platform.engine, "before_cursor_execute", seen)
+    with statements(platform.engine) as seen, platform.session(write=False) as s:
+        assert users.authenticate(s, issued.secret, touch=False).name == "carol"
+    queries = [q for q in seen if q.split()[0].upper() not in {"BEGIN", "COMMIT", "ROLLBACK"}]
+    assert len(queries) == 1 and queries[0].lstrip().upper().startswith("SELECT"), seen
     with platform.session() as s:  # a revocation not yet flushed is seen by a check in the same unit of work
         row = s.get(TokenRow, issued.id)
         assert row is not None
