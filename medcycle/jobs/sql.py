@@ -4,6 +4,11 @@ SQLite: every state change runs in a ``BEGIN IMMEDIATE`` transaction (one writer
 readers go on). PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` lets any number of workers take jobs
 concurrently without ever holding the same one; enqueue takes a per-queue advisory lock so the bound
 is exact. Idle workers poll with a cheap read before asking for the write lock.
+
+A take reads only the rows it hands out, however many jobs wait or have ended in the queue: queued jobs one
+priority level at a time (the highest level left, found from the ``(queue, state, priority, seq)`` index, then
+that level's oldest jobs in index order), and expired leases through the ``(state, lease_expires_at)`` index;
+the two are merged by priority, then age.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import OperationalError
 
@@ -46,6 +51,22 @@ _BY_KEY = select(T).where(T.c.queue == bindparam("q"), T.c.idempotency_key == bi
 _ACTIVE = (select(func.count()).select_from(T)
            .where(T.c.queue == bindparam("q"), T.c.state.in_([s.value for s in ACTIVE_STATES])))
 _INSERT = T.insert()
+# the take's statements (see the module docstring); each reads rows in an index's order
+_QUEUED, _RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
+_TOP_LEVEL = select(func.max(T.c.priority)).where(T.c.queue == bindparam("q"), T.c.state == _QUEUED)
+_NEXT_LEVEL = _TOP_LEVEL.where(T.c.priority < bindparam("below"))
+_LEVEL = (select(T).where(T.c.queue == bindparam("q"), T.c.state == _QUEUED, T.c.priority == bindparam("p"),
+                          T.c.available_at <= bindparam("now", type_=T.c.available_at.type))
+          .order_by(T.c.seq).limit(bindparam("n")))
+_EXPIRED = (select(T).where(T.c.state == _RUNNING, T.c.lease_expires_at < bindparam("now", type_=T.c.available_at.type),
+                            T.c.queue == bindparam("q"))
+            .order_by(T.c.priority.desc(), T.c.seq).limit(bindparam("n")))
+_LEVEL_LOCKED, _EXPIRED_LOCKED = (q.with_for_update(skip_locked=True) for q in (_LEVEL, _EXPIRED))  # PostgreSQL
+_ANY_QUEUED = select(T.c.seq).where(T.c.queue == bindparam("q"), T.c.state == _QUEUED,
+                                    T.c.available_at <= bindparam("now", type_=T.c.available_at.type)).limit(1)
+_ANY_EXPIRED = select(T.c.seq).where(T.c.state == _RUNNING,
+                                     T.c.lease_expires_at < bindparam("now", type_=T.c.available_at.type),
+                                     T.c.queue == bindparam("q")).limit(1)
 _NOW = bindparam("b_now", type_=T.c.finished_at.type)
 _COMPLETE_FENCED = (update(T)
                     .where(T.c.id == bindparam("b_id"), T.c.token == bindparam("b_token"),
@@ -163,33 +184,31 @@ class SqlJobQueue(JobQueue):
         return _row_to_job({**values, **unset, **written})
 
     # -- consumer side -----------------------------------------------------------------------------
-    def _runnable(self, queue: str, now: datetime) -> Any:
-        return and_(
-            T.c.queue == queue,
-            or_(
-                and_(T.c.state == JobState.QUEUED.value, T.c.available_at <= now),
-                and_(T.c.state == JobState.RUNNING.value, T.c.lease_expires_at < now),
-            ),
-        )
-
     def _any_runnable(self, queue: str) -> bool:
+        values = {"q": queue, "now": utcnow()}
         with self._read() as conn:
-            return conn.execute(select(T.c.seq).where(self._runnable(queue, utcnow())).limit(1)).first() is not None
+            return (conn.execute(_ANY_QUEUED, values).first() is not None
+                    or conn.execute(_ANY_EXPIRED, values).first() is not None)
+
+    def _candidates(self, conn: Connection, queue: str, n: int, now: datetime) -> builtins.list[RowMapping]:
+        """The ``n`` runnable jobs (queued and available, or leased with the lease expired) a take hands out first:
+        highest priority, then oldest (locked against other takers on PostgreSQL, skipping rows they hold)."""
+        expired, one_level = (_EXPIRED, _LEVEL) if self._sqlite else (_EXPIRED_LOCKED, _LEVEL_LOCKED)
+        rows = list(conn.execute(expired, {"q": queue, "now": now, "n": n}).mappings())
+        level = conn.execute(_TOP_LEVEL, {"q": queue}).scalar()
+        queued: builtins.list[RowMapping] = []
+        while level is not None and len(queued) < n:
+            queued += conn.execute(one_level, {"q": queue, "p": level, "now": now, "n": n - len(queued)}).mappings()
+            level = conn.execute(_NEXT_LEVEL, {"q": queue, "below": level}).scalar()
+        # both lists are in (priority desc, seq) order: the first n of the two together
+        return sorted(rows + queued, key=lambda r: (-r["priority"], r["seq"]))[:n]
 
     def _take_once(self, queue: str, worker: str, n: int, lease: float) -> builtins.list[Job]:
         taken: builtins.list[Job] = []
         with self._write() as conn:
             while len(taken) < n:
                 now = utcnow()
-                query = (
-                    select(T)
-                    .where(self._runnable(queue, now))
-                    .order_by(T.c.priority.desc(), T.c.seq)
-                    .limit(n - len(taken))
-                )
-                if not self._sqlite:
-                    query = query.with_for_update(skip_locked=True)
-                rows = conn.execute(query).mappings().all()
+                rows = self._candidates(conn, queue, n - len(taken), now)
                 if not rows:
                     break
                 for row in rows:
