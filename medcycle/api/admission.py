@@ -13,10 +13,14 @@ spell) makes a request wait for a look of its own. A look that finds room says h
 and a request admitted holds one of them (:meth:`Admission.reserve`) until its intake has queued the job or
 failed: when as many uploads are already being taken in as there are places, the next request is refused
 at once instead of reading, de-identifying and storing its upload only to find the queue full at enqueue
-(a late refusal that costs the CPU the workers need). Intakes (reading, de-identifying and storing an upload)
-run at most ``concurrency`` at a time: more threads would only contend for the interpreter lock with the
-event loop that answers the refusals; and when ``waiting`` more already wait for a slot, the API itself is
-the bottleneck and a new request is answered 429 at once rather than left waiting.
+(a late refusal that costs the CPU the workers need). Room is reused for ``room_s`` too, while the requests
+admitted since the look (and the uploads then in intake) have not used up the places it found: workers only
+free places, so within one API process such an answer is never more generous than a new look would be (another
+API process's uploads may take places meanwhile; the enqueue's bound then refuses, after the intake). Intakes
+(reading, de-identifying and storing an upload) run at most ``concurrency`` at a time: more threads would only
+contend for the interpreter lock with the event loop that answers the refusals; and when ``waiting`` more
+already wait for a slot, the API itself is the bottleneck and a new request is answered 429 at once rather
+than left waiting.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -60,16 +65,19 @@ class Admission:
     """``check()`` returns the places left in the queue (``None``: unbounded) or raises :class:`QueueFull`."""
 
     def __init__(self, check: Callable[[], int | None], *, concurrency: int, waiting: int | None = None,
-                 hold_s: float = 0.05, stale_s: float = 1.0) -> None:
+                 hold_s: float = 0.05, stale_s: float = 1.0, room_s: float = 0.25) -> None:
         self._check = check
         self.waiting = waiting if waiting is not None else 2 * max(1, concurrency)
         self.hold_s = hold_s
         self.stale_s = max(stale_s, hold_s)
+        self.room_s = room_s
         self._full: QueueFull | None = None
         self._seen = 0.0  # monotonic time of the look (or refusal) that found the queue full
+        self._room: _Room | None = None  # the last look that found room, while nothing since found the queue full
         self._inflight: asyncio.Future[QueueFull | int | None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._pending = 0  # admitted requests whose intake has not ended: each holds a place
+        self._reserved = 0  # places reserved since start (a counter: what a room answer has given out since)
         self.limiter = CapacityLimiter(max(1, concurrency))
 
     @property
@@ -79,7 +87,7 @@ class Admission:
 
     def remember(self, refusal: QueueFull) -> None:
         """A refusal seen elsewhere (the enqueue's own bound): reused like one of :meth:`admit`'s."""
-        self._full, self._seen = refusal, time.monotonic()
+        self._full, self._seen, self._room = refusal, time.monotonic(), None
 
     def refuse_if_known_full(self) -> None:
         """Raise :class:`QueueFull` if a look in the last ``stale_s`` found the queue full (no look of its own;
@@ -97,6 +105,8 @@ class Admission:
     async def admit(self) -> None:
         """Return when the queue has room; raise :class:`QueueFull` when it has not."""
         self.refuse_if_known_full()
+        if self._known_room():
+            return
         outcome = await self._shared_look()
         if isinstance(outcome, QueueFull):
             raise _again(outcome)
@@ -108,7 +118,16 @@ class Admission:
         """:meth:`admit`, then hold a place until the returned slot is released (use it as ``with slot:``)."""
         await self.admit()
         self._pending += 1
+        self._reserved += 1
         return Slot(self)
+
+    def _known_room(self) -> bool:
+        """Whether the last look that found room is younger than ``room_s`` and its places are not all taken:
+        by the uploads in intake when it started and by every place reserved since it started."""
+        room = self._room
+        if room is None or time.monotonic() - room.started >= self.room_s:
+            return False
+        return room.places is None or room.pending + self._reserved - room.reserved < room.places
 
     async def _shared_look(self) -> QueueFull | int | None:
         """One look at the queue in a worker thread, shared by every request that arrives while it runs."""
@@ -118,14 +137,19 @@ class Admission:
         # (a look of another event loop — an app served again by a new loop, as in tests — is not waited for)
         self._inflight = loop.create_future()
         look = self._inflight
+        room = _Room(time.monotonic(), None, self._pending, self._reserved)
         try:
             outcome = await anyio.to_thread.run_sync(self._look)
         except BaseException as exc:
             self._inflight = None
+            self._room = None
             look.set_exception(exc)
             look.exception()  # retrieved: waiters re-raise it, nobody else needs to
             raise
         self._inflight = None
+        if not isinstance(outcome, QueueFull):
+            room.places = outcome
+            self._room = room
         look.set_result(outcome)
         return outcome
 
@@ -173,6 +197,17 @@ class Admission:
         except QueueFull as exc:
             self.remember(exc)
             raise
+
+
+@dataclass
+class _Room:
+    """A look that found room: when it started, the places it found (None: unbounded), and the uploads in intake
+    and the places reserved so far (:attr:`Admission._reserved`) when it started."""
+
+    started: float
+    places: int | None
+    pending: int
+    reserved: int
 
 
 def _again(refusal: QueueFull) -> QueueFull:

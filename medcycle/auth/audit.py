@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from medcycle.auth.roles import Principal
@@ -54,19 +54,24 @@ def record(
     via: str = "library",
     **details: Any,
 ) -> None:
-    """Append an audit event in the caller's transaction (so it commits or rolls back with the change)."""
-    session.add(
-        AuditEventRow(
-            at=utcnow(),
-            actor=actor if isinstance(actor, str) else actor.name,
-            action=action,
-            target_kind=target_kind,
-            target_id=target_id,
-            outcome=outcome,
-            via=via,
-            details=details,
-        )
-    )
+    """Append an audit event in the caller's transaction (so it commits or rolls back with the change).
+
+    The row is inserted at once on the session's connection (one Core INSERT, not an ORM object the next flush
+    writes: every request that submits or reads data records one), without flushing the session's pending objects.
+    """
+    session.connection().execute(_INSERT, {
+        "at": utcnow(),
+        "actor": actor if isinstance(actor, str) else actor.name,
+        "action": action,
+        "target_kind": target_kind,
+        "target_id": target_id,
+        "outcome": outcome,
+        "via": via,
+        "details": details,
+    })
+
+
+_INSERT = insert(cast(Table, AuditEventRow.__table__))
 
 
 def record_read(

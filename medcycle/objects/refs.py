@@ -39,7 +39,8 @@ def add_refs(session: Session, digests: Iterable[str], owner_kind: str, owner_id
     now = utcnow()
     values = [{"digest": d, "owner_kind": owner_kind, "owner_id": owner_id, "size": None, "created_at": now}
               for d in unique]
-    if session.get_bind().dialect.name == "postgresql":
+    conn = session.connection()  # a Core statement: straight on the transaction's connection
+    if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         stmt: Any = pg_insert(table)
@@ -47,7 +48,7 @@ def add_refs(session: Session, digests: Iterable[str], owner_kind: str, owner_id
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["digest", "owner_kind", "owner_id"]), values)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest", "owner_kind", "owner_id"]), values)
 
 
 def remove_refs(session: Session, owner_kind: str, owner_id: str) -> int:

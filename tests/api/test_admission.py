@@ -69,7 +69,7 @@ def test_room_is_looked_up_again_and_a_refusal_expires() -> None:
         if full["now"]:
             raise QueueFull("full", retry_after=1)
 
-    admission = Admission(check, concurrency=1, hold_s=0.05, stale_s=0.2)
+    admission = Admission(check, concurrency=1, hold_s=0.05, stale_s=0.2, room_s=0.1)
 
     async def once() -> None:
         await admission.admit()
@@ -79,8 +79,63 @@ def test_room_is_looked_up_again_and_a_refusal_expires() -> None:
     full["now"] = False
     time.sleep(0.25)
     _run(once)  # the answer is older than stale_s: looked up again, room
-    _run(once)  # room is never cached
+    _run(once)  # room found within room_s: no look
+    assert len(looks) == 2
+    time.sleep(0.12)
+    _run(once)  # older than room_s: looked up again
     assert len(looks) == 3
+    full["now"] = True
+    time.sleep(0.12)
+    with pytest.raises(QueueFull):
+        _run(once)  # the look finds the queue full
+    with pytest.raises(QueueFull):
+        _run(once)  # from the refusal, not from the room seen before it
+    assert len(looks) == 4
+
+
+def test_room_is_reused_only_for_the_places_it_found() -> None:
+    looks = []
+    places = {"n": 3}
+
+    def check() -> int:
+        looks.append(1)
+        return places["n"]
+
+    admission = Admission(check, concurrency=4, room_s=60.0)
+
+    async def scenario() -> None:
+        slots = [await admission.reserve() for _ in range(3)]  # one look, three places given out
+        assert len(looks) == 1
+        for slot in slots:
+            slot.release()  # queued: each still takes its place in the queue, so the answer is used up
+        places["n"] = 1
+        await admission.reserve()  # used up: looked up again (one place left), and it is taken
+        assert len(looks) == 2
+        with pytest.raises(QueueFull, match="1 uploads are being taken in for its last 1 place"):
+            await admission.reserve()  # that answer is used up too: a look, which finds the one place held
+        assert len(looks) == 3
+
+    _run(scenario)
+
+
+def test_room_counts_the_uploads_in_intake_when_it_was_looked_up() -> None:
+    looks = []
+
+    def check() -> int:
+        looks.append(1)
+        return 3  # the two uploads in intake are not queued yet, so not counted by the queue
+
+    admission = Admission(check, concurrency=4, room_s=60.0)
+    admission._pending = 2  # two uploads in intake, admitted before any look
+
+    async def scenario() -> None:
+        await admission.reserve()  # a look: 3 places, 2 of them for the uploads in intake; this takes the third
+        assert len(looks) == 1
+        with pytest.raises(QueueFull):
+            await admission.reserve()  # a new look (the answer is used up) finds 3 uploads for 3 places
+        assert len(looks) == 2
+
+    _run(scenario)
 
 
 def test_past_the_hold_a_refusal_is_still_at_once_and_a_background_look_refreshes_it() -> None:
@@ -124,7 +179,7 @@ def test_past_the_hold_a_refusal_is_still_at_once_and_a_background_look_refreshe
     refused_in, started_looks = _run(scenario)
     assert refused_in < 0.04  # the look takes 50 ms: not waited for
     assert started_looks == 2  # the first look and one background look, however many requests came
-    assert len(looks) == 4  # + one more background look (room), + the admitted request's own look
+    assert len(looks) == 3  # + one more background look, which found room: the admitted request used its answer
 
 
 def test_a_failing_background_look_drops_the_answer() -> None:
@@ -179,7 +234,8 @@ def test_admitted_uploads_hold_their_places_and_the_next_is_refused_before_its_i
         assert admission.pending == 0
 
     _run(scenario)
-    assert len(looks) == 4  # room is looked up for every request (never cached)
+    # the first look's two places served the first two requests; the third and the fourth looked again
+    assert len(looks) == 3
 
 
 def test_intakes_are_bounded_and_a_saturated_intake_sheds_at_once() -> None:
@@ -317,4 +373,4 @@ def test_a_look_left_in_flight_by_a_closed_event_loop_does_not_block_the_next_on
         await asyncio.wait_for(admission.admit(), 5)  # the refresh found room: admitted
 
     _run(again)
-    assert len(looks) == 2  # the background refresh and the admitted request's own look
+    assert len(looks) == 1  # the background refresh, whose room the admitted request used

@@ -113,6 +113,23 @@ def test_rolled_back_change_leaves_no_audit_event(platform: Platform) -> None:
         assert audit.query(s, actor="eve") == []
 
 
+def test_an_audit_event_is_one_insert_and_flushes_nothing_pending(platform: Platform) -> None:
+    from medcycle.auth.tables import UserRow
+    from medcycle.testing.sql import statements
+
+    with platform.session() as s:
+        s.add(UserRow(name="dave", role="viewer"))  # pending: written at the next flush, not by the audit
+        with statements(platform.engine) as seen:
+            audit.record(s, "alice", "object.read", target_kind="object", target_id="d9", images=1)
+        assert [q.split()[:3] for q in seen if not q.startswith(("BEGIN", "SAVEPOINT"))] == [
+            ["INSERT", "INTO", "audit_events"]]
+        assert s.new  # still pending
+    with platform.session() as s:
+        (event,) = audit.query(s, actor="alice", action="object.read")
+        assert (event.target_id, event.details, event.via, event.outcome) == ("d9", {"images": 1}, "library", "ok")
+        assert users.get_user(s, "dave").role == "viewer"  # committed with the event
+
+
 def test_session_cookie_signing() -> None:
     cookie = sign_session("k" * 40, "tok123", ttl=60, now=1000)
     assert verify_session("k" * 40, cookie, now=1030) == "tok123"

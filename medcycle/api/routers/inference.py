@@ -329,13 +329,19 @@ async def submit_job(
                              via="api", model=fields["model"], images=(new.payload or {}).get("images"))
                 recorded.append(new.id)
 
-            job = await admission.run(
-                intake.submit, platform, inputs, model=fields["model"], source="rest", idempotency_key=key,
-                deadline_s=fields["deadline_s"], webhook=fields["webhook"], params=fields["params"],
-                priority=max(-10, min(10, fields["priority"])), settings=cfg, record=record)
+            def take_in() -> tuple[Job, JSONResponse | None]:  # and a new job's answer, in the same thread hop
+                new = intake.submit(platform, inputs, model=fields["model"], source="rest", idempotency_key=key,
+                                    deadline_s=fields["deadline_s"], webhook=fields["webhook"],
+                                    params=fields["params"], priority=max(-10, min(10, fields["priority"])),
+                                    settings=cfg, record=record)
+                return new, (_answer(platform, new, submitted=True) if recorded and wait <= 0 else None)
+
+            job, answer = await admission.run(take_in)
         finally:
             if form is not None:
                 await form.close()
+    if answer is not None:
+        return answer
     if not recorded:  # a replay of an idempotency key: audited too
 
         def replayed() -> None:
