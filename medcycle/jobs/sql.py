@@ -197,8 +197,10 @@ class SqlJobQueue(JobQueue):
         rows = list(conn.execute(expired, {"q": queue, "now": now, "n": n}).mappings())
         level = conn.execute(_TOP_LEVEL, {"q": queue}).scalar()
         queued: builtins.list[RowMapping] = []
-        while level is not None and len(queued) < n:
+        while level is not None:
             queued += conn.execute(one_level, {"q": queue, "p": level, "now": now, "n": n - len(queued)}).mappings()
+            if len(queued) >= n:
+                break
             level = conn.execute(_NEXT_LEVEL, {"q": queue, "below": level}).scalar()
         # both lists are in (priority desc, seq) order: the first n of the two together
         return sorted(rows + queued, key=lambda r: (-r["priority"], r["seq"]))[:n]
