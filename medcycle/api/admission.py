@@ -15,8 +15,9 @@ failed: when as many uploads are already being taken in as there are places, the
 at once instead of reading, de-identifying and storing its upload only to find the queue full at enqueue
 (a late refusal that costs the CPU the workers need). Room is reused for ``room_s`` too, while the requests
 admitted since the look (and the uploads then in intake) have not used up the places it found: workers only
-free places, so within one API process such an answer is never more generous than a new look would be (another
-API process's uploads may take places meanwhile; the enqueue's bound then refuses, after the intake). Intakes
+free places, so for the uploads it admits such an answer is never more generous than a new look would be (jobs
+queued meanwhile by other paths — another API process, STOW-RS, a requeue — may take places too; the enqueue's
+bound then refuses, after the intake). A look answers only if no refusal was seen since it started. Intakes
 (reading, de-identifying and storing an upload) run at most ``concurrency`` at a time: more threads would only
 contend for the interpreter lock with the event loop that answers the refusals; and when ``waiting`` more
 already wait for a slot, the API itself is the bottleneck and a new request is answered 429 at once rather
@@ -147,9 +148,10 @@ class Admission:
             look.exception()  # retrieved: waiters re-raise it, nobody else needs to
             raise
         self._inflight = None
-        if not isinstance(outcome, QueueFull):
+        if not isinstance(outcome, QueueFull) and (self._full is None or self._seen < room.started):
+            # room, and no refusal seen since the look started (one seen since is newer than this answer)
             room.places = outcome
-            self._room = room
+            self._full, self._room = None, room
         look.set_result(outcome)
         return outcome
 
@@ -178,7 +180,6 @@ class Admission:
         except QueueFull as exc:
             self.remember(exc)
             return exc
-        self._full = None
         return places
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -5,10 +5,12 @@ readers go on). PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` lets any numbe
 concurrently without ever holding the same one; enqueue takes a per-queue advisory lock so the bound
 is exact. Idle workers poll with a cheap read before asking for the write lock.
 
-A take reads only the rows it hands out, however many jobs wait or have ended in the queue: queued jobs one
-priority level at a time (the highest level left, found from the ``(queue, state, priority, seq)`` index, then
-that level's oldest jobs in index order), and expired leases through the ``(state, lease_expires_at)`` index;
-the two are merged by priority, then age.
+On SQLite a take reads only the rows it hands out, however many jobs wait or have ended in the queue: queued
+jobs one priority level at a time (the highest level left, found from the ``(queue, state, priority, seq)``
+index, then that level's oldest jobs in index order), and expired leases through the ``(state,
+lease_expires_at)`` index; the two are merged by priority, then age. On PostgreSQL it stays one statement, so
+that ``SKIP LOCKED`` locks only the rows it hands out; its planner reads the runnable rows through the state
+indexes (an OR of bitmap scans) and sorts them, never the queue's ended jobs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import OperationalError
 
@@ -61,7 +63,12 @@ _LEVEL = (select(T).where(T.c.queue == bindparam("q"), T.c.state == _QUEUED, T.c
 _EXPIRED = (select(T).where(T.c.state == _RUNNING, T.c.lease_expires_at < bindparam("now", type_=T.c.available_at.type),
                             T.c.queue == bindparam("q"))
             .order_by(T.c.priority.desc(), T.c.seq).limit(bindparam("n")))
-_LEVEL_LOCKED, _EXPIRED_LOCKED = (q.with_for_update(skip_locked=True) for q in (_LEVEL, _EXPIRED))  # PostgreSQL
+# PostgreSQL: one statement, so that FOR UPDATE SKIP LOCKED locks only the rows handed out (its planner reads the
+# two states through their indexes, an OR of bitmap scans, and sorts the runnable rows: ended jobs are not read)
+_RUNNABLE_LOCKED = (select(T).where(T.c.queue == bindparam("q"), or_(
+    and_(T.c.state == _QUEUED, T.c.available_at <= bindparam("now", type_=T.c.available_at.type)),
+    and_(T.c.state == _RUNNING, T.c.lease_expires_at < bindparam("now", type_=T.c.available_at.type))))
+    .order_by(T.c.priority.desc(), T.c.seq).limit(bindparam("n")).with_for_update(skip_locked=True))
 _ANY_QUEUED = select(T.c.seq).where(T.c.queue == bindparam("q"), T.c.state == _QUEUED,
                                     T.c.available_at <= bindparam("now", type_=T.c.available_at.type)).limit(1)
 _ANY_EXPIRED = select(T.c.seq).where(T.c.state == _RUNNING,
@@ -193,12 +200,13 @@ class SqlJobQueue(JobQueue):
     def _candidates(self, conn: Connection, queue: str, n: int, now: datetime) -> builtins.list[RowMapping]:
         """The ``n`` runnable jobs (queued and available, or leased with the lease expired) a take hands out first:
         highest priority, then oldest (locked against other takers on PostgreSQL, skipping rows they hold)."""
-        expired, one_level = (_EXPIRED, _LEVEL) if self._sqlite else (_EXPIRED_LOCKED, _LEVEL_LOCKED)
-        rows = list(conn.execute(expired, {"q": queue, "now": now, "n": n}).mappings())
+        if not self._sqlite:
+            return list(conn.execute(_RUNNABLE_LOCKED, {"q": queue, "now": now, "n": n}).mappings())
+        rows = list(conn.execute(_EXPIRED, {"q": queue, "now": now, "n": n}).mappings())
         level = conn.execute(_TOP_LEVEL, {"q": queue}).scalar()
         queued: builtins.list[RowMapping] = []
         while level is not None:
-            queued += conn.execute(one_level, {"q": queue, "p": level, "now": now, "n": n - len(queued)}).mappings()
+            queued += conn.execute(_LEVEL, {"q": queue, "p": level, "now": now, "n": n - len(queued)}).mappings()
             if len(queued) >= n:
                 break
             level = conn.execute(_NEXT_LEVEL, {"q": queue, "below": level}).scalar()

@@ -118,6 +118,29 @@ def test_room_is_reused_only_for_the_places_it_found() -> None:
     _run(scenario)
 
 
+def test_a_look_older_than_a_refusal_does_not_replace_it() -> None:
+    started, go = threading.Event(), threading.Event()
+
+    def check() -> int:
+        started.set()
+        go.wait(5)
+        return 5  # what the queue held when the look read it
+
+    admission = Admission(check, concurrency=2, hold_s=5.0, stale_s=10.0, room_s=60.0)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(admission.admit())
+        await asyncio.to_thread(started.wait, 5)
+        # meanwhile an intake's enqueue met the queue's bound: a newer answer than the look's
+        admission.remember(QueueFull("queue 'inference' is full (at enqueue)", retry_after=1))
+        go.set()
+        await first  # the request that looked is admitted on its own look, as before
+        with pytest.raises(QueueFull, match="at enqueue"):
+            await admission.admit()  # the refusal stands: the older look neither cleared it nor left room
+
+    _run(scenario)
+
+
 def test_room_counts_the_uploads_in_intake_when_it_was_looked_up() -> None:
     looks = []
 
