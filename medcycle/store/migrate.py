@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -23,7 +24,10 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+@cache
 def head_revision() -> str:
+    """The newest revision of the migrations shipped with this code (read once: they do not change while it
+    runs; reading them cost ~20 ms at every start and health check)."""
     head = ScriptDirectory.from_config(alembic_config_stub()).get_current_head()
     return head or "base"
 

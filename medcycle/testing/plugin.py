@@ -10,6 +10,7 @@ from medcycle.testing.platform import db_url, platform, sqlite_platform
 from medcycle.testing.postgres import postgres_server, postgres_url
 from medcycle.testing.redis import redis_url
 from medcycle.testing.s3 import s3_bucket, s3_service
+from medcycle.testing.schema import sqlite_schema_template
 
 __all__ = [
     "db_url",
@@ -21,4 +22,5 @@ __all__ = [
     "s3_bucket",
     "s3_service",
     "sqlite_platform",
+    "sqlite_schema_template",
 ]

@@ -1,7 +1,12 @@
 """A real PostgreSQL for tests: ``MEDCYCLE_TEST_POSTGRES_URL``, the local server, or a throwaway cluster.
 
-Each test gets its own database, cloned from a migrated template (``CREATE DATABASE … TEMPLATE``),
-so tests are isolated and fast.
+Each test gets a database of its own holding exactly the migrated schema and no rows. The first ones are cloned
+from a migrated template (``CREATE DATABASE … TEMPLATE``: half a second or more, as every new database copies the
+system catalogs and is synced to disk); a database a test is done with is emptied and handed to the next test
+instead of dropped (a few tens of milliseconds), but only when nothing else is still connected to it and its
+schema is still the template's — tables, columns, indexes, functions, triggers, extensions and the Alembic
+revision compared by a fingerprint. Otherwise, or when emptying fails (a server that refuses to disable
+triggers to a non-superuser), it is dropped as before. ``MEDCYCLE_TEST_POSTGRES_FRESH=1`` drops every one.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,27 @@ from medcycle.testing.services import free_port, skip_or_fail, wait_for_port
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+# What a test could change in a database beyond its rows: relations and their columns (indexes, sequences and
+# views too), functions, triggers, extensions and the schema revision.
+FINGERPRINT = """
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(c.relname || ':' || c.relkind::text || ':' || coalesce(a.attname, '') || ':'
+                     || coalesce(format_type(a.atttypid, a.atttypmod), '') || ':' || coalesce(a.attnotnull::text, ''),
+                     ',' ORDER BY c.relname, a.attnum)
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+      AND n.nspname NOT LIKE 'pg_temp%'),
+  (SELECT string_agg(n.nspname, ',' ORDER BY n.nspname) FROM pg_namespace n),
+  (SELECT string_agg(p.proname, ',' ORDER BY p.proname) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+  (SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t WHERE NOT t.tgisinternal),
+  (SELECT string_agg(e.extname, ',' ORDER BY e.extname) FROM pg_extension e),
+  (SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version)))
+"""
+OTHERS = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+          "AND backend_type = 'client backend'")
+
 
 @dataclass
 class PostgresServer:
@@ -29,6 +56,9 @@ class PostgresServer:
 
     admin_url: str
     _template: str | None = None
+    _fingerprint: str | None = None
+    _spare: list[str] = field(default_factory=list)  # emptied databases with the template's schema
+    recycled: int = 0  # databases handed on emptied (for the suite's own check)
 
     def _connect(self) -> Any:
         import psycopg
@@ -62,7 +92,58 @@ class PostgresServer:
             finally:
                 engine.dispose()
             self._template = name
+            with self._connect_to(name) as conn:
+                self._fingerprint = conn.execute(FINGERPRINT).fetchone()[0]
         return self._template
+
+    def _connect_to(self, dbname: str) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url_for(dbname), autocommit=True, connect_timeout=5)
+
+    def take_database(self) -> str:
+        """A database with the migrated schema and no rows: an emptied one when there is one, else a new clone."""
+        if self._spare:
+            return self._spare.pop()
+        return self.create_database(template=self.migrated_template())
+
+    def give_back(self, name: str) -> None:
+        """Empty ``name`` for the next test where that is safe (see the module docstring), else drop it."""
+        if os.environ.get("MEDCYCLE_TEST_POSTGRES_FRESH") or not self._empty(name):
+            self.drop_database(name)
+            return
+        self._spare.append(name)
+        self.recycled += 1
+
+    def _empty(self, name: str) -> bool:
+        """Delete every row of ``name`` (but the schema revision) and restart its sequences; False (nothing
+        promised) when another connection is open, the schema is no longer the template's, or it fails."""
+        import psycopg
+
+        try:
+            with self._connect_to(name) as conn:
+                until = time.monotonic() + 0.1  # a client that just closed may take a moment to leave
+                while conn.execute(OTHERS).fetchone()[0]:
+                    if time.monotonic() > until:
+                        return False
+                    time.sleep(0.01)
+                if conn.execute(FINGERPRINT).fetchone()[0] != self._fingerprint:
+                    return False
+                tables = [row[0] for row in conn.execute(
+                    "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+                    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND tablename <> 'alembic_version'")]
+                with conn.transaction():
+                    conn.execute("SET LOCAL session_replication_role = replica")  # no foreign-key order to keep
+                    for table in tables:
+                        conn.execute(f"DELETE FROM {table}")
+                    conn.execute("SELECT setval(s.seqrelid, s.seqstart, false) FROM pg_sequence s")
+                return not conn.execute(OTHERS).fetchone()[0]
+        except psycopg.Error:
+            return False
+
+    def drop_spares(self) -> None:
+        while self._spare:
+            self.drop_database(self._spare.pop())
 
 
 def _reachable(url: str) -> bool:
@@ -130,6 +211,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         yield server
     finally:
+        server.drop_spares()
         if server._template:
             server.drop_database(server._template)
         if started is not None:
@@ -145,9 +227,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
-    name = postgres_server.create_database(template=postgres_server.migrated_template())
+    """A migrated database of the test's own, with no rows (see the module docstring)."""
+    name = postgres_server.take_database()
     try:
         yield postgres_server.url_for(name)
     finally:
-        postgres_server.drop_database(name)
+        postgres_server.give_back(name)
