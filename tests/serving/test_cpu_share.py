@@ -27,7 +27,9 @@ late = {}
 def look():
     late["policy"] = os.sched_getscheduler(0); late["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
 t = threading.Thread(target=look); t.start(); t.join()
-print(json.dumps({"threads": share.threads, "priority": share.priority, "nice": share.nice, "cores": share.cores,
+import monai.data
+print(json.dumps({"track_meta": monai.data.get_track_meta(), "threads": share.threads, "priority": share.priority,
+                  "nice": share.nice, "cores": share.cores,
                   "torch": torch.get_num_threads(), "main_policy": os.sched_getscheduler(0),
                   "early_policy": os.sched_getscheduler(early.native_id),
                   "early_nice": os.getpriority(os.PRIO_PROCESS, early.native_id),
@@ -74,6 +76,33 @@ def test_normal_priority_changes_nothing() -> None:
     assert out["priority"] == "normal" and out["nice"] == before
     assert out["main_policy"] == os.sched_getscheduler(0)
     assert out["torch"] == 1
+    assert out["track_meta"] is False  # a worker's own process: MONAI transforms give plain tensors
+
+
+def test_preprocessing_without_metadata_gives_the_same_tensors() -> None:
+    """What :func:`cpu.plain_tensors` turns off changes no value the network sees (the evaluation transform of a
+    segmentation config: percentile scaling, resizing of image and mask, tensors out)."""
+    import numpy as np
+    import torch
+    from monai.data import get_track_meta, set_track_meta
+
+    from medcycle.serving.preprocess import EvalTransform
+    from medcycle.training.config import example, validate
+
+    for task in ("classification-2d", "segmentation-2d"):
+        data = example(task)
+        data["input"] = {**data["input"], "size": [96, 80]}
+        transform = EvalTransform(validate(data), 2)
+        image = np.random.default_rng(3).normal(1000.0, 250.0, (300, 257)).astype(np.float32)
+        assert get_track_meta()
+        with_meta = transform(image)
+        try:
+            set_track_meta(False)
+            plain = transform(image)
+        finally:
+            set_track_meta(True)
+        assert type(plain) is torch.Tensor and plain.shape == (1, 96, 80)
+        assert torch.equal(plain, with_meta.as_tensor() if hasattr(with_meta, "as_tensor") else with_meta)
 
 
 @linux_only
