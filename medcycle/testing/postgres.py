@@ -4,9 +4,11 @@ Each test gets a database of its own holding exactly the migrated schema and no 
 from a migrated template (``CREATE DATABASE … TEMPLATE``: half a second or more, as every new database copies the
 system catalogs and is synced to disk); a database a test is done with is emptied and handed to the next test
 instead of dropped (a few tens of milliseconds), but only when nothing else is still connected to it and its
-schema is still the template's — tables, columns, indexes, functions, triggers, extensions and the Alembic
-revision compared by a fingerprint. Otherwise, or when emptying fails (a server that refuses to disable
-triggers to a non-superuser), it is dropped as before. ``MEDCYCLE_TEST_POSTGRES_FRESH=1`` drops every one.
+schema is still the template's (compared by a fingerprint: see ``FINGERPRINT``), and under a new name, so that a
+client the last test left behind cannot reach it. Otherwise, or when emptying fails (a server that refuses to
+disable triggers to a non-superuser: then every database is dropped), it is dropped as before. What emptying
+leaves that a fresh clone would not: dead row versions and the planner's statistics of the last test's rows.
+``MEDCYCLE_TEST_POSTGRES_FRESH=1`` drops every one.
 """
 
 from __future__ import annotations
@@ -29,25 +31,44 @@ from medcycle.testing.services import free_port, skip_or_fail, wait_for_port
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # What a test could change in a database beyond its rows: relations and their columns (indexes, sequences and
-# views too), functions, triggers, extensions and the schema revision.
+# views too) with their defaults, constraints, index and view definitions, functions (their bodies), triggers
+# (enabled or not), enum labels, schemas, extensions, large objects and the schema revision.
 FINGERPRINT = """
 SELECT md5(concat_ws('|',
-  (SELECT string_agg(c.relname || ':' || c.relkind::text || ':' || coalesce(a.attname, '') || ':'
-                     || coalesce(format_type(a.atttypid, a.atttypmod), '') || ':' || coalesce(a.attnotnull::text, ''),
+  (SELECT string_agg(c.relname || ':' || c.relkind::text || ':' || c.relpersistence::text || ':'
+                     || c.relrowsecurity::text || ':' || coalesce(a.attname, '') || ':'
+                     || coalesce(format_type(a.atttypid, a.atttypmod), '') || ':' || coalesce(a.attnotnull::text, '')
+                     || ':' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
                      ',' ORDER BY c.relname, a.attnum)
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
       AND n.nspname NOT LIKE 'pg_temp%'),
+  (SELECT string_agg(conrelid::regclass::text || ':' || conname || ':' || pg_get_constraintdef(oid), ','
+                     ORDER BY conrelid::regclass::text, conname)
+     FROM pg_constraint WHERE connamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)),
+  (SELECT string_agg(pg_get_indexdef(i.indexrelid), ',' ORDER BY pg_get_indexdef(i.indexrelid))
+     FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'),
+  (SELECT string_agg(c.relname || ':' || pg_get_viewdef(c.oid), ',' ORDER BY c.relname)
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
   (SELECT string_agg(n.nspname, ',' ORDER BY n.nspname) FROM pg_namespace n),
-  (SELECT string_agg(p.proname, ',' ORDER BY p.proname) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  (SELECT string_agg(p.proname || ':' || md5(coalesce(p.prosrc, '')), ',' ORDER BY p.proname, p.prosrc)
+     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
-  (SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t WHERE NOT t.tgisinternal),
+  (SELECT string_agg(pg_get_triggerdef(t.oid) || ':' || t.tgenabled::text, ',' ORDER BY t.tgname)
+     FROM pg_trigger t WHERE NOT t.tgisinternal),
+  (SELECT string_agg(e.enumtypid::regtype::text || ':' || e.enumlabel, ',' ORDER BY e.enumtypid, e.enumsortorder)
+     FROM pg_enum e),
   (SELECT string_agg(e.extname, ',' ORDER BY e.extname) FROM pg_extension e),
+  (SELECT count(*)::text FROM pg_largeobject_metadata),
   (SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version)))
 """
+# clients (another role's sessions show no backend type to a role that may not see them: counted too)
 OTHERS = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-          "AND backend_type = 'client backend'")
+          "AND coalesce(backend_type, 'client backend') = 'client backend'")
 
 
 @dataclass
@@ -59,6 +80,7 @@ class PostgresServer:
     _fingerprint: str | None = None
     _spare: list[str] = field(default_factory=list)  # emptied databases with the template's schema
     recycled: int = 0  # databases handed on emptied (for the suite's own check)
+    _can_empty: bool = True  # False once the server refused to disable triggers (not a superuser)
 
     def _connect(self) -> Any:
         import psycopg
@@ -108,11 +130,20 @@ class PostgresServer:
         return self.create_database(template=self.migrated_template())
 
     def give_back(self, name: str) -> None:
-        """Empty ``name`` for the next test where that is safe (see the module docstring), else drop it."""
-        if os.environ.get("MEDCYCLE_TEST_POSTGRES_FRESH") or not self._empty(name):
+        """Empty ``name`` for the next test where that is safe (see the module docstring), else drop it. An emptied
+        database is renamed before it is handed on — which PostgreSQL refuses while anyone is connected, and after
+        which a client of the last test that reconnects finds no database."""
+        if os.environ.get("MEDCYCLE_TEST_POSTGRES_FRESH") or not self._can_empty or not self._empty(name):
             self.drop_database(name)
             return
-        self._spare.append(name)
+        fresh = f"medcycle_test_{uuid.uuid4().hex[:12]}"
+        try:
+            with self._connect() as conn:
+                conn.execute(f'ALTER DATABASE "{name}" RENAME TO "{fresh}"')
+        except Exception:  # noqa: BLE001 - someone connected meanwhile (or any other refusal): drop it instead
+            self.drop_database(name)
+            return
+        self._spare.append(fresh)
         self.recycled += 1
 
     def _empty(self, name: str) -> bool:
@@ -133,11 +164,16 @@ class PostgresServer:
                     "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
                     "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND tablename <> 'alembic_version'")]
                 with conn.transaction():
-                    conn.execute("SET LOCAL session_replication_role = replica")  # no foreign-key order to keep
+                    conn.execute("SET LOCAL lock_timeout = '5s'")  # a prepared transaction's locks: fail, drop
+                    try:
+                        conn.execute("SET LOCAL session_replication_role = replica")  # no foreign-key order to keep
+                    except psycopg.errors.InsufficientPrivilege:
+                        self._can_empty = False  # not a superuser: drop every database, as before
+                        raise
                     for table in tables:
                         conn.execute(f"DELETE FROM {table}")
                     conn.execute("SELECT setval(s.seqrelid, s.seqstart, false) FROM pg_sequence s")
-                return not conn.execute(OTHERS).fetchone()[0]
+                return True
         except psycopg.Error:
             return False
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 
 from medcycle.store import migrate
 from medcycle.store.engine import create_engine_for
+from medcycle.testing import schema as schema_module
 from medcycle.testing.schema import copy_schema
 
 SCHEMA = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
@@ -23,7 +26,8 @@ def _dump(path: Path) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], str
                 conn.execute("PRAGMA journal_mode").fetchone()[0])
 
 
-def test_a_copied_schema_is_the_migrated_one(tmp_path: Path, sqlite_schema_template: Path | None) -> None:
+def test_a_copied_schema_is_the_migrated_one(tmp_path: Path, sqlite_schema_template: Path | None,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     real = create_engine_for(f"sqlite:///{tmp_path / 'real.db'}")
     command.upgrade(migrate.alembic_config(real), "head")  # Alembic's own command: always every migration
     real.dispose()
@@ -35,7 +39,16 @@ def test_a_copied_schema_is_the_migrated_one(tmp_path: Path, sqlite_schema_templ
         engine.dispose()
         assert copy_schema(template, copied)
     else:
+        copies: list[bool] = []
+        original = schema_module.copy_schema
+
+        def spy(template: Path, engine: Any) -> bool:
+            copies.append(original(template, engine))
+            return copies[-1]
+
+        monkeypatch.setattr(schema_module, "copy_schema", spy)
         migrate.upgrade(copied)  # the session's patched upgrade: copies
+        assert copies == [True]
     assert migrate.current_revision(copied) == migrate.head_revision()
     copied.dispose()
     schema, revision, mode = _dump(tmp_path / "copied.db")
