@@ -80,8 +80,8 @@ def test_normal_priority_changes_nothing() -> None:
 
 
 def test_preprocessing_without_metadata_gives_the_same_tensors() -> None:
-    """What :func:`cpu.plain_tensors` turns off changes no value the network sees (the evaluation transform of a
-    segmentation config: percentile scaling, resizing of image and mask, tensors out)."""
+    """What :func:`cpu.plain_tensors` turns off changes no value the network sees (the evaluation transforms of a
+    classification and a segmentation config: percentile scaling, resizing (of the mask too), tensors out)."""
     import numpy as np
     import torch
     from monai.data import get_track_meta, set_track_meta
