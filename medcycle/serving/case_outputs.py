@@ -51,6 +51,10 @@ def case_outputs(case: DecodedCase, pred: Prediction, predictor: Predictor, key:
     if pred.mask is not None and params.wants(OutputKind.NIFTI):
         mask = pred.mask
         make(OutputKind.NIFTI, lambda: out.nifti_mask(mask, case.affine, case.spacing))
+        if files and files[-1].kind is OutputKind.NIFTI and case.datasets and case.grid is None and case.images > 1:
+            # the mask is right voxel for voxel, but a diagonal affine does not say where the slices lie
+            problems.append("nifti: the mask is on a diagonal of the pixel spacing, not placed in patient space "
+                            f"({case.grid_problem or 'the series has no regular grid'})")
     rgb = None
     if params.wants(OutputKind.PNG) or (case.datasets and params.wants(OutputKind.SC)):
         try:
@@ -67,7 +71,8 @@ def case_outputs(case: DecodedCase, pred: Prediction, predictor: Predictor, key:
         make(OutputKind.PNG, lambda: out.png(overlay))
     if pred.mask is not None and params.wants(OutputKind.SEG) and case.datasets:
         if case.grid is None:
-            problems.append("seg: the series has no regular grid (multi-frame, uneven or missing geometry)")
+            problems.append("seg: the series has no regular grid: "
+                            f"{case.grid_problem or 'multi-frame, uneven or missing geometry'}")
         else:
             mask = pred.mask
             make(OutputKind.SEG, lambda: out.dicom_seg(case.datasets, mask, predictor.classes, model=version.model,

@@ -24,6 +24,8 @@ from medcycle.serving.inputs import DICOM, NIFTI, SUFFIX
 if TYPE_CHECKING:
     from medcycle.labels.formats.geometry import SeriesGeometry
     from medcycle.objects.base import ObjectStore
+    from medcycle.serving.predictor import CaseInput
+    from medcycle.serving.schemas import Params
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -40,6 +42,8 @@ class DecodedCase:
         grid: the series grid (DICOM), or None.
         affine: 4x4 voxel → RAS (mm) for NIfTI outputs: the input's own (NIfTI), the grid's (DICOM), or None.
         spacing: ``(slice, row, column)`` mm, or None when unknown (PNG).
+        grid_problem: why a DICOM case has no series grid (uneven or duplicate slices, multi-frame, no
+            geometry), or None: named with the outputs that need the grid (SEG) or fall back without it (NIfTI).
     """
 
     index: int
@@ -51,10 +55,19 @@ class DecodedCase:
     grid: SeriesGeometry | None = None
     affine: F64 | None = None
     spacing: tuple[float, float, float] | None = None
+    grid_problem: str | None = None
 
     @property
     def images(self) -> int:
         return 1 if self.pixels.ndim == 2 else int(self.pixels.shape[0])
+
+    def model_input(self, params: Params | None = None) -> CaseInput:
+        """What a predictor takes of this case (pixels, header, spacing, why the series has no grid)."""
+        from medcycle.serving.predictor import CaseInput
+        from medcycle.serving.schemas import Params
+
+        return CaseInput(self.pixels, self.header, self.spacing, params if params is not None else Params(),
+                         grid_problem=self.grid_problem)
 
 
 def _fetch(objects: ObjectStore, digest: str, folder: Path, name: str, fmt: str) -> Path:
@@ -106,6 +119,13 @@ def decode_case(objects: ObjectStore, payload: dict[str, Any], index: int, folde
     if pixels.ndim not in (2, 3) or min(pixels.shape) < 2:
         raise ValidationFailed(f"case {index + 1} has an image of shape {pixels.shape}",
                                hint="Send 2D images or 3D volumes of at least 2 pixels per side.")
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        # NaN made the intensity scaling, and so the image or the network's output, NaN: a NaN probability was
+        # stored as a negative finding (and a NaN in a result is refused by PostgreSQL's JSON: a retry loop)
+        bad = int(pixels.size - np.count_nonzero(np.isfinite(pixels)))
+        raise ValidationFailed(f"case {index + 1} ({fmt}) has {bad} pixels that are not finite numbers (NaN or "
+                               "infinite)", hint="Replace them (e.g. with the background value) and send the image "
+                                                 "again.")
     case = DecodedCase(index, fmt, [str(d) for d in digests], np.ascontiguousarray(pixels, dtype=np.float32))
     if fmt == DICOM:
         _dicom_context(case, datasets)
@@ -145,8 +165,11 @@ def _read_series(datasets: list[Any]) -> tuple[list[Any], F32]:
                 del ds[tag]
     if len(planes) == 1:
         return datasets, planes[0]
+    if any(p.ndim != 2 for p in planes):  # intake makes each multi-frame instance a case of its own
+        raise ValidationFailed(f"a case stacks {len(planes)} instances of which some are multi-frame",
+                               hint="Send each multi-frame instance as a series of its own.")
     shapes = {p.shape for p in planes}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+    if len(shapes) != 1:
         raise ValidationFailed(f"the slices of the series differ in shape ({sorted(shapes)})",
                                hint="Every slice of a series must be 2D with the same rows and columns.")
     return datasets, np.stack(planes)
@@ -159,13 +182,15 @@ def _dicom_context(case: DecodedCase, datasets: list[Any]) -> None:
     case.header = case.datasets[0]
     try:
         grid = SeriesGeometry.from_datasets(case.datasets)
-    except ValidationFailed:  # multi-frame, uneven spacing, missing geometry: no grid, no SEG
-        grid = None
+    except ValidationFailed as exc:  # multi-frame, uneven spacing, missing geometry: no grid, no SEG
+        grid, case.grid_problem = None, exc.message
     if grid is not None and grid.shape == ((1, *case.pixels.shape) if case.pixels.ndim == 2 else case.pixels.shape):
         case.grid = grid
         case.affine = grid.affine_ras()
         case.spacing = grid.spacing
         return
+    if grid is not None:
+        case.grid_problem = f"the series grid {grid.shape} does not fit the image {case.pixels.shape}"
     ds = case.header
     case.spacing = _header_spacing(ds)
 

@@ -71,6 +71,7 @@ QIDO_KEYS: Final = {"studyinstanceuid", "0020000d", "limit", "offset", "includef
 SERIES_KEYS: Final = {"seriesinstanceuid", "0020000e", "modality", "00080060", "limit", "offset", "includefield",
                       "fuzzymatching"}
 INSTANCE_KEYS: Final = SERIES_KEYS | {"sopinstanceuid", "00080018", "sopclassuid", "00080016"}
+DATE_RANGE_RE: Final = re.compile(r"\d{8}(-(\d{8})?)?|-\d{8}")  # YYYYMMDD, A-B, A-, -B (PS3.4 C.2.2.2.5)
 
 
 class NotAcceptable(UsageError):
@@ -171,18 +172,48 @@ def _search_headers(unsupported: list[str]) -> dict[str, str] | None:
 
 def _study_filters(request: Request) -> list[tuple[str, str, list[str]]]:
     """The study-level matching keys the query gives (:data:`STUDY_MATCHING`) with their values; keys given only
-    empty (universal matching) are left out."""
+    empty (universal matching) are left out.
+
+    Raises:
+        UsageError: a date key whose value is not a DICOM date (YYYYMMDD) or range of them (PS3.18 8.3.4: an
+            invalid query parameter value is a 400, not an empty answer).
+    """
     out = []
     for keyword, tag, how in STUDY_MATCHING:
         values = [v.strip() for v in (_matching(request, keyword, tag) or "").split(",") if v.strip()]
+        if how == "date":
+            bad = [v for v in values if not DATE_RANGE_RE.fullmatch(v)]
+            if bad:
+                raise UsageError(f"{keyword} {header_text(bad[0], 40)!r} is not a DICOM date or date range",
+                                 hint=f"Give {keyword}=YYYYMMDD, or a range: YYYYMMDD-YYYYMMDD, YYYYMMDD- or "
+                                      "-YYYYMMDD (PS3.4 C.2.2.2.5).")
         if values:
             out.append((keyword, how, values))
     return out
 
 
-def _wildcard(pattern: str, value: str) -> bool:
+def _has_wildcard(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
+
+
+def _wildcard(pattern: str, value: str, *, ignore_case: bool = True) -> bool:
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, flags=re.IGNORECASE | re.DOTALL) is not None
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.fullmatch(regex, value, flags=flags) is not None
+
+
+def _single(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """Single value matching, or wildcard matching when the value has ``*`` or ``?`` (PS3.4 C.2.2.2.4: wildcards
+    apply to every string VR a study is matched by here: PN, LO, SH, CS)."""
+    if _has_wildcard(pattern):
+        return _wildcard(pattern, value, ignore_case=ignore_case)
+    return value.upper() == pattern.upper() if ignore_case else value == pattern
+
+
+def _person_name(pattern: str, value: str) -> bool:
+    """A person name matches as a whole or by one of its component groups (alphabetic, ideographic, phonetic):
+    ``Yamada^Tarou`` finds ``Yamada^Tarou=山田^太郎``."""
+    return any(_single(pattern, v, ignore_case=True) for v in (value, *value.split("=")))
 
 
 def _in_range(spec: str, value: str) -> bool:
@@ -195,19 +226,23 @@ def _in_range(spec: str, value: str) -> bool:
 def _study_matches(attrs: Any, filters: list[tuple[str, str, list[str]]]) -> bool:
     for keyword, how, values in filters:
         if how == "any":
-            have = {str(m).upper() for m in (attrs.get(keyword) or [])}
-            ok = any(v.upper() in have for v in values)
+            have = [str(m) for m in (attrs.get(keyword) or [])]
+            ok = any(_single(v, m, ignore_case=True) for v in values for m in have)
         else:
             value = str(attrs.get(keyword) or "")
             if how == "wildcard":
-                ok = any(_wildcard(v, value) for v in values)
+                ok = any(_person_name(v, value) for v in values)
             elif how == "date":
                 ok = any(_in_range(v, value) for v in values)
             else:
-                ok = value in values
+                ok = any(_single(v, value) for v in values)
         if not ok:
             return False
     return True
+
+
+def _modality_matches(kinds: list[str] | None, modality: str) -> bool:
+    return kinds is None or any(_single(k, modality, ignore_case=True) for k in kinds)
 
 
 @router.get("/studies", summary="QIDO-RS: studies with inference results")
@@ -240,11 +275,10 @@ async def search_series(study: str, request: Request, platform: PlatformDep, pri
     await run_in_threadpool(audit.record_read, platform, principal, "dicomweb.search", target_kind="study",
                             target_id=found.study_key, via="api")
     wanted = _uids(_matching(request, "SeriesInstanceUID", "0020000E"))
-    modalities = _uids(_matching(request, "Modality", "00080060"))
-    kinds = None if modalities is None else {m.upper() for m in modalities}
+    kinds = _uids(_matching(request, "Modality", "00080060"))
     base = _base(request)
     out = [series_attributes(found, uid, items, base).to_json_dict() for uid, items in found.series().items()
-           if (wanted is None or uid in wanted) and (kinds is None or items[0].modality in kinds)]
+           if (wanted is None or uid in wanted) and _modality_matches(kinds, items[0].modality)]
     return _json(out[offset:offset + limit], headers=_search_headers(_unsupported(request.query_params, SERIES_KEYS)))
 
 
@@ -257,12 +291,11 @@ async def _search_instances(request: Request, platform: Platform, principal: Pri
     series_uids = [series] if series is not None else _uids(_matching(request, "SeriesInstanceUID", "0020000E"))
     sops = _uids(_matching(request, "SOPInstanceUID", "00080018"))
     classes = _uids(_matching(request, "SOPClassUID", "00080016"))
-    modalities = _uids(_matching(request, "Modality", "00080060"))
-    kinds = None if modalities is None else {m.upper() for m in modalities}
+    kinds = _uids(_matching(request, "Modality", "00080060"))
     base = _base(request)
     out = [instance_attributes(found, item, base).to_json_dict() for item in found.instances
            if (series_uids is None or item.series_uid in series_uids) and (sops is None or item.sop_instance in sops)
-           and (classes is None or item.sop_class in classes) and (kinds is None or item.modality in kinds)]
+           and (classes is None or item.sop_class in classes) and _modality_matches(kinds, item.modality)]
     return _json(out[offset:offset + limit],
                  headers=_search_headers(_unsupported(request.query_params, INSTANCE_KEYS)))
 

@@ -13,8 +13,10 @@ bombs, path-traversal member names, nested archives) and cleaned before it is st
   accepted. Any other object (e.g. raw bytes sent to ``POST /v1/objects``) is fetched and checked and cleaned
   like an upload, and its cleaned bytes are what the job references.
 
-Files become *cases*: the DICOM files of one series form one case (a volume, or slices for a 2D model); each
-NIfTI or PNG file is its own case. A case counts its images/slices, which is what the batcher counts.
+Files become *cases*: the DICOM files of one series that stack — the same size and orientation — form one case
+(a volume, or slices for a 2D model); images of a series that do not (a three-plane localizer, a derived image of
+another size) form cases of their own, as does each multi-frame instance; each NIfTI or PNG file is its own case.
+A case counts its images/slices, which is what the batcher counts.
 File names are used in error messages only: they are never stored (folder names often carry patient names).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import lzma
+import math
 import shutil
 import warnings
 import zipfile
@@ -96,6 +99,12 @@ class Upload:
 InputLike = Upload | Path | bytes | str  # a str is the digest of a stored object
 
 
+#: A single-frame DICOM image's rows, columns and ImageOrientationPatient (None where absent or not numbers).
+Plane = tuple[int, int, tuple[float, ...] | None]
+#: Direction cosines closer than this are one orientation (float noise in headers; a degree is about 0.017).
+ORIENTATION_TOLERANCE: Final = 1e-3
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """One checked input file: cleaned bytes to store (``data``) or an object already stored (``digest``)."""
@@ -107,11 +116,13 @@ class Prepared:
     data: bytes | None = None
     digest: str | None = None
     instance: str | None = None  # DICOM: the (pseudonymous) SOPInstanceUID
+    plane: Plane | None = None  # DICOM, one frame: what images of a series must share to be stacked (see cases())
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """Files that are predicted together (one series, or one NIfTI/PNG file) and how many images they hold."""
+    """Files that are predicted together (the images of a series that stack, or one NIfTI/PNG file) and how many
+    images they hold."""
 
     kind: str
     inputs: tuple[int, ...]  # indices into the job's input list
@@ -424,6 +435,7 @@ def prepare(local: _Local, pseudo: Pseudonymizer | None, limits: ServingSettings
         if len(shape) > 3 and any(int(s) > 1 for s in shape[3:]):
             raise ValidationFailed(f"{local.label} is 4D ({'x'.join(str(s) for s in shape)})",
                                    hint="Send one 2D image or 3D volume per file.")
+        _check_nifti_values(parsed.values, local.label)
         return Prepared(local.label, NIFTI, max(frames, 1), unique, None if local.digest else parsed.data,
                         local.digest)
     from PIL import Image
@@ -437,7 +449,37 @@ def prepare(local: _Local, pseudo: Pseudonymizer | None, limits: ServingSettings
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(f"{local.label} has too many pixels to be an image we can decode safely",
                               hint="Send images of at most a few tens of megapixels.") from None
+    height, width = (int(n) for n in parsed.values.shape[:2])
+    if min(height, width) < 2:
+        raise ValidationFailed(f"{local.label} is {width}x{height} pixels: not an image a model can take",
+                               hint="Send images of at least 2 pixels per side.")
     return Prepared(local.label, PNG, 1, unique, None if local.digest else parsed.data, local.digest)
+
+
+def _check_nifti_values(values: Any, label: str) -> None:
+    """Refuse what a worker cannot read as one grey-level image: voxels that are not real numbers (RGB, complex:
+    the training reader fails on them, or drops the imaginary part), NaN or infinite voxels (they turned the
+    intensity scaling and so the whole image, or the network's output, into NaN — a NaN probability read as a
+    negative finding), and an image with a side of one voxel below its slices (not an image either)."""
+    import numpy as np
+
+    values = np.asanyarray(values)
+    dtype = values.dtype
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        kind = "RGB" if dtype.fields is not None else {"c": "complex"}.get(dtype.kind, str(dtype))
+        raise ValidationFailed(f"{label} holds {kind} voxels, not one grey value per voxel",
+                               hint="Send a scalar (grey-level) image: one value per voxel.")
+    if dtype.kind == "f":
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ValidationFailed(f"{label} holds {bad} voxels that are not finite numbers (NaN or infinite)",
+                                   hint="Replace them (e.g. with the background value) and send the image again.")
+    dims = [int(n) for n in values.shape[:3]]
+    if len(dims) == 3 and dims[2] == 1:
+        dims = dims[:2]
+    if min(dims) < 2:
+        raise ValidationFailed(f"{label} has a side of one voxel ({'x'.join(str(n) for n in values.shape)})",
+                               hint="Send 2D images or 3D volumes of at least 2 voxels per side.")
 
 
 def _pydicom_frames(ds: Any, label: str) -> int:
@@ -451,7 +493,8 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
         _check_image_class(str(ds.get("SOPClassUID", "") or ""), local.label)
         frames = _pydicom_frames(ds, local.label)
         return Prepared(local.label, DICOM, frames, f"series:{ds.get('SeriesInstanceUID', local.digest)}",
-                        digest=local.digest, instance=str(ds.get("SOPInstanceUID", "")) or None)
+                        digest=local.digest, instance=str(ds.get("SOPInstanceUID", "")) or None,
+                        plane=_plane(ds, frames))
     if pseudo is None:
         raise UsageError("raw DICOM needs the de-identification key", hint="Pass the platform's pseudonymizer.")
     data = local.read()
@@ -478,7 +521,7 @@ def _prepare_dicom(local: _Local, pseudo: Pseudonymizer | None) -> Prepared:
             raise ValidationFailed(f"{local.label} cannot be re-encoded after de-identification "
                                    f"({type(exc).__name__})", hint="Send a valid DICOM instance.") from None
     return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=buf.getvalue(),
-                    instance=result.sop_uid or None)
+                    instance=result.sop_uid or None, plane=_plane(ds, frames))
 
 
 def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes,
@@ -503,7 +546,7 @@ def _prepare_dicom_fast(local: _Local, pseudo: Pseudonymizer, data: bytes,
     result = fast.result
     _refuse_burnt_in(local, result.quarantine_reason)
     return Prepared(local.label, DICOM, frames, f"series:{result.series_uid or result.sop_uid}", data=fast.data,
-                    instance=result.sop_uid or None)
+                    instance=result.sop_uid or None, plane=_plane(fast.source, frames))
 
 
 def _refuse_burnt_in(local: _Local, reason: str | None) -> None:
@@ -512,19 +555,68 @@ def _refuse_burnt_in(local: _Local, reason: str | None) -> None:
                                hint="Send images whose BurnedInAnnotation is NO, or de-identify the pixels first.")
 
 
+def _plane(ds: Any, frames: int) -> Plane | None:
+    """The :data:`Plane` of a single-frame image (``ds``: a pydicom dataset or the byte-level path's view of one);
+    None for a multi-frame instance (a volume or a sequence of its own)."""
+    if frames > 1:
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    orientation: tuple[float, ...] | None = None
+    try:
+        raw = ds.get("ImageOrientationPatient")
+        if raw is not None and not isinstance(raw, str | bytes) and len(raw) == 6:
+            values = tuple(float(v) for v in raw)
+            orientation = values if all(math.isfinite(v) for v in values) else None
+    except (TypeError, ValueError):
+        orientation = None
+    return rows, cols, orientation
+
+
+def _same_plane(a: Plane, b: Plane) -> bool:
+    if a[:2] != b[:2]:
+        return False
+    if a[2] is None or b[2] is None:
+        return a[2] is None and b[2] is None
+    return all(abs(x - y) <= ORIENTATION_TOLERANCE for x, y in zip(a[2], b[2], strict=True))
+
+
 def cases(files: Sequence[Prepared]) -> list[Case]:
-    """Group prepared files into cases, in the order first seen: a DICOM series is one case. A DICOM instance
-    given more than once (the same SOP Instance UID: a file sent twice, in a zip and beside it, or in another
-    transfer syntax) is one image of its series: the first copy is used, the others are in no case (stacking
-    them would give the volume the same slice twice)."""
-    groups: dict[str, list[int]] = {}
+    """Group prepared files into cases, in the order first seen.
+
+    The single-frame images of a DICOM series that stack — the same rows and columns, the same orientation — are
+    one case; images of the series that do not stack with them (a three-plane localizer's planes, a radial or
+    derived image of another size) are cases of their own, one per size and orientation: stacked, they made no
+    volume (a 3D model was given planes of three orientations as one) or failed the job in the worker. A
+    multi-frame instance is a case of its own (two of one series cannot be stacked either).
+
+    A DICOM instance given more than once (the same SOP Instance UID: a file sent twice, in a zip and beside it,
+    or in another transfer syntax) is one image of its series: the first copy is used, the others are in no case
+    (stacking them would give the volume the same slice twice)."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    planes: dict[str, list[Plane]] = {}
     seen: set[tuple[str, str]] = set()
     for i, f in enumerate(files):
         if f.format == DICOM and f.instance is not None:
             if (f.group, f.instance) in seen:
                 continue
             seen.add((f.group, f.instance))
-        key = f.group if f.format == DICOM else f"{i}:{f.group}"
+        key: tuple[Any, ...]
+        if f.format != DICOM:
+            key = (i, f.group)
+        elif f.frames > 1:
+            key = (f.group, "frames", i)
+        elif f.plane is None:
+            key = (f.group,)
+        else:
+            known = planes.setdefault(f.group, [])
+            stack = next((k for k, p in enumerate(known) if _same_plane(p, f.plane)), None)
+            if stack is None:
+                stack = len(known)
+                known.append(f.plane)
+            key = (f.group, "plane", stack)
         groups.setdefault(key, []).append(i)
     out = []
     for members in groups.values():

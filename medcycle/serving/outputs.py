@@ -146,7 +146,7 @@ def dicom_seg(datasets: Sequence[Any], mask: NDArray[Any], classes: Sequence[str
                 sop_instance_uid=uid_for(key, "seg"), instance_number=1, manufacturer="medcycle",
                 manufacturer_model_name=model[:64], software_versions=f"{model}@{version}"[:64],
                 device_serial_number="0", content_label="MEDCYCLE_AI", content_description=f"{model}@{version}"[:64],
-                omit_empty_frames=bool(pixels.any()))
+                omit_empty_frames=bool(pixels.any()), specific_character_set=_character_set(datasets[0]))
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ValidationFailed(f"a DICOM SEG cannot be made on this series: {exc}",
                                hint="The source series needs complete headers (UIDs, geometry).") from None
@@ -154,6 +154,19 @@ def dicom_seg(datasets: Sequence[Any], mask: NDArray[Any], classes: Sequence[str
     buf = io.BytesIO()
     seg.save_as(buf)
     return buf.getvalue()
+
+
+def _character_set(ds: Any) -> str | list[str] | None:
+    """The source's SpecificCharacterSet as highdicom takes it: an empty first value (the default repertoire
+    before ISO 2022 extensions, e.g. ``\\ISO 2022 IR 87`` of Japanese studies) is written ``ISO 2022 IR 6``, which
+    means the same (PS3.3 C.12.1.1.2); highdicom refuses the empty one."""
+    value = ds.get("SpecificCharacterSet")
+    if value is None or isinstance(value, str):
+        return value or None
+    terms = [str(v).strip() for v in value]
+    if len(terms) > 1 and not terms[0]:
+        terms[0] = "ISO 2022 IR 6"
+    return [t for t in terms if t] or None
 
 
 def dicom_sc(ref: Any, rgb: U8, *, model: str, version: str, key: str, description: str) -> bytes:

@@ -69,12 +69,15 @@ F32 = NDArray[np.float32]
 class CaseInput:
     """One case to predict: ``pixels`` as the training readers give them (``(rows, cols)`` or
     ``(slices, rows, cols)``), the DICOM ``header`` for the header rules (None: not DICOM), the voxel
-    ``spacing`` ``(slice, row, col)`` in mm for areas and volumes, and the request's ``params``."""
+    ``spacing`` ``(slice, row, col)`` in mm for areas and volumes, the request's ``params``, and
+    ``grid_problem``: why a DICOM series' slices are not an evenly spaced stack (a gap, a slice given twice), or
+    None — a 3D model cannot take such a series as a volume."""
 
     pixels: F32
     header: Any = None
     spacing: tuple[float, float, float] | None = None
     params: Params = field(default_factory=Params)
+    grid_problem: str | None = None
 
 
 @dataclass
@@ -358,6 +361,12 @@ class Predictor:
             return Prepared(self, decision, [], Prediction("invalid", images, decision, error=exc.message))
         if not decision.ok:
             return Prepared(self, decision, [], Prediction("refused", images, decision))
+        if self.transform.dims == 3 and case.pixels.ndim == 3 and case.grid_problem is not None:
+            # stacked as if evenly spaced, a series with a gap or a slice twice is no volume: its mask and volumes
+            # would be wrong where nothing says so
+            error = (f"a 3D model needs evenly spaced slices: {case.grid_problem}; send the complete series, "
+                     "each slice once")
+            return Prepared(self, decision, [], Prediction("invalid", images, decision, error=error))
         try:
             units = self.transform.units(case.pixels)
             tensors = [self.transform(u) for u in units]
@@ -403,6 +412,10 @@ class Predictor:
         import torch
 
         images = 1 if case.pixels.ndim == 2 else int(case.pixels.shape[0])
+        if not all(bool(torch.isfinite(x).all()) for x in logits):
+            # a NaN probability was stored as a negative finding, and a NaN mask logit as a class
+            error = "the network gave outputs that are not finite numbers on this case's images"
+            return Prediction("invalid", images, decision, error=error)
         if not self.config.task.segmentation:
             probs = [torch.softmax(x, dim=0).tolist() for x in logits]
             finding = postprocess.classification_finding(probs, self.classes, case.params.threshold)

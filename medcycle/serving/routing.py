@@ -149,7 +149,6 @@ class DeployedWorker(ServingWorker):
         """Run the shadow version on a copy of a served job's inputs and log how it agrees; returns the summary."""
         from medcycle.serving import results
         from medcycle.serving.decode import decode_case
-        from medcycle.serving.predictor import CaseInput
         from medcycle.serving.schemas import Params
         from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
 
@@ -168,7 +167,7 @@ class DeployedWorker(ServingWorker):
                      for i in range(len(payload.get("cases", [])))]
         finally:
             remove_tagged(folder, tag)
-        predictions = shadow.predict([CaseInput(c.pixels, c.header, c.spacing, params) for c in cases])
+        predictions = shadow.predict([c.model_input(params) for c in cases])
         agree = 0
         for case, pred in zip(served, predictions, strict=False):
             mine = pred.to_dict(shadow.classes)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from pydicom import Dataset
+from sqlalchemy.exc import SQLAlchemyError
 
 from medcycle.errors import MedcycleError, UsageError
 from medcycle.serving.studies import (
@@ -419,6 +420,12 @@ class StoreScp:
         except OSError as exc:
             log.warning("C-STORE from %s failed: spool: %s", calling, exc.strerror)
             return _status(STATUS_OUT_OF_RESOURCES, "cannot store the instance now; retry later")
+        except SQLAlchemyError as exc:  # the database is down or busy: the sender must retry later, not give up
+            log.warning("C-STORE from %s failed: database: %s", calling, type(exc).__name__)
+            return _status(STATUS_OUT_OF_RESOURCES, "cannot record the instance now; retry later")
+        except Exception as exc:  # noqa: BLE001 - never pynetdicom's 0xC211 and traceback: its text may quote PHI
+            log.error("C-STORE from %s failed unexpectedly (%s)", calling, type(exc).__name__)
+            return _status(STATUS_CANNOT_UNDERSTAND, f"the instance cannot be processed ({type(exc).__name__})")
         return STATUS_SUCCESS
 
     def _on_aborted(self, event: Event) -> None:

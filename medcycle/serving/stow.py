@@ -105,8 +105,13 @@ class StowOutcome:
 
 
 def _uid(ds: Dataset, keyword: str) -> str | None:
+    """The UID ``keyword`` as sent (its first value, where a damaged instance gives several: the list's text is
+    no UID to echo back)."""
     try:
-        value = str(ds.get(keyword, "") or "").strip()
+        value = ds.get(keyword, "") or ""
+        if not isinstance(value, str) and len(value) > 0:
+            value = value[0]
+        value = str(value).strip()
     except Exception:  # noqa: BLE001 - a damaged element
         return None
     return value or None

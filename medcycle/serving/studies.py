@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Final
 from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 
 from medcycle.catalog.deid import DeidOptions, Pseudonymizer, deidentify, quiet_pydicom
 from medcycle.catalog.keys import load_or_create_key
-from medcycle.errors import UsageError, ValidationFailed
+from medcycle.errors import MedcycleError, UsageError, ValidationFailed
 from medcycle.objects.refs import add_ref
 from medcycle.serving.dicom_tables import DicomStudyRow
 from medcycle.serving.inputs import IMAGE_CLASSES_HINT, IMAGE_SOP_CLASSES, not_an_image_class
@@ -130,7 +131,22 @@ class DicomIntake:
                                       hint="Send the complete file again.") from None
 
     def accept(self, ds: Dataset) -> AcceptedInstance:
-        """Check, de-identify (``ds`` is changed in place) and store one instance."""
+        """Check, de-identify (``ds`` is changed in place) and store one instance.
+
+        Raises:
+            InstanceRefused: the instance is not accepted (its DICOM status says why); an element pydicom cannot
+                decode (a damaged value) is 0xC000, named by the exception's type only (its text may quote PHI).
+        """
+        try:
+            return self._accept(ds)
+        except (InstanceRefused, MedcycleError, SQLAlchemyError):  # a database error is the server's, not the file's
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom decodes values lazily: a damaged one raises anywhere
+            raise InstanceRefused(f"the instance has an element that cannot be decoded ({type(exc).__name__})",
+                                  status=STATUS_CANNOT_UNDERSTAND,
+                                  hint="Check the file with dciodvfy; send a valid instance.") from None
+
+    def _accept(self, ds: Dataset) -> AcceptedInstance:
         with quiet_pydicom(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # third-party warnings may quote patient data
             try:
@@ -176,6 +192,9 @@ class DicomIntake:
         if not sop_class:
             raise InstanceRefused("the instance has no SOP Class UID", status=STATUS_DATASET_MISMATCH,
                                   hint="Every DICOM instance must carry (0008,0016).")
+        if _multi_valued(ds, "SOPClassUID"):
+            raise InstanceRefused("the instance has more than one SOPClassUID", status=STATUS_DATASET_MISMATCH,
+                                  hint="SOPClassUID has one value (VM 1).")
         problem = not_an_image_class(sop_class)
         if problem is not None:
             raise InstanceRefused(f"the instance {problem}", status=STATUS_SOP_CLASS_NOT_SUPPORTED,
@@ -184,6 +203,9 @@ class DicomIntake:
             if not str(ds.get(keyword, "") or "").strip():
                 raise InstanceRefused(f"the instance has no {keyword}", status=STATUS_DATASET_MISMATCH,
                                       hint="Every DICOM instance must carry its study, series and instance UIDs.")
+            if _multi_valued(ds, keyword):  # "['1.2', '1.3']" would become the study's UID, and its pseudonym
+                raise InstanceRefused(f"the instance has more than one {keyword}", status=STATUS_DATASET_MISMATCH,
+                                      hint="The study, series and instance UIDs have one value each (VM 1).")
         if "PixelData" not in ds:
             raise InstanceRefused(f"the {SUPPORTED_SOP_CLASSES[sop_class]} instance has no pixel data",
                                   status=STATUS_DATASET_MISMATCH, hint="Send complete image instances.")
@@ -286,6 +308,11 @@ class DicomIntake:
 
     def return_address(self, row: DicomStudyRow) -> ReturnAddress:
         return self.sealer.open(self.platform.objects.get(row.return_digest))
+
+
+def _multi_valued(ds: Dataset, keyword: str) -> bool:
+    elem = ds.get(keyword)
+    return elem is not None and not isinstance(elem, str) and len(elem) > 1
 
 
 def _job_id(job: Job | Any) -> str:

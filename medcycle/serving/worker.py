@@ -48,7 +48,7 @@ from medcycle.serving.case_outputs import case_outputs
 from medcycle.serving.config import ServingSettings, load_serving_settings
 from medcycle.serving.decode import decode_case
 from medcycle.serving.metrics import ServingMetrics
-from medcycle.serving.predictor import CaseInput, Prediction, Predictor, Prepared
+from medcycle.serving.predictor import Prediction, Predictor, Prepared
 from medcycle.serving.predlog import LogEntry, PredictionLog, input_statistics, log_predictions
 from medcycle.serving.schemas import JobStatus, OutputKind, Params
 from medcycle.serving.scratch import new_tag, remove_tagged, scratch_dir
@@ -249,7 +249,7 @@ class ServingWorker:
             cases = [decode_case(self.platform.objects, payload, i, folder, tag) for i in range(len(payload["cases"]))]
         finally:
             remove_tagged(folder, tag)
-        prepared = None if predictor is None else [predictor.prepare(CaseInput(c.pixels, c.header)) for c in cases]
+        prepared = None if predictor is None else [predictor.prepare(c.model_input()) for c in cases]
         logged = bool(cases) and self.prediction_log is not None
         return Decoded(cases, prepared, input_statistics(cases[0]) if logged else {},
                         header_fields(cases[0].header) if logged else {})
@@ -476,7 +476,7 @@ class ServingWorker:
                 outcomes[job.id] = Outcome("fail", "failed", error=exc.message[:500])
                 self._log_failure(hand, job, predictor.ref, "error", exc)
         ready = [job for job in jobs if job.id in decoded and job.id not in hand.dropped]
-        inputs = [CaseInput(c.pixels, c.header, c.spacing, params[job.id]) for job in ready
+        inputs = [c.model_input(params[job.id]) for job in ready
                   for c in decoded[job.id].cases]
         prepared: list[Prepared | None] = []
         for job in ready:
