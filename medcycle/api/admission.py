@@ -21,7 +21,8 @@ bound then refuses, after the intake). A look answers only if no refusal was see
 (reading, de-identifying and storing an upload) run at most ``concurrency`` at a time: more threads would only
 contend for the interpreter lock with the event loop that answers the refusals; and when ``waiting`` more
 already wait for a slot, the API itself is the bottleneck and a new request is answered 429 at once rather
-than left waiting.
+than left waiting. Large uploads (``large=True``) have a lane of their own (``large_concurrency``): a zip of a
+CT series taken in for seconds does not hold up the radiographs behind it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class Slot:
 class Admission:
     """``check()`` returns the places left in the queue (``None``: unbounded) or raises :class:`QueueFull`."""
 
-    def __init__(self, check: Callable[[], int | None], *, concurrency: int, waiting: int | None = None,
-                 hold_s: float = 0.05, stale_s: float = 1.0, room_s: float = 0.25) -> None:
+    def __init__(self, check: Callable[[], int | None], *, concurrency: int, large_concurrency: int | None = None,
+                 waiting: int | None = None, hold_s: float = 0.05, stale_s: float = 1.0, room_s: float = 0.25) -> None:
         self._check = check
         self.waiting = waiting if waiting is not None else 2 * max(1, concurrency)
         self.hold_s = hold_s
@@ -80,6 +81,7 @@ class Admission:
         self._pending = 0  # admitted requests whose intake has not ended: each holds a place
         self._reserved = 0  # places reserved since start (a counter: what a room answer has given out since)
         self.limiter = CapacityLimiter(max(1, concurrency))
+        self.large_limiter = self.limiter if large_concurrency is None else CapacityLimiter(max(1, large_concurrency))
 
     @property
     def pending(self) -> int:
@@ -182,19 +184,21 @@ class Admission:
             return exc
         return places
 
-    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``func`` in a worker thread, at most ``concurrency`` at a time; a refusal it raises is remembered.
+    async def run(self, func: Callable[..., T], *args: Any, large: bool = False, **kwargs: Any) -> T:
+        """``func`` in a worker thread, at most ``concurrency`` at a time (``large_concurrency`` for a large
+        upload, in a lane of its own); a refusal it raises is remembered.
 
         Raises:
-            QueueFull: ``waiting`` requests already wait for a slot (the API itself is the bottleneck: a
-                request would wait in it instead of being told to come back).
+            QueueFull: ``waiting`` requests already wait for a slot of the lane (the API itself is the bottleneck:
+                a request would wait in it instead of being told to come back).
         """
-        stats = self.limiter.statistics()
-        if stats.borrowed_tokens >= self.limiter.total_tokens and stats.tasks_waiting >= self.waiting:
-            raise QueueFull(f"the intake is busy ({stats.borrowed_tokens} uploads in progress, "
-                            f"{stats.tasks_waiting} waiting)", retry_after=1, queue="intake")
+        limiter = self.large_limiter if large else self.limiter
+        stats = limiter.statistics()
+        if stats.borrowed_tokens >= limiter.total_tokens and stats.tasks_waiting >= self.waiting:
+            raise QueueFull(f"the intake is busy ({stats.borrowed_tokens} {'large ' if large else ''}uploads in "
+                            f"progress, {stats.tasks_waiting} waiting)", retry_after=1, queue="intake")
         try:
-            return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=self.limiter)
+            return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=limiter)
         except QueueFull as exc:
             self.remember(exc)
             raise

@@ -234,6 +234,9 @@ class ObjectStore(ABC):
     verified reads and parallel batch operations are shared here."""
 
     url: str = ""
+    #: Whether a put or get is a network round trip (S3) rather than this machine's disk or memory: callers that
+    #: size thread pools by the CPU use more threads for a remote store, whose calls mostly wait.
+    remote: bool = False
 
     def __init__(self, *, workers: int = 8) -> None:
         self.workers = workers

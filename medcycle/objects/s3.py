@@ -208,6 +208,8 @@ class S3ObjectStore(ObjectStore):
         list_page_size: keys asked for per ``ListObjectsV2`` request (at most 1000).
     """
 
+    remote = True
+
     def __init__(
         self,
         client: S3Client,

@@ -71,6 +71,16 @@ class ServingSettings(BaseModel):
                               "serve-worker`, a deployed worker) collects once and freezes the objects alive after "
                               "it loads a model (gc.freeze), so that full collections no longer walk its ~400,000 "
                               "long-lived objects (about 0.3 s of CPU each with DenseNet121 loaded).")
+    intake_threads: int = Field(0, ge=0, le=256,
+                                description="Uploads of up to `intake_large_bytes` the API takes in (reads, "
+                                "de-identifies, stores, queues) at once; 0: one where the object store is this "
+                                "machine's disk (that work is CPU under Python's interpreter lock: a second thread "
+                                "only contends with the first and with the event loop that answers 429s), two per "
+                                "core where it is remote (S3: its calls mostly wait).")
+    intake_large_bytes: int = Field(8 * 1024**2, ge=0,
+                                    description="Uploads larger than this (by Content-Length) are taken in beside "
+                                    "the small ones, at most one per core (at least 2) at once: a large zip does not "
+                                    "hold up radiographs.")
     predictor_cache: int = Field(4, ge=1, le=64, description="Model versions a worker keeps loaded.")
     webhook_attempts: int = Field(8, ge=1, le=100, description="Deliveries of a webhook before it is dead-lettered.")
     webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook POST.")

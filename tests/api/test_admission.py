@@ -295,6 +295,61 @@ def test_intakes_are_bounded_and_a_saturated_intake_sheds_at_once() -> None:
     assert shed < 0.05
 
 
+
+def test_a_large_upload_has_a_lane_of_its_own() -> None:
+    """A small upload waits behind the one small intake; a large one runs beside it, and a busy large lane
+    refuses large uploads only."""
+    admission = Admission(lambda: None, concurrency=1, large_concurrency=1, waiting=1)
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(10)
+        return "small"
+
+    async def lanes() -> tuple[str, list[object]]:
+        small = asyncio.create_task(admission.run(slow))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if admission.limiter.statistics().borrowed_tokens == 1:
+                break
+        large = await asyncio.wait_for(admission.run(lambda: "large", large=True), 5)  # not behind the small one
+        waiting = asyncio.create_task(admission.run(lambda: "small 2"))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if admission.limiter.statistics().tasks_waiting == 1:
+                break
+        with pytest.raises(QueueFull, match="intake is busy"):
+            await admission.run(lambda: "small 3")
+        assert await asyncio.wait_for(admission.run(lambda: "large 2", large=True), 5) == "large 2"
+        release.set()
+        return large, list(await asyncio.gather(small, waiting))
+
+    large, smalls = _run(lanes)
+    assert large == "large"
+    assert smalls == ["small", "small 2"]
+
+
+def test_intake_threads_one_for_a_local_store_more_for_a_remote_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from medcycle.api.routers.inference import intake_threads
+    from medcycle.platform import Platform
+    from medcycle.serving.config import ServingSettings
+    from medcycle.testing.platform import make_settings
+
+    platform = Platform(make_settings(tmp_path / "home"))
+    try:
+        assert not platform.objects.remote
+        assert intake_threads(platform, ServingSettings()) == 1
+        assert intake_threads(platform, ServingSettings(intake_threads=3)) == 3
+        platform.objects.remote = True  # as S3ObjectStore says of itself
+        assert intake_threads(platform, ServingSettings()) == 2 * (os.cpu_count() or 1)
+    finally:
+        platform.close()
+    from medcycle.objects.s3 import S3ObjectStore
+
+    assert S3ObjectStore.remote
+
 def test_a_refusal_raised_by_the_intake_is_remembered() -> None:
     looks = []
     admission = Admission(lambda: looks.append(1), concurrency=1, hold_s=1.0)

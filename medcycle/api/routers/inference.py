@@ -149,9 +149,21 @@ async def _drain(request: Request) -> None:
 def _admission(request: Request, platform: Platform, cfg: ServingSettings) -> Admission:
     found: Admission | None = getattr(request.app.state, "admission", None)
     if found is None:
+        threads = intake_threads(platform, cfg)
         found = request.app.state.admission = Admission(
-            lambda: platform.jobs.check_capacity(cfg.queue), concurrency=max(2, os.cpu_count() or 1))
+            lambda: platform.jobs.check_capacity(cfg.queue), concurrency=threads,
+            large_concurrency=max(2, os.cpu_count() or 1), waiting=max(4, 2 * threads))
     return found
+
+
+def intake_threads(platform: Platform, cfg: ServingSettings) -> int:
+    """How many uploads (up to ``intake_large_bytes``) the API takes in at once: the setting, or by default one
+    for a store on this machine and two per core for a remote one (see ``intake_threads`` in the settings).
+    With four clients uploading 512 KiB radiographs to the API alone on two cores, one thread cost less CPU a
+    request than two in each of six alternating pairs of runs (by 0.2-3.6 ms, median about 1 ms)."""
+    if cfg.intake_threads:
+        return cfg.intake_threads
+    return 2 * (os.cpu_count() or 1) if platform.objects.remote else 1
 
 
 def _float(value: Any, name: str) -> float | None:
@@ -336,7 +348,8 @@ async def submit_job(
                                     settings=cfg, record=record)
                 return new, (_answer(platform, new, submitted=True) if recorded and wait <= 0 else None)
 
-            job, answer = await admission.run(take_in)
+            large = length is not None and length.isdigit() and int(length) > cfg.intake_large_bytes
+            job, answer = await admission.run(take_in, large=large)
         finally:
             if form is not None:
                 await form.close()
