@@ -78,7 +78,9 @@ def deploy(
                                              max=65535)] = None,
     scp_port: Annotated[int | None, typer.Option(help="Also run the DICOM SCP on this port.", min=1,
                                                  max=65535)] = None,
-    no_api: Annotated[bool, typer.Option("--no-api", help="Run workers only (the API runs elsewhere).")] = False,
+    api: Annotated[bool | None, typer.Option(
+        "--api/--no-api", help="Run the API, or workers only with --no-api (the API runs elsewhere). Default: keep; "
+        "the first time, run it.", show_default=False)] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the new generation (0: do not wait).",
                                         min=0)] = 300.0,
     status: Annotated[bool, typer.Option("--status", help="Show the deployment and exit.")] = False,
@@ -104,7 +106,7 @@ def deploy(
     if model is None:
         raise UsageError("name the model to deploy", hint="medcycle deploy NAME@ALIAS (or --status, --stop).")
     result = deployment.deploy(st.platform(), model, workers=workers, canary_percent=canary, candidate=candidate,
-                               shadow=shadow, host=host, port=port, api=False if no_api else None, scp_port=scp_port,
+                               shadow=shadow, host=host, port=port, api=api, scp_port=scp_port,
                                actor=st.actor, config_file=st.config_file, wait_s=wait or None)
     if json:
         emit_json({"spec": result.spec.to_dict(), "versions": result.versions, "status": result.status})
@@ -134,3 +136,11 @@ def _show(status: dict[str, object], as_json: bool) -> None:
                     f"{spec.get('model', '-') if isinstance(spec, dict) else '-'}, supervisor "
                     f"{'running' if status.get('supervisor_alive') else 'not running'}")
     table("Processes", ["role", "pid", "generation", "state"], describe(status))
+    failed = status.get("failed")
+    if isinstance(failed, dict) and failed.get("generation"):
+        err_console().print(f"generation {failed['generation']} failed: {failed.get('reason')}")
+    loops = status.get("crash_loops")
+    for loop in loops if isinstance(loops, list) else []:
+        err_console().print(f"{loop.get('role')} crash-looping: {loop.get('restarts')} restarts in a row, last exit "
+                            f"{loop.get('exit_code')}" + (f" ({loop['reason']})" if loop.get("reason") else "")
+                            + f"; next try in {loop.get('retry_in_s')} s")

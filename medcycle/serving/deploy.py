@@ -29,6 +29,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +39,7 @@ from medcycle.errors import BackendUnavailable, Conflict, MedcycleError, UsageEr
 from medcycle.store.base import utcnow
 
 if TYPE_CHECKING:
-    from medcycle.platform import Platform
+    from medcycle.platform import BackendHealth, Platform
     from medcycle.settings import Settings
 
 SPEC_FILE: Final = "deployment.json"
@@ -266,36 +268,102 @@ def deploy(
 
     Raises:
         NotFound: a model reference does not exist. UsageError: bad options.
-        Conflict: the new generation failed to start (the message says why).
+        Conflict: the new generation failed to start (the message says why; the spec that serves is put back),
+            or another ``deploy`` is rolling out on this machine.
         BackendUnavailable: the supervisor did not answer in time.
     """
     settings = platform.settings
-    current = read_spec(settings)
-    base = current.to_dict() if current is not None else {}
-    values = {"model": model.strip(), "workers": workers, "canary_percent": canary_percent, "candidate": candidate,
-              "shadow": shadow, "host": host, "port": port, "api": api, "scp_port": scp_port}
-    merged = {**base, **{k: v for k, v in values.items() if v is not None}}
-    if canary_percent == 0:
-        merged["candidate"] = None
-    if shadow == "":
-        merged["shadow"] = None
-    merged.setdefault("workers", default_workers(settings))
-    merged.setdefault("host", settings.host)
-    merged.setdefault("port", settings.port)
-    merged["generation"] = (current.generation if current is not None else 0) + 1
-    merged["updated_at"] = utcnow().isoformat()
-    merged["updated_by"] = actor
-    spec = DeploymentSpec.from_dict(merged)
-    versions = check_refs(platform, spec)
-    write_spec(settings, spec)
-    pid = supervisor_pid(settings)
-    started = pid is None
-    if pid is None:
-        _spawn_supervisor(settings, config_file)
-    else:
-        os.kill(pid, signal.SIGHUP)
-    status = wait_for_generation(settings, spec.generation, wait_s) if wait_s else read_status(settings)
+    with _deploy_lock(settings):
+        current = read_spec(settings)
+        base = current.to_dict() if current is not None else {}
+        name = model.strip().partition("@")[0].strip()
+        if current is not None and name != current.name:
+            # another model: the previous model's canary and shadow do not carry over unless named again
+            if candidate is None:
+                base.update(candidate=None, canary_percent=0.0)
+            if shadow is None:
+                base["shadow"] = None
+        values = {"model": model.strip(), "workers": workers, "canary_percent": canary_percent,
+                  "candidate": candidate, "shadow": shadow, "host": host, "port": port, "api": api,
+                  "scp_port": scp_port}
+        merged = {**base, **{k: v for k, v in values.items() if v is not None}}
+        if canary_percent == 0:
+            merged["candidate"] = None
+        if shadow == "":
+            merged["shadow"] = None
+        merged.setdefault("workers", default_workers(settings))
+        merged.setdefault("host", settings.host)
+        merged.setdefault("port", settings.port)
+        merged["generation"] = _next_generation(settings, current)
+        merged["updated_at"] = utcnow().isoformat()
+        merged["updated_by"] = actor
+        spec = DeploymentSpec.from_dict(merged)
+        versions = check_refs(platform, spec)
+        write_spec(settings, spec)
+        pid = supervisor_pid(settings)
+        started = pid is None
+        if pid is None:
+            _spawn_supervisor(settings, config_file)
+        else:
+            os.kill(pid, signal.SIGHUP)
+        if not wait_s:
+            return DeployResult(spec, versions, read_status(settings), started)
+        try:
+            status = wait_for_generation(settings, spec.generation, wait_s)
+        except Conflict:
+            _restore(settings, spec, current, started)
+            raise
     return DeployResult(spec, versions, status, started)
+
+
+@contextmanager
+def _deploy_lock(settings: Settings) -> Iterator[None]:
+    """One ``medcycle deploy`` at a time per home: a second one fails at once instead of overwriting the spec
+    the first is rolling out (both would otherwise write the same generation and both report success)."""
+    import fcntl
+
+    folder = deploy_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".deploy.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict("another `medcycle deploy` is rolling out a generation on this machine",
+                           hint="Wait for it to finish (see `medcycle deploy --status`), then deploy again.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _next_generation(settings: Settings, current: DeploymentSpec | None) -> int:
+    """One more than any generation used so far: the spec's, and a failed one the spec was restored from (the
+    supervisor remembers it as failed, so reusing its number would never start)."""
+    try:
+        status = read_json(deploy_dir(settings) / STATUS_FILE) or {}
+    except MedcycleError:
+        status = {}
+    failed = status.get("failed") or {}
+    used = [current.generation if current is not None else 0, status.get("target"), failed.get("generation")]
+    return max(int(g) for g in used if isinstance(g, int)) + 1
+
+
+def _restore(settings: Settings, spec: DeploymentSpec, previous: DeploymentSpec | None, started: bool) -> None:
+    """After ``spec`` failed to start, put back the spec that serves, so the spec file says what runs: the next
+    ``deploy`` starts from it (not from the failed options), DICOM intake defaults to the model served, and a
+    restarted supervisor does not retry the failed generation."""
+    try:
+        on_disk = read_spec(settings)
+    except MedcycleError:
+        on_disk = None
+    if on_disk is not None and on_disk.generation != spec.generation:
+        return  # someone changed the spec since (a ConfigMap, an edit): leave theirs
+    if previous is not None:
+        write_spec(settings, previous)
+        return
+    (deploy_dir(settings) / SPEC_FILE).unlink(missing_ok=True)  # a first deployment: nothing serves
+    if started:
+        stop(settings)
 
 
 def read_status(settings: Settings) -> dict[str, Any]:
@@ -346,3 +414,36 @@ def describe(status: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Rows (role, pid, generation, state) for the CLI."""
     return [(p.get("role", "?"), str(p.get("pid", "?")), str(p.get("generation", "")), p.get("state", ""))
             for p in status.get("processes", [])]
+
+
+def deployment_health(settings: Settings) -> BackendHealth | None:
+    """For ``/readyz``: whether the deployment on this machine has a worker with its models loaded and warm.
+
+    None when no supervisor runs for this home (nothing deployed here, or workers run elsewhere). Not ok while
+    the first generation is still loading and warming, and when no worker of the serving generation is ready
+    (a crash loop: the detail gives the reason the worker reported)."""
+    from medcycle.platform import BackendHealth
+
+    if supervisor_pid(settings) is None:
+        return None
+    try:
+        status = read_json(deploy_dir(settings) / STATUS_FILE) or {}
+    except MedcycleError as exc:
+        return BackendHealth("workers", "deployment", False, exc.message)
+    generation = status.get("generation") or 0
+    model = status.get("serving_model") or status.get("model") or "?"
+    workers = [p for p in status.get("processes") or [] if p.get("role") == "worker"
+               and p.get("generation") == generation]
+    ready = sum(p.get("state") == "ready" for p in workers)
+    loops = [c for c in status.get("crash_loops") or [] if c.get("role") == "worker"]
+    why = ""
+    if loops:
+        loop = loops[0]
+        why = (f"; workers crash-looping ({loop.get('restarts')} restarts in a row, last exit "
+               f"{loop.get('exit_code')}{': ' + str(loop['reason']) if loop.get('reason') else ''}; next try in "
+               f"{loop.get('retry_in_s')} s)")
+    if not generation:
+        return BackendHealth("workers", "deployment", False,
+                             f"generation {status.get('target', '?')} is loading and warming its models{why}")
+    return BackendHealth("workers", "deployment", ready > 0,
+                         f"{ready}/{len(workers)} workers ready on {model} (generation {generation}){why}")

@@ -8,7 +8,10 @@ writing a new spec generation; it also polls the spec. Its loop:
   workers get SIGTERM — they finish their batch and exit, so jobs in flight end on the version they started
   with. If a new worker exits or fails before it is ready (or takes longer than ``READY_TIMEOUT_S``), the
   generation is marked failed, its workers are stopped and the old generation goes on serving.
-* **Crashed processes** of the current generation are restarted (at most once every ``RESTART_BACKOFF_S``).
+* **Crashed processes** of the current generation are restarted: the first time after ``RESTART_BACKOFF_S``,
+  then, while a role keeps dying within ``STABLE_S`` of its start (a crash loop), after twice as long each time,
+  at most ``MAX_BACKOFF_S``. The status names the role, the restarts in a row, the last exit and, for a worker,
+  the reason it reported; ``/readyz`` says so when no worker is ready.
 * **The API** (``medcycle serve``) and **the SCP** (``medcycle serve-scp``) restart when their options change.
 * **SIGTERM/SIGINT** stop everything (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``) and remove the pid file.
 
@@ -39,6 +42,8 @@ TICK_S: Final = 0.2
 READY_TIMEOUT_S: Final = 300.0
 STOP_TIMEOUT_S: Final = 30.0
 RESTART_BACKOFF_S: Final = 2.0
+MAX_BACKOFF_S: Final = 60.0
+STABLE_S: Final = 30.0  # a process that ran this long before it died is not crash-looping
 
 
 @dataclass
@@ -68,7 +73,11 @@ class Supervisor:
         self.pending: int | None = None  # a generation starting
         self.failed: dict[str, Any] = {}
         self._restarts: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}  # role → the wait before its next restart
+        self.crashes: dict[str, dict[str, Any]] = {}  # role → its crash loop (see the module docstring)
+        self.serving: DeploymentSpec | None = None  # the spec of the generation serving now
         self._seq = 0
+        self._noted: set[str] = set()  # children whose exit was already counted
 
     # -- processes --------------------------------------------------------------------------------------
     def _start(self, role: str, generation: int, argv: list[str], key: str = "") -> Child:
@@ -177,22 +186,65 @@ class Supervisor:
         if new and all(s == "ready" for s in states):
             old = [c for c in self.children if c.role == "worker" and c.generation != self.pending]
             self.generation, self.pending = spec.generation, None
+            self.serving = spec
             self.failed = {}
+            self.crashes.pop("worker", None)
+            self._backoff.pop("worker", None)
             self._terminate(old)  # they finish their batch, then exit
             log.info("generation %d serving; %d old workers stopping", self.generation, len(old))
+
+    def _may_restart(self, role: str, now: float) -> bool:
+        return now - self._restarts.get(role, 0.0) > self._backoff.get(role, RESTART_BACKOFF_S)
+
+    def _crashed(self, child: Child, now: float) -> None:
+        """Note a process that died by itself: a crash loop backs off (twice as long each time, at most
+        ``MAX_BACKOFF_S``) and is reported in the status with the reason the worker gave."""
+        lived = now - child.started
+        loop = self.crashes.get(child.role)
+        if lived >= STABLE_S or loop is None:
+            loop = {"role": child.role, "restarts": 0}
+            self._backoff[child.role] = RESTART_BACKOFF_S
+        else:  # dying again soon after its restart: wait longer, counted from this exit
+            self._backoff[child.role] = min(MAX_BACKOFF_S, self._backoff.get(child.role, RESTART_BACKOFF_S) * 2)
+            self._restarts[child.role] = now
+        reason = None
+        if child.role == "worker":
+            try:
+                data = read_json(self.folder / "workers" / f"{child.name}.json") or {}
+            except MedcycleError:
+                data = {}
+            if data.get("pid") == child.proc.pid:
+                reason = data.get("reason")
+            (self.folder / "workers" / f"{child.name}.json").unlink(missing_ok=True)
+        loop.update(restarts=int(loop["restarts"]) + 1, exit_code=child.proc.returncode, reason=reason,
+                    lived_s=round(lived, 1), retry_in_s=round(self._backoff[child.role], 1),
+                    at=utcnow().isoformat())
+        self.crashes[child.role] = loop
+        log.warning("%s exited with %s after %.1f s%s: restarting in %.0f s (restart %d in a row)", child.name,
+                    child.proc.returncode, lived, f" ({reason})" if reason else "", self._backoff[child.role],
+                    loop["restarts"])
 
     def _keep_running(self, spec: DeploymentSpec) -> None:
         if self.generation == 0:
             return
         now = time.monotonic()
-        serving = spec if spec.generation == self.generation else None
+        # the API and SCP follow the generation that serves: a newer spec still starting (or failed) does not
+        # stop them from being restarted
+        serving = spec if spec.generation == self.generation else self.serving
         workers = [c for c in self.children if c.role == "worker" and c.generation == self.generation]
         for child in workers:
-            if not child.alive and now - self._restarts.get("worker", 0) > RESTART_BACKOFF_S:
-                log.warning("%s exited with %s: restarting", child.name, child.proc.returncode)
+            if not child.alive and child.name not in self._noted:
+                self._noted.add(child.name)
+                self._crashed(child, now)
+            if not child.alive and self._may_restart("worker", now):
                 self.children.remove(child)
                 self._restarts["worker"] = now
                 self._start("worker", child.generation, self._worker_argv(child.generation, len(workers)))
+        current = [c for c in self.children if c.role == "worker" and c.generation == self.generation]
+        if "worker" in self.crashes and current and all(
+                c.alive and now - c.started >= STABLE_S and self._worker_state(c) == "ready" for c in current):
+            self.crashes.pop("worker", None)  # serving again for a while: the loop is over
+            self._backoff.pop("worker", None)
         if serving is None:
             return
         wanted: dict[str, tuple[list[str], str]] = {}
@@ -209,11 +261,17 @@ class Supervisor:
                 if target is None or child.key != target[1]:
                     self._terminate([child], wait=True)
                     self.children.remove(child)
-                elif not child.alive and now - self._restarts.get(role, 0) > RESTART_BACKOFF_S:
-                    log.warning("%s exited with %s: restarting", child.name, child.proc.returncode)
-                    self.children.remove(child)
+                elif not child.alive:
+                    if child.name not in self._noted:
+                        self._noted.add(child.name)
+                        self._crashed(child, now)
+                    if self._may_restart(role, now):
+                        self.children.remove(child)
+                elif now - child.started >= STABLE_S and role in self.crashes:
+                    self.crashes.pop(role, None)
+                    self._backoff.pop(role, None)
             idle = not any(c.role == role for c in self.children)
-            if target is not None and idle and now - self._restarts.get(role, 0) > RESTART_BACKOFF_S:
+            if target is not None and idle and self._may_restart(role, now):
                 self._restarts[role] = now
                 self._start(role, serving.generation, target[0], key=target[1])
 
@@ -226,7 +284,9 @@ class Supervisor:
         status = {"generation": self.generation, "target": spec.generation, "pending": self.pending,
                   "state": "ready" if self.generation == spec.generation else (
                       "failed" if self.failed.get("generation") == spec.generation else "updating"),
-                  "model": spec.model, "failed": self.failed or None, "processes": processes, "pid": os.getpid(),
+                  "model": spec.model, "serving_model": self.serving.model if self.serving else None,
+                  "failed": self.failed or None, "crash_loops": list(self.crashes.values()),
+                  "processes": processes, "pid": os.getpid(),
                   "at": utcnow().isoformat()}
         path = self.folder / STATUS_FILE
         tmp = path.with_name(f".{path.name}.tmp")

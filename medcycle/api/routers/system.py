@@ -10,9 +10,22 @@ from medcycle import __version__
 from medcycle.api.deps import PlatformDep, requires
 from medcycle.api.schemas import BackendOut, InfoOut, ReadyOut
 from medcycle.auth.roles import Permission
-from medcycle.platform import redact
+from medcycle.platform import BackendHealth, Platform, redact
 
 router = APIRouter(tags=["system"])
+
+
+def _health(platform: Platform) -> list[BackendHealth]:
+    """The backends, and the deployment's workers when a supervisor runs on this machine for this home
+    (a model loaded and warm; a crash loop says why)."""
+    from medcycle.serving.deploy import deployment_health
+
+    health = platform.health()
+    try:
+        workers = deployment_health(platform.settings)
+    except OSError as exc:  # the deployment folder unreadable: say so rather than fail the probe
+        workers = BackendHealth("workers", "deployment", False, f"status unreadable ({type(exc).__name__})")
+    return health if workers is None else [*health, workers]
 
 
 @router.get("/livez", summary="The process is alive")
@@ -20,9 +33,10 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=ReadyOut, summary="Every backend is reachable and migrated")
+@router.get("/readyz", response_model=ReadyOut, summary="Every backend is reachable and migrated (and, "
+            "under `medcycle deploy`, a worker is ready)")
 async def readyz(platform: PlatformDep) -> JSONResponse:
-    health = await run_in_threadpool(platform.health)
+    health = await run_in_threadpool(_health, platform)
     body = ReadyOut(ready=all(h.ok for h in health), backends=[BackendOut(**h.to_dict()) for h in health])
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -36,7 +50,7 @@ async def livez_head() -> Response:
 @router.head("/readyz", include_in_schema=False)
 async def readyz_head(platform: PlatformDep) -> Response:
     """``HEAD /readyz``: the status of ``GET /readyz`` without its body."""
-    health = await run_in_threadpool(platform.health)
+    health = await run_in_threadpool(_health, platform)
     return Response(status_code=200 if all(h.ok for h in health) else 503)
 
 
