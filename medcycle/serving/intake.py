@@ -58,7 +58,40 @@ def check_webhook(url: str | None) -> str | None:
     if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.username or parsed.password \
             or port == 0:
         raise problem
+    _check_webhook_host(url, parsed.hostname)
     return url
+
+
+def _check_webhook_host(url: str, host: str) -> None:
+    """Refuse a webhook to an address no receiver listens on and that only reaches the worker's own cloud: a
+    link-local address (169.254.0.0/16 and fe80::/10, where instance metadata services answer), the unspecified
+    address, multicast, or a metadata service's name. Loopback and private addresses stay allowed (a RIS on the
+    hospital's network); workers' egress is the operator's to filter (docs/serving.md, Webhooks)."""
+    import ipaddress
+    import socket
+
+    name = host.rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        try:  # the legacy IPv4 forms the resolver takes too (2852039166, 0xa9fea9fe, 169.254.43518)
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            address = None
+    if address is None:
+        bad = name in METADATA_HOSTS
+    else:
+        mapped = getattr(address, "ipv4_mapped", None)
+        address = mapped or address
+        bad = address.is_link_local or address.is_unspecified or address.is_multicast
+    if bad:
+        raise UsageError(f"webhook {url[:80]!r} points at a link-local, metadata or unspecified address",
+                         hint="Give the receiver's own address or name; link-local addresses (169.254.x.x, fe80::) "
+                              "and metadata services are refused.")
+
+
+METADATA_HOSTS: Final = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+                                   "instance-data.ec2.internal"})
 
 
 def store_failed(exc: OSError, what: str = "the object store") -> BackendUnavailable:

@@ -9,6 +9,11 @@ The body is the job as ``GET /v1/jobs/{id}`` answers it, signed with
 network error is retried after ``webhook_backoff_s`` doubling per attempt (at most 5 minutes); after
 ``webhook_attempts`` deliveries the webhook job is dead-lettered (``medcycle jobs list`` shows it,
 ``medcycle jobs requeue`` resends it).
+
+Jobs that end outside a worker's batch — past their deadline before a worker took them, cancelled,
+dead-lettered after their leases ran out or their attempts — would get none from a worker: each sender looks
+for such jobs every few seconds (:meth:`WebhookSender.sweep`) and queues their webhooks too, so every job that
+asked for one gets it whatever its outcome.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import hmac
 import json
 import logging
 import threading
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from medcycle.errors import MedcycleError, NotFound
-from medcycle.jobs.base import Job, JobCancelled, LeaseLost
+from medcycle.jobs.base import Job, JobCancelled, JobState, LeaseLost
 from medcycle.jobs.worker import default_worker_name
 from medcycle.serving.config import ServingSettings
 
@@ -33,6 +40,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 300.0
 SIGNATURE_HEADER = "X-Medcycle-Signature"
+#: How often a sender looks for jobs the queue ended without a worker, how many of each state it reads (newest
+#: first), and how long ago such a job may have ended to still get its webhook.
+SWEEP_S = 5.0
+SWEEP_LIMIT = 200
+SWEEP_LOOKBACK_S = 3600.0
+#: The outcomes a job may reach outside a worker's batch (expired in the queue, cancelled, dead-lettered).
+ENDED_BY_QUEUE = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
 
 
 def enqueue(platform: Platform, cfg: ServingSettings, job: Job) -> None:
@@ -60,8 +74,39 @@ class WebhookSender:
         self.client = client or httpx.Client(timeout=cfg.webhook_timeout_s, trust_env=False, follow_redirects=False)
         self.sent = 0
         self.failed = 0
+        self.sweep_s = SWEEP_S
+        self._next_sweep = 0.0
+        self._swept: set[str] = set()
+
+    def sweep(self) -> int:
+        """Queue the webhooks of inference jobs that ended without a worker (see the module); idempotent per job
+        (a job whose webhook is queued or sent already is not sent again). Returns how many it queued (or found
+        queued)."""
+        from medcycle.serving.results import DEADLINE_ERROR
+        from medcycle.store.base import utcnow
+
+        since = utcnow() - timedelta(seconds=SWEEP_LOOKBACK_S)
+        seen = 0
+        for state in ENDED_BY_QUEUE:
+            for job in self.platform.jobs.list(self.cfg.queue, state, limit=SWEEP_LIMIT):
+                if job.id in self._swept:
+                    continue
+                # a failed job's webhook was queued by its worker, unless the queue failed it (its deadline)
+                by_queue = job.state is not JobState.FAILED or (job.error or "").startswith(DEADLINE_ERROR)
+                if by_queue and (job.payload or {}).get("webhook") and (job.finished_at is None
+                                                                        or job.finished_at >= since):
+                    enqueue(self.platform, self.cfg, job)
+                    seen += 1
+                self._swept.add(job.id)
+        if len(self._swept) > 100_000:  # bounded; a job looked at again only finds its webhook queued already
+            self._swept.clear()
+        return seen
 
     def run_once(self, wait_ms: int = 200) -> int:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.sweep_s
+            self.sweep()
         # One delivery at a time: a sender that took 16 and posted them one by one to a slow receiver let the
         # later ones' leases run out, and another sender (every worker runs one) took and posted them again.
         jobs = self.platform.jobs.take(self.cfg.webhook_queue, self.name, max_jobs=1, wait_ms=wait_ms)

@@ -243,7 +243,7 @@ def _caller_key(principal: Principal, given: str | None) -> str | None:
     """The stored key of a client's ``Idempotency-Key``: per caller, so one caller's key never finds another's
     job. The client's key is checked on its own (1-200 printable characters); a name and key together longer than
     that are stored as the name and the key's SHA-256."""
-    key = intake.check_idempotency_key(given) if given else None
+    key = intake.check_idempotency_key(given) if given is not None else None  # an empty key is refused, not ignored
     if key is None:
         return None
     stored = f"{principal.name}:{key}"
