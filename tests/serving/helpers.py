@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +17,17 @@ import httpx
 
 from medcycle.models import registry
 from medcycle.platform import Platform
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -> bool:
+    """Whether ``predicate`` became true within ``timeout`` seconds (polled every ``step``; checked once more at
+    the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
 
 
 def register_model(platform: Platform, name: str, weights: bytes | None = None) -> str:

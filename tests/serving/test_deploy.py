@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from medcycle.serving.routing import bucket, follows_deployment, is_canary
 from medcycle.testing.dicom import write_radiograph
 from medcycle.testing.platform import make_settings
 from medcycle.testing.services import free_port
-from tests.serving.helpers import serving_model
+from tests.serving.helpers import serving_model, wait_for
 
 HEAVY = {"input": {"size": [384, 384], "intensity": {"kind": "percentile", "lower": 1, "upper": 99}},
          "model": {"name": "densenet-small", "width": 48, "depth": 4}}
@@ -37,14 +37,6 @@ class Env:
     port: int
     images: list[Path]
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def finished(platform: Platform, job: Job, timeout: float = 60) -> Job:

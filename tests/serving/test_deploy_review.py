@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from medcycle.platform import Platform
 from medcycle.serving import deploy as deployment
 from medcycle.testing.platform import make_settings
 from medcycle.testing.services import free_port
-from tests.serving.helpers import serving_model
+from tests.serving.helpers import serving_model, wait_for
 
 
 @dataclass
@@ -31,14 +30,6 @@ class Env:
     platform: Platform
     port: int
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def _corrupt(platform: Platform, ref: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -28,18 +28,10 @@ from medcycle.platform import Platform
 from medcycle.serving.scp import ScpConfig, StoreScp
 from medcycle.serving.studies import DicomIntake
 from medcycle.testing.dicom import FakePatient, write_ct_series, write_radiograph
-from tests.serving.helpers import register_model
+from tests.serving.helpers import register_model, wait_for
 
 IDLE = 1.0  # long enough that a loaded machine's pauses between instances do not split a study
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture
