@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -163,7 +163,13 @@ class Platform:
 
     def health(self) -> list[BackendHealth]:
         """Reachability of each backend in use (for ``/readyz`` and ``medcycle doctor``)."""
-        out = []
+        return [check() for _, check in self.health_checks()]
+
+    def health_checks(self) -> list[tuple[str, Callable[[], BackendHealth]]]:
+        """The checks :meth:`health` runs, by backend name, for a caller that bounds how long each may take."""
+        return [("database", self._database_health), ("objects", self._objects_health), ("jobs", self._jobs_health)]
+
+    def _database_health(self) -> BackendHealth:
         db_url = redact(self.settings.resolved_database_url)
         try:
             with self.engine.connect() as conn:
@@ -172,28 +178,25 @@ class Platform:
 
             rev, head = current_revision(self.engine), head_revision()
             ok = rev == head
-            out.append(
-                BackendHealth(
-                    "database",
-                    db_url,
-                    ok,
-                    f"schema {rev or 'empty'}" + ("" if ok else f", head is {head}: run `medcycle init`"),
-                )
-            )
+            return BackendHealth("database", db_url, ok,
+                                 f"schema {rev or 'empty'}" + ("" if ok else f", head is {head}: run `medcycle init`"))
         except (OperationalError, MedcycleError) as exc:
-            out.append(BackendHealth("database", db_url, False, str(getattr(exc, "orig", exc))))
+            return BackendHealth("database", db_url, False, str(getattr(exc, "orig", exc)))
+
+    def _objects_health(self) -> BackendHealth:
         try:
             store = self.objects
             next(iter(store.list()), None)
-            out.append(BackendHealth("objects", store.url, True, type(store).__name__))
+            return BackendHealth("objects", store.url, True, type(store).__name__)
         except MedcycleError as exc:
-            out.append(BackendHealth("objects", self.settings.resolved_object_store_url, False, exc.message))
+            return BackendHealth("objects", self.settings.resolved_object_store_url, False, exc.message)
+
+    def _jobs_health(self) -> BackendHealth:
         try:
             self.jobs.ping()
-            out.append(BackendHealth("jobs", redact(self.settings.queue_url), True, type(self.jobs).__name__))
+            return BackendHealth("jobs", redact(self.settings.queue_url), True, type(self.jobs).__name__)
         except MedcycleError as exc:
-            out.append(BackendHealth("jobs", redact(self.settings.queue_url), False, exc.message))
-        return out
+            return BackendHealth("jobs", redact(self.settings.queue_url), False, exc.message)
 
     def close(self) -> None:
         if "jobs" in self.__dict__:

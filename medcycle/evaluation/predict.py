@@ -65,14 +65,11 @@ def _classes(params: dict[str, Any]) -> list[str] | None:
     return [str(c) for c in value] if isinstance(value, list) and value else None
 
 
-def load(platform: Platform, ref: str) -> Loaded:
-    """The network of model version ``ref`` with its training config and classes, on the CPU, in eval mode."""
-    import torch
-
+def describe(platform: Platform, ref: str) -> tuple[VersionInfo, TrainingConfig, list[str]]:
+    """Model version ``ref`` with its training config and classes, without loading its weights."""
     from medcycle.experiments.runs import get_run
     from medcycle.models.registry import info, resolve
     from medcycle.training.config import TrainingConfig
-    from medcycle.training.models import build_model, out_channels
 
     with platform.session(write=False) as session:
         version = info(session, resolve(session, ref))
@@ -89,6 +86,16 @@ def load(platform: Platform, ref: str) -> Loaded:
     classes = _classes(run.to_dict().get("params", {}))
     if classes is None:
         raise ValidationFailed(f"run {version.run_id} recorded no class list", hint="Retrain with medcycle train.")
+    return version, config, classes
+
+
+def load(platform: Platform, ref: str) -> Loaded:
+    """The network of model version ``ref`` with its training config and classes, on the CPU, in eval mode."""
+    import torch
+
+    from medcycle.training.models import build_model, out_channels
+
+    version, config, classes = describe(platform, ref)
     model = build_model(config, out_channels(config, classes))
     state = torch.load(io.BytesIO(platform.objects.get(version.weights_digest)), map_location="cpu",
                        weights_only=True)

@@ -180,6 +180,21 @@ def check_refs(platform: Platform, spec: DeploymentSpec) -> dict[str, str]:
     if spec.shadow and out.get(spec.shadow) == out[spec.model]:
         raise UsageError(f"the shadow {spec.shadow} is the version already served",
                          hint="Shadow another version, e.g. the next candidate.")
+    if spec.candidate and out.get(spec.candidate) == out[spec.model]:
+        raise UsageError(f"the canary candidate {spec.candidate} is {out[spec.model]}, the version already served: "
+                         "the canary would compare a version with itself",
+                         hint=f"Name another version of {spec.name} (medcycle model list {spec.name}), or end the "
+                              "canary with --canary 0.")
+    if spec.shadow:
+        from medcycle.evaluation.predict import describe
+
+        # a shadow run is compared with the served one finding by finding: another task has no findings to compare
+        served, shadow = describe(platform, out[spec.model])[1], describe(platform, out[spec.shadow])[1]
+        if served.task != shadow.task:
+            raise UsageError(
+                f"the shadow {out[spec.shadow]} is a {shadow.task.value} model and {out[spec.model]} a "
+                f"{served.task.value} one: their findings cannot be compared",
+                hint="Shadow a version trained for the same task on the same kind of images.")
     return out
 
 
